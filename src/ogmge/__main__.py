@@ -1,0 +1,5 @@
+import sys
+
+from ogmge.interfaces.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""ogmge.models"""

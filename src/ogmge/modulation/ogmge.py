@@ -1,0 +1,362 @@
+"""On-the-fly Gradient Modulation with Generalization Enhancement (OGM-GE).
+
+Peng, Wei, Deng, Wang, Hu, "Balanced Multimodal Learning via On-the-fly
+Gradient Modulation", CVPR 2022 (arXiv 2203.15332). Between
+``loss.backward()`` and ``optimizer.step()``, every selected gradient of the
+encoder of modality u becomes ``k_u * g`` (OGM, Eq. 10) or
+``k_u * g + eps``, ``eps ~ N(0, sigma^2)`` with ``sigma`` the unbiased standard
+deviation of the unmodulated ``g`` plus 1e-8 (GE, Eqs. 16-18).
+
+Where it belongs in a training loop::
+
+    loss.backward()
+    scaler.unscale_(optimizer)          # if mixed precision
+    stats = modulator.step(modality_logits=..., labels=y, epoch=epoch)
+    torch.nn.utils.clip_grad_norm_(...) # if clipping
+    optimizer.step()                    # or scaler.step(optimizer)
+
+``step`` is ``accumulate`` (add a batch's scores; call it once per
+micro-batch, or on held-out batches) followed by ``apply_`` (all-reduce the
+scores across ranks when ``torch.distributed`` is initialised, compute the
+coefficients once, modulate the gradients in place).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .scores import (
+    COEFFICIENT_RULES,
+    RATIO_EPS,
+    RATIO_REDUCTIONS,
+    batch_scores,
+    discrepancy_ratios,
+    modulation_coefficients,
+)
+from .generators import GeneratorPool
+from .selection import Selector, check_select, select_parameters
+
+MODES = ("Normal", "OGM", "OGM_GE")
+NOISE_TARGETS = ("all", "modulated")
+#: Added to the standard deviation of the GE noise, as in the paper's code.
+SIGMA_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ModulationStats:
+    """What one ``apply_``/``step`` computed, keyed by modality name.
+
+    ``scores``, ``ratios`` and ``coefficients`` are 0-d tensors on the
+    device of the logits (reading them forces no host sync until you ask).
+    ``coefficients`` are Eq. 10's values; the gradients were scaled by them
+    only if the step ran (``ran``) and every selected gradient was finite
+    (``finite``). ``reason`` says, when known on the host, why it did not run.
+    """
+
+    scores: dict[str, Tensor]
+    ratios: dict[str, Tensor]
+    coefficients: dict[str, Tensor]
+    ran: bool
+    reason: str | None = None
+    finite: Tensor | None = field(default=None)
+
+    @property
+    def modulated(self) -> bool:
+        """Whether the gradients were changed (synchronises with the device)."""
+        return self.ran and (self.finite is None or bool(self.finite))
+
+    @property
+    def skip_reason(self) -> str | None:
+        if self.reason is not None:
+            return self.reason
+        if self.ran and self.finite is not None and not bool(self.finite):
+            return "non-finite gradients"
+        return None
+
+    def to_floats(self) -> dict[str, float | bool | str | None]:
+        """Plain Python values for logging: ``score/<m>``, ``ratio/<m>``, ``coeff/<m>``."""
+        out: dict[str, float | bool | str | None] = {}
+        for key, values in (("score", self.scores), ("ratio", self.ratios), ("coeff", self.coefficients)):
+            for name, value in values.items():
+                out[f"{key}/{name}"] = float(value)
+        out["modulated"] = self.modulated
+        out["skip_reason"] = self.skip_reason
+        return out
+
+
+def _check_number(field_name: str, value, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field_name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{field_name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _check_epoch(field_name: str, value, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field_name} must be a non-negative integer epoch, got {value!r}")
+    return value
+
+
+class OGMGE:
+    """OGM / OGM-GE gradient modulation for any model with named encoders.
+
+    Parameters (keyword-only after ``encoders``)
+    ----------
+    encoders: ``{modality: nn.Module or iterable of parameters}``, two or more.
+    mode: ``"Normal"`` (measure only), ``"OGM"`` or ``"OGM_GE"``.
+    alpha: modulation strength of Eq. 10 (> 0). Paper: 0.8 CREMA-D, 0.1 VGGSound.
+    start_epoch, end_epoch: inclusive, 0-based window of epochs in which to
+        modulate (paper 0 and 50); ``end_epoch=None`` means no end.
+    select: ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
+        ``"all"``, a callable ``(name, param) -> bool``, or a dict of these per modality.
+    coefficient: ``"paper"`` (Eq. 10 with its jump at rho = 1) or ``"continuous"``.
+    noise: GE noise on every selected tensor of every encoder (``"all"``, the
+        paper's code) or only on encoders with k < 1 (``"modulated"``).
+    ratio_reduce: how the other modalities' scores are combined for N > 2
+        (``"mean"``, ``"min"``, ``"max"``); any gives the paper's ratio for N = 2.
+    sync_scores: all-reduce accumulated scores over ranks when
+        ``torch.distributed`` is initialised, so every rank uses the same k.
+    process_group: the group for that all-reduce (default: the world).
+    generator: a ``torch.Generator`` for the noise (on the gradients' device);
+        by default the modulator owns one per device seeded with ``seed``, so
+        every rank draws the same noise.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module | Iterable[Tensor]],
+        *,
+        mode: str = "OGM_GE",
+        alpha: float = 0.8,
+        start_epoch: int = 0,
+        end_epoch: int | None = 50,
+        select: Selector | Mapping[str, Selector] = "conv",
+        coefficient: str = "paper",
+        noise: str = "all",
+        ratio_reduce: str = "mean",
+        sync_scores: bool = True,
+        process_group=None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(encoders, nn.ModuleDict):
+            encoders = dict(encoders.items())
+        if not isinstance(encoders, Mapping):
+            raise TypeError(f"encoders must be a dict of modality name -> module, got {type(encoders).__name__}")
+        if len(encoders) < 2:
+            raise ValueError(f"encoders must name at least two modalities, got {list(encoders)}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if coefficient not in COEFFICIENT_RULES:
+            raise ValueError(f"coefficient must be one of {COEFFICIENT_RULES}, got {coefficient!r}")
+        if noise not in NOISE_TARGETS:
+            raise ValueError(f"noise must be one of {NOISE_TARGETS}, got {noise!r}")
+        if ratio_reduce not in RATIO_REDUCTIONS:
+            raise ValueError(f"ratio_reduce must be one of {RATIO_REDUCTIONS}, got {ratio_reduce!r}")
+        if not isinstance(select, Mapping):
+            check_select("select", select)
+        self.mode = mode
+        self.alpha = _check_number("alpha", alpha, positive=True)
+        self.start_epoch = _check_epoch("start_epoch", start_epoch, allow_none=False)
+        self.end_epoch = _check_epoch("end_epoch", end_epoch, allow_none=True)
+        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
+            raise ValueError(
+                f"end_epoch ({end_epoch}) must not be before start_epoch ({start_epoch})"
+            )
+        self.coefficient = coefficient
+        self.noise = noise
+        self.ratio_reduce = ratio_reduce
+        self.sync_scores = sync_scores
+        self.process_group = process_group
+        self.generators = GeneratorPool(seed, generator)
+        self.params = select_parameters(encoders, select)
+        self.modalities = tuple(self.params)
+        self._scores: dict[str, Tensor] | None = None
+
+    # ------------------------------------------------------------------ scores
+    def accumulate(
+        self,
+        modality_logits: Mapping[str, Tensor],
+        labels: Tensor,
+        *,
+        sample_weight: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Add one batch's scores (Eq. 8) to the running sums; return the batch's."""
+        self._check_names(modality_logits, "modality_logits")
+        scores = batch_scores(modality_logits, labels, sample_weight=sample_weight)
+        self.accumulate_scores(scores)
+        return scores
+
+    def accumulate_scores(self, scores: Mapping[str, Tensor]) -> None:
+        """Add precomputed score sums (e.g. from held-out batches)."""
+        self._check_names(scores, "scores")
+        if self._scores is None:
+            self._scores = {n: torch.as_tensor(scores[n]).detach().clone() for n in self.modalities}
+        else:
+            for n in self.modalities:
+                self._scores[n] = self._scores[n] + torch.as_tensor(scores[n]).detach()
+
+    def reset(self) -> None:
+        """Forget the accumulated scores."""
+        self._scores = None
+
+    def is_active(self, epoch: int | None) -> bool:
+        """Whether ``epoch`` lies in the inclusive modulation window (None: always)."""
+        if self.mode == "Normal":
+            return False
+        if epoch is None:
+            return True
+        if epoch < self.start_epoch:
+            return False
+        return self.end_epoch is None or epoch <= self.end_epoch
+
+    def coefficients_from_scores(
+        self, scores: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Pure: ``(ratios, coefficients)`` of Eqs. 9-10 for the given scores."""
+        ratios = discrepancy_ratios(scores, reduce=self.ratio_reduce, eps=RATIO_EPS)
+        return ratios, modulation_coefficients(ratios, alpha=self.alpha, rule=self.coefficient)
+
+    # -------------------------------------------------------------- modulation
+    def apply_(self, *, epoch: int | None = None) -> ModulationStats:
+        """Modulate the gradients in place once, with the accumulated scores.
+
+        Call after ``backward()`` (and ``GradScaler.unscale_``), before clipping
+        and ``optimizer.step()``. Resets the accumulated scores.
+        """
+        if self._scores is None:
+            raise RuntimeError("no scores accumulated: call accumulate() (or step()) first")
+        scores = self._scores
+        self._scores = None
+        scores = self._all_reduce(scores)
+        ratios, coeffs = self.coefficients_from_scores(scores)
+        if self.mode == "Normal":
+            return ModulationStats(scores, ratios, coeffs, ran=False, reason="mode Normal")
+        if not self.is_active(epoch):
+            return ModulationStats(scores, ratios, coeffs, ran=False, reason="outside window")
+        finite = self._modulate_(coeffs)
+        if finite is None:
+            return ModulationStats(scores, ratios, coeffs, ran=False, reason="no gradients")
+        return ModulationStats(scores, ratios, coeffs, ran=True, finite=finite)
+
+    def step(
+        self,
+        *,
+        modality_logits: Mapping[str, Tensor],
+        labels: Tensor,
+        epoch: int | None = None,
+        sample_weight: Tensor | None = None,
+    ) -> ModulationStats:
+        """``accumulate`` this batch, then ``apply_``: the usual one-call form."""
+        self.accumulate(modality_logits, labels, sample_weight=sample_weight)
+        return self.apply_(epoch=epoch)
+
+    def _modulate_(self, coeffs: Mapping[str, Tensor]) -> Tensor | None:
+        grads: dict[str, list[Tensor]] = {
+            name: [p.grad for _, p in self.params[name] if p.grad is not None] for name in self.modalities
+        }
+        flat = [g for name in self.modalities for g in grads[name]]
+        if not flat:
+            return None
+        # All-or-nothing finiteness check without a host sync: a tensor's norm is
+        # finite iff all its entries are (barring float overflow of the norm).
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for g in flat:
+            by_device.setdefault(g.device, []).append(g)
+        flags = [torch.stack(torch._foreach_norm(gs)).isfinite().all() for gs in by_device.values()]
+        finite = flags[0]
+        for f in flags[1:]:
+            finite = finite & f.to(finite.device)
+        add_noise = self.mode == "OGM_GE"
+        sigmas: dict[str, list[Tensor]] = {}
+        if add_noise:  # sigma of the *unmodulated* gradient, before scaling
+            for name in self.modalities:
+                sigmas[name] = [_std(g) + SIGMA_EPS for g in grads[name]]
+        for name in self.modalities:
+            gs = grads[name]
+            if not gs:
+                continue
+            device = gs[0].device
+            ok = finite.to(device)
+            k = torch.where(ok, coeffs[name].to(device), torch.ones_like(coeffs[name], device=device))
+            if all(g.device == device for g in gs):
+                torch._foreach_mul_(gs, k)
+            else:
+                for g in gs:
+                    g.mul_(k.to(g.device))
+            if add_noise:
+                gate = ok if self.noise == "all" else ok & (coeffs[name].to(device) < 1)
+                for g, sigma in zip(gs, sigmas[name]):
+                    scale = torch.where(gate.to(g.device), sigma, torch.zeros_like(sigma))
+                    z = torch.randn(g.shape, generator=self.generators.get(g.device), device=g.device, dtype=g.dtype)
+                    g.addcmul_(z, scale.to(g.dtype))
+        return finite
+
+    def _all_reduce(self, scores: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not (self.sync_scores and dist.is_available() and dist.is_initialized()):
+            return scores
+        stacked = torch.stack([scores[n] for n in self.modalities])
+        if dist.get_backend(self.process_group) == "nccl" and stacked.device.type != "cuda":
+            stacked = stacked.cuda()
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=self.process_group)
+        return {n: stacked[i] for i, n in enumerate(self.modalities)}
+
+    def _check_names(self, given: Mapping[str, object], field_name: str) -> None:
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{field_name} must be a dict keyed by modality name, got {type(given).__name__}")
+        extra = sorted(set(given) - set(self.modalities))
+        missing = sorted(set(self.modalities) - set(given))
+        if extra:
+            raise ValueError(f"{field_name} has modalities without an encoder: {extra}")
+        if missing:
+            raise ValueError(f"{field_name} lacks modalities that have an encoder: {missing}")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Noise-generator states (so a resumed run draws the same noise) and settings."""
+        return {
+            "generators": self.generators.state_dict(),
+            "settings": {
+                "mode": self.mode,
+                "alpha": self.alpha,
+                "start_epoch": self.start_epoch,
+                "end_epoch": self.end_epoch,
+                "coefficient": self.coefficient,
+                "noise": self.noise,
+                "ratio_reduce": self.ratio_reduce,
+                "modalities": list(self.modalities),
+            },
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore the noise streams saved by ``state_dict``."""
+        if "generators" not in state:
+            raise ValueError("not an OGMGE state_dict: missing 'generators'")
+        saved = state.get("settings", {}).get("modalities")
+        if saved is not None and list(saved) != list(self.modalities):
+            raise ValueError(f"state_dict is for modalities {saved}, this modulator has {list(self.modalities)}")
+        self.generators.load_state_dict(state["generators"])
+
+    def __repr__(self) -> str:
+        sizes = {n: sum(p.numel() for _, p in ps) for n, ps in self.params.items()}
+        return (
+            f"OGMGE(mode={self.mode!r}, alpha={self.alpha}, window=[{self.start_epoch}, {self.end_epoch}], "
+            f"coefficient={self.coefficient!r}, noise={self.noise!r}, selected={sizes})"
+        )
+
+
+def _std(g: Tensor) -> Tensor:
+    """Unbiased standard deviation; 0 for tensors of fewer than two elements."""
+    if g.numel() < 2:
+        return torch.zeros((), device=g.device, dtype=torch.float32)
+    return g.float().std() if g.dtype in (torch.float16, torch.bfloat16) else g.std()

@@ -1,0 +1,94 @@
+"""Which gradients OGM-GE modulates, chosen by tensor rank.
+
+The paper's code touches only the 4-D gradients (2-D conv kernels) of its two
+encoders. ``select="conv"`` (rank >= 3) reproduces that on the paper's model and
+extends it to 1-D/3-D convolutions; ``"weights"`` (rank >= 2) adds linear,
+recurrent and attention weights; ``"all"`` takes every parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from torch import Tensor, nn
+
+SELECTIONS = ("conv", "weights", "all")
+
+Selector = str | Callable[[str, Tensor], bool]
+
+
+def _min_rank(select: str) -> int:
+    return {"conv": 3, "weights": 2, "all": 0}[select]
+
+
+def check_select(field: str, select: Selector) -> None:
+    if callable(select):
+        return
+    if select not in SELECTIONS:
+        raise ValueError(f"{field} must be one of {SELECTIONS} or a callable, got {select!r}")
+
+
+def named_parameters_of(source: nn.Module | Iterable[Tensor]) -> list[tuple[str, Tensor]]:
+    """``(name, parameter)`` pairs of a module, or of a plain iterable of tensors."""
+    if isinstance(source, nn.Module):
+        return list(source.named_parameters())
+    if isinstance(source, Tensor):
+        return [("0", source)]
+    try:
+        items = list(source)
+    except TypeError:
+        raise TypeError(
+            f"an encoder must be an nn.Module or an iterable of parameters, got {type(source).__name__}"
+        ) from None
+    out = []
+    for i, p in enumerate(items):
+        if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Tensor):
+            out.append((str(p[0]), p[1]))
+        elif isinstance(p, Tensor):
+            out.append((str(i), p))
+        else:
+            raise TypeError(f"expected parameters (tensors), got {type(p).__name__} at position {i}")
+    return out
+
+
+def select_parameters(
+    encoders: Mapping[str, nn.Module | Iterable[Tensor]], select: Selector | Mapping[str, Selector]
+) -> dict[str, list[tuple[str, Tensor]]]:
+    """Per modality, the trainable parameters whose gradients are modulated.
+
+    Raises ValueError naming the modality when its selection is empty (the
+    official code silently modulates nothing on such an encoder), and when a
+    parameter belongs to two modalities.
+    """
+    if isinstance(select, Mapping):
+        missing = set(encoders) - set(select)
+        if missing:
+            raise ValueError(f"select has no entry for modalities {sorted(missing)}")
+        per_modality = dict(select)
+    else:
+        per_modality = dict.fromkeys(encoders, select)
+    owner: dict[int, str] = {}
+    chosen: dict[str, list[tuple[str, Tensor]]] = {}
+    for name, source in encoders.items():
+        rule = per_modality[name]
+        check_select(f"select[{name!r}]" if isinstance(select, Mapping) else "select", rule)
+        params = [(n, p) for n, p in named_parameters_of(source) if p.requires_grad]
+        if callable(rule):
+            picked = [(n, p) for n, p in params if rule(n, p)]
+        else:
+            rank = _min_rank(rule)
+            picked = [(n, p) for n, p in params if p.dim() >= rank]
+        if not picked:
+            hint = "" if rule != "conv" else " (it has no conv kernels of rank >= 3; try select='weights')"
+            raise ValueError(
+                f"no parameters selected for modality {name!r} with select={rule!r}{hint}"
+            )
+        for n, p in picked:
+            other = owner.setdefault(id(p), name)
+            if other != name:
+                raise ValueError(
+                    f"parameter {n!r} is shared by modalities {other!r} and {name!r}; "
+                    "each encoder's parameters must belong to one modality"
+                )
+        chosen[name] = picked
+    return chosen
