@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .generators import GeneratorPool
 from .scores import (
     COEFFICIENT_RULES,
     RATIO_EPS,
@@ -39,7 +40,6 @@ from .scores import (
     discrepancy_ratios,
     modulation_coefficients,
 )
-from .generators import GeneratorPool
 from .selection import Selector, check_select, select_parameters
 
 MODES = ("Normal", "OGM", "OGM_GE")

@@ -1,0 +1,28 @@
+"""Errors about input data, and the ``on_error`` policy shared by readers and ``prepare``."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+ON_ERROR = ("raise", "skip")
+
+
+class DataError(ValueError):
+    """A bad input file (missing, empty, truncated, undecodable, wrong label/rate/shape, NaN/inf).
+
+    ``path`` names the offending file (or clip) and ``kind`` is one of
+    ``missing``, ``empty``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``.
+    """
+
+    def __init__(self, path: str | PathLike | None, kind: str, message: str) -> None:
+        self.path = None if path is None else str(path)
+        self.kind = kind
+        self.reason = message
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{message} [{kind}]")
+
+
+def check_on_error(value: str) -> str:
+    if value not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {value!r}")
+    return value

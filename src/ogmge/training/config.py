@@ -1,0 +1,268 @@
+"""The training configuration: one validated dataclass, YAML in and out.
+
+YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
+``--modulation-starts`` <-> ``modulation_starts``. ``cli_flag`` and
+``yaml_key`` convert between the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ogmge.modulation import MODES, SELECTIONS
+
+DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
+PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
+FUSIONS = ("sum", "concat", "film", "gated", "attention")
+ESTIMATORS = ("linear", "masking", "shapley", "probe")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+COEFFICIENTS = ("paper", "continuous")
+SPLITS = ("train", "val", "test")
+
+#: Settings that may change between an interrupted run and its resumption
+#: without changing the result (where it runs, how it reports, how long).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "device", "out", "tensorboard", "progress", "num_workers", "data_root", "split_file", "data", "name"}
+)
+
+
+def cli_flag(key: str) -> str:
+    """``modulation_starts`` -> ``--modulation-starts``."""
+    return "--" + key.replace("_", "-")
+
+
+def yaml_key(flag: str) -> str:
+    """``--modulation-starts`` -> ``modulation_starts``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (defaults: the paper's CREMA-D run).
+
+    Data: ``dataset`` is ``builtin``, ``byo`` (with ``data``: a .npz file)
+    or a paper dataset (with ``data_root`` and optionally ``split_file``);
+    ``modalities`` trains a subset; ``val_fraction`` of train (seeded,
+    stratified) selects the model, 0 keeps the last epoch.
+    """
+
+    # data
+    dataset: str = "builtin"
+    data_root: str | None = None
+    split_file: str | None = None
+    data: str | None = None
+    modalities: list[str] | None = None
+    val_fraction: float = 0.1
+    imbalance: float | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    # model
+    fusion: str = "concat"
+    estimator: str | None = None
+    width: float = 1.0
+    model_options: dict[str, Any] = field(default_factory=dict)
+    opm: bool = False
+    opm_q_base: float = 0.5
+    opm_lam: float = 0.5
+    opm_p_exe: float = 0.7
+    # modulation
+    modulation: str = "OGM_GE"
+    alpha: float = 0.8
+    modulation_starts: int = 0
+    modulation_ends: int | None = 50
+    modulate_params: str | None = None
+    coefficient: str = "paper"
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_step: int = 70
+    lr_gamma: float = 0.1
+    grad_clip: float | None = None
+    amp: bool = False
+    # run
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    name: str | None = None
+    tensorboard: bool = False
+    num_workers: int = 0
+    progress: bool = True
+    trace_every: int = 1
+    eval_test_every_epoch: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------ validation
+    def validate(self) -> TrainConfig:
+        """Raise ValueError/TypeError naming the field and its value."""
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("fusion", self.fusion, FUSIONS)
+        _choice("estimator", self.estimator, ESTIMATORS, allow_none=True)
+        _choice("modulation", self.modulation, MODES)
+        _choice("modulate_params", self.modulate_params, SELECTIONS, allow_none=True)
+        _choice("coefficient", self.coefficient, COEFFICIENTS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("data_root", "split_file", "data", "out", "name"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, Path)):
+                raise TypeError(f"{name} must be a path string, got {value!r}")
+            if isinstance(value, Path):
+                setattr(self, name, str(value))
+        if self.modalities is not None:
+            if isinstance(self.modalities, str):
+                self.modalities = [m.strip() for m in self.modalities.split(",") if m.strip()]
+            if not isinstance(self.modalities, (list, tuple)) or not self.modalities or not all(
+                isinstance(m, str) and m for m in self.modalities
+            ):
+                raise ValueError(f"modalities must be a non-empty list of names, got {self.modalities!r}")
+            if len(set(self.modalities)) != len(self.modalities):
+                raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
+            self.modalities = list(self.modalities)
+        _number("val_fraction", self.val_fraction, lo=0.0, hi=1.0, hi_open=True)
+        if self.imbalance is not None:
+            _number("imbalance", self.imbalance)
+        _number("width", self.width, lo=0.0, lo_open=True)
+        _number("opm_q_base", self.opm_q_base, lo=0.0, hi=1.0)
+        _number("opm_lam", self.opm_lam, lo=0.0)
+        _number("opm_p_exe", self.opm_p_exe, lo=0.0, hi=1.0)
+        _number("alpha", self.alpha, lo=0.0, lo_open=True)
+        _integer("modulation_starts", self.modulation_starts, lo=0)
+        if self.modulation_ends is not None:
+            _integer("modulation_ends", self.modulation_ends, lo=0)
+            if self.modulation_ends < self.modulation_starts:
+                raise ValueError(
+                    f"modulation_ends ({self.modulation_ends}) must not be before "
+                    f"modulation_starts ({self.modulation_starts})"
+                )
+        _integer("epochs", self.epochs, lo=1)
+        _integer("batch_size", self.batch_size, lo=1)
+        if self.eval_batch_size is not None:
+            _integer("eval_batch_size", self.eval_batch_size, lo=1)
+        _number("lr", self.lr, lo=0.0, lo_open=True)
+        _number("momentum", self.momentum, lo=0.0, hi=1.0)
+        _number("weight_decay", self.weight_decay, lo=0.0)
+        _integer("lr_step", self.lr_step, lo=1)
+        _number("lr_gamma", self.lr_gamma, lo=0.0, lo_open=True)
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, lo=0.0, lo_open=True)
+        _integer("seed", self.seed, lo=0)
+        _integer("num_workers", self.num_workers, lo=0)
+        _integer("trace_every", self.trace_every, lo=1)
+        for name in ("amp", "opm", "tensorboard", "progress", "eval_test_every_epoch"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("dataset_options", "model_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        if self.dataset == "byo" and not self.data:
+            raise ValueError("dataset 'byo' needs data (--data FILE.npz)")
+        if self.data and self.dataset not in ("byo",):
+            raise ValueError(f"data ({self.data!r}) is bring-your-own data; it needs dataset 'byo', got {self.dataset!r}")
+        return self
+
+    # ------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise TypeError(f"a configuration must be a mapping of settings, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            hint = [k for k in unknown if "-" in k]
+            extra = f" (YAML keys use '_' for '-', e.g. {yaml_key(hint[0])!r})" if hint else ""
+            raise ValueError(f"unknown settings {unknown}{extra}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        values = self.to_dict()
+        values.update(changes)
+        return TrainConfig.from_dict(values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path_or_preset: str | Path) -> TrainConfig:
+        """Load a YAML file, or a shipped preset by name (see ``list_presets``)."""
+        text, where = _read_config_text(path_or_preset)
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{where}: not valid YAML: {exc}") from None
+        try:
+            return cls.from_dict(values)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+
+    def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES) -> dict[str, tuple[Any, Any]]:
+        """``{setting: (mine, theirs)}`` for every setting that differs."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped in ``ogmge/configs``."""
+    root = resources.files("ogmge") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_config_text(path_or_preset: str | Path) -> tuple[str, str]:
+    path = Path(path_or_preset)
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = str(path_or_preset)
+    name = name[:-5] if name.endswith(".yaml") else name
+    preset = resources.files("ogmge") / "configs" / f"{name}.yaml"
+    if "/" not in name and preset.is_file():
+        return preset.read_text(), f"preset {name!r}"
+    raise FileNotFoundError(
+        f"config {str(path_or_preset)!r} is neither a file nor a shipped preset; presets: {', '.join(list_presets())}"
+    )
+
+
+def _choice(name: str, value, choices, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _number(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+
+
+def _integer(name, value, *, lo=None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value!r}")

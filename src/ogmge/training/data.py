@@ -1,0 +1,224 @@
+"""Datasets for a run: train / val / test from a config, validation carving,
+modality subsets, and a seeded sampler whose order is a function of the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .config import PAPER_DATASETS, TrainConfig
+
+
+@dataclass
+class DataBundle:
+    """The splits of a run; ``val`` is None when ``val_fraction`` is 0."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+
+    @property
+    def modalities(self) -> dict:
+        return dict(self.train.modalities)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train.num_classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        names = getattr(self.train, "class_names", None)
+        return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
+
+
+class SubsetView(Dataset):
+    """Rows of a dataset (any dataset honouring the contract), attributes kept."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        self.modalities = dict(base.modalities)
+        self.num_classes = int(base.num_classes)
+        self.class_names = list(getattr(base, "class_names", [str(c) for c in range(self.num_classes)]))
+        targets = list(base.targets)
+        self.targets = [targets[i] for i in self.indices]
+        groups = getattr(base, "groups", None)
+        self.groups = None if groups is None else [groups[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.base[self.indices[index]]
+
+
+class ModalityView(Dataset):
+    """The same samples with only the named modalities."""
+
+    def __init__(self, base: Dataset, names: Sequence[str]) -> None:
+        unknown = sorted(set(names) - set(base.modalities))
+        if unknown:
+            raise ValueError(f"modalities {unknown} are not in the dataset, which has {list(base.modalities)}")
+        self.base = base
+        self.names = list(names)
+        self.modalities = {n: base.modalities[n] for n in self.names}
+        for attr in ("num_classes", "class_names", "targets", "groups"):
+            setattr(self, attr, getattr(base, attr, None))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.base[index]
+        out = {"inputs": {n: sample["inputs"][n] for n in self.names}, "label": sample["label"]}
+        lengths = sample.get("lengths") or {}
+        kept = {n: v for n, v in lengths.items() if n in self.names}
+        if kept:
+            out["lengths"] = kept
+        return out
+
+
+def stratified_split(targets: Sequence[int], fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded stratified split: ``(rest, held_out)`` index lists, ``fraction`` of each class held out."""
+    gen = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    held: list[int] = []
+    for c in sorted(by_class):
+        idx = by_class[c]
+        perm = torch.randperm(len(idx), generator=gen).tolist()
+        n = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) > 1:
+            n = min(max(n, 1), len(idx) - 1)
+        held.extend(idx[j] for j in perm[:n])
+    held_set = set(held)
+    return [i for i in range(len(targets)) if i not in held_set], sorted(held)
+
+
+def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+    if hasattr(dataset, "subset"):
+        return dataset.subset(list(indices))
+    return SubsetView(dataset, indices)
+
+
+def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> Dataset | None:
+    if dataset is None or names is None:
+        return dataset
+    if list(names) == list(dataset.modalities):
+        return dataset
+    unknown = sorted(set(names) - set(dataset.modalities))
+    if unknown:
+        raise ValueError(f"modalities: {unknown} not in the dataset, which has {list(dataset.modalities)}")
+    if hasattr(dataset, "select_modalities"):
+        return dataset.select_modalities(list(names))
+    return ModalityView(dataset, names)
+
+
+def build_datasets(config: TrainConfig) -> DataBundle:
+    """Train / val / test for ``config.dataset``.
+
+    A dataset with a validation split of its own (the built-in data, AVE,
+    a bring-your-own file with a ``split`` column holding ``val``) uses it;
+    otherwise ``val_fraction`` of train is held out (seeded, stratified).
+    ``val_fraction`` 0 means no validation: the last epoch is kept.
+    """
+    opts = dict(config.dataset_options)
+    train = val = test = None
+    if config.dataset == "builtin":
+        from ogmge.data.builtin import make_builtin_dataset
+
+        if config.imbalance is not None:
+            opts.setdefault("imbalance", config.imbalance)
+        seed = opts.pop("seed", 0)
+        sizes = opts.pop("num_samples", {}) or {}
+        if not isinstance(sizes, dict):
+            raise ValueError(f"dataset_options.num_samples must map split -> count, got {sizes!r}")
+
+        def make(split):
+            return make_builtin_dataset(split, seed=seed, num_samples=sizes.get(split), **opts)
+
+        train, test = make("train"), make("test")
+        val = make("val") if config.val_fraction > 0 else None
+    elif config.dataset == "byo":
+        from ogmge.data import byo
+
+        loader = getattr(byo, "load_byo_dataset", None) or getattr(byo, "load_dataset", None)
+        if loader is None:
+            raise RuntimeError("ogmge.data.byo has no loader function")
+        full = loader(config.data, **opts)
+        splits = getattr(full, "splits", None)
+        if splits is not None:
+            train = full.split("train")
+            test = full.split("test") if "test" in splits else None
+            val = full.split("val") if "val" in splits and config.val_fraction > 0 else None
+        else:
+            train = full
+    elif config.dataset in PAPER_DATASETS:
+        if not config.data_root:
+            raise ValueError(f"dataset {config.dataset!r} needs data_root (--data-root DIR)")
+        from ogmge.data.paper import load_paper_dataset
+
+        def make(split):
+            return load_paper_dataset(
+                config.dataset, config.data_root, split=split, split_file=config.split_file, **opts
+            )
+
+        train, test = make("train"), make("test")
+        if config.dataset == "ave" and config.val_fraction > 0:
+            val = make("val")
+    if val is None and config.val_fraction > 0:
+        rest, held = stratified_split(train.targets, config.val_fraction, seed=config.seed)
+        train, val = subset(train, rest), subset(train, held)
+    names = config.modalities
+    return DataBundle(
+        select_modalities(train, names), select_modalities(val, names), select_modalities(test, names)
+    )
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded order that depends only on ``(seed, epoch)``, sharded over ranks.
+
+    A resumed run sets the same epoch and gets the same order, with no state to
+    save. With ``world_size`` > 1 the order is padded to a multiple of the
+    world size and rank r takes every world_size-th index from r (as
+    ``DistributedSampler`` does).
+    """
+
+    def __init__(
+        self, length: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            idx = torch.randperm(self.length, generator=gen).tolist()
+        else:
+            idx = list(range(self.length))
+        if self.world_size > 1:
+            total = math.ceil(self.length / self.world_size) * self.world_size
+            idx = (idx * math.ceil(total / max(len(idx), 1)))[:total]
+            idx = idx[self.rank :: self.world_size]
+        return idx
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        if self.world_size > 1:
+            return math.ceil(self.length / self.world_size)
+        return self.length
