@@ -268,20 +268,18 @@ class OGMGE:
         flat = [g for name in self.modalities for g in grads[name]]
         if not flat:
             return None
-        # All-or-nothing finiteness check without a host sync: a tensor's norm is
-        # finite iff all its entries are (barring float overflow of the norm).
-        by_device: dict[torch.device, list[Tensor]] = {}
-        for g in flat:
-            by_device.setdefault(g.device, []).append(g)
-        flags = [torch.stack(torch._foreach_norm(gs)).isfinite().all() for gs in by_device.values()]
-        finite = flags[0]
-        for f in flags[1:]:
-            finite = finite & f.to(finite.device)
         add_noise = self.mode == "OGM_GE"
         sigmas: dict[str, list[Tensor]] = {}
-        if add_noise:  # sigma of the *unmodulated* gradient, before scaling
-            for name in self.modalities:
-                sigmas[name] = [_std(g) + SIGMA_EPS for g in grads[name]]
+        if add_noise:
+            # sigma of the *unmodulated* gradient, before scaling; a tensor's std
+            # is finite iff all its entries are, so it doubles as the check.
+            sigmas = {name: [_std(g) for g in grads[name]] for name in self.modalities}
+            finite = _all_finite([s for name in self.modalities for s in sigmas[name]])
+        else:
+            # a tensor's norm is finite iff its entries are (barring overflow)
+            finite = _all_finite(
+                [n for gs in _group_by_device(flat).values() for n in torch._foreach_norm(gs)]
+            )
         for name in self.modalities:
             gs = grads[name]
             if not gs:
@@ -297,7 +295,7 @@ class OGMGE:
             if add_noise:
                 gate = ok if self.noise == "all" else ok & (coeffs[name].to(device) < 1)
                 for g, sigma in zip(gs, sigmas[name]):
-                    scale = torch.where(gate.to(g.device), sigma, torch.zeros_like(sigma))
+                    scale = torch.where(gate.to(g.device), sigma + SIGMA_EPS, torch.zeros_like(sigma))
                     z = torch.randn(g.shape, generator=self.generators.get(g.device), device=g.device, dtype=g.dtype)
                     g.addcmul_(z, scale.to(g.dtype))
         return finite
@@ -356,7 +354,24 @@ class OGMGE:
 
 
 def _std(g: Tensor) -> Tensor:
-    """Unbiased standard deviation; 0 for tensors of fewer than two elements."""
+    """Unbiased standard deviation (float32 or wider); 0 for a one-element tensor
+    (NaN if that element is not finite, so the finiteness check still sees it)."""
     if g.numel() < 2:
-        return torch.zeros((), device=g.device, dtype=torch.float32)
+        return g.detach().float().sum() * 0
     return g.float().std() if g.dtype in (torch.float16, torch.bfloat16) else g.std()
+
+
+def _group_by_device(tensors: list[Tensor]) -> dict[torch.device, list[Tensor]]:
+    groups: dict[torch.device, list[Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.device, []).append(t)
+    return groups
+
+
+def _all_finite(values: list[Tensor]) -> Tensor:
+    """0-d bool: every value finite; no host synchronisation on a single device."""
+    flags = [torch.stack(vs).isfinite().all() for vs in _group_by_device(values).values()]
+    finite = flags[0]
+    for f in flags[1:]:
+        finite = finite & f.to(finite.device)
+    return finite
