@@ -1,0 +1,39 @@
+"""Fusion heads, one module each: sum, concat (any N), FiLM, gated (two modalities), attention."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .attention import AttentionFusion
+from .base import FusionHead
+from .concat import ConcatFusion
+from .film import FiLMFusion
+from .gated import GatedFusion
+from .sum import SumFusion
+
+FUSIONS: dict[str, type[FusionHead]] = {
+    "sum": SumFusion,
+    "concat": ConcatFusion,
+    "film": FiLMFusion,
+    "gated": GatedFusion,
+    "attention": AttentionFusion,
+}
+
+
+def build_fusion(name: str, in_dims: Mapping[str, int], num_classes: int, **options) -> FusionHead:
+    """The fusion head called ``name`` (one of ``FUSIONS``); ``options`` go to its constructor."""
+    if name not in FUSIONS:
+        raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {name!r}")
+    return FUSIONS[name](in_dims, num_classes, **options)
+
+
+__all__ = [
+    "FUSIONS",
+    "AttentionFusion",
+    "ConcatFusion",
+    "FiLMFusion",
+    "FusionHead",
+    "GatedFusion",
+    "SumFusion",
+    "build_fusion",
+]

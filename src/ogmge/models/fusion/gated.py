@@ -1,0 +1,43 @@
+"""Gated fusion (Kiela, Grave, Joulin, Mikolov, "Efficient Large-Scale Multi-Modal
+Classification", AAAI 2018), as used for two modalities in the OGM-GE paper:
+``out = W_o (sigmoid(W_g phi_g + b_g) * (W_v phi_v + b_v)) + b_o`` where the
+gating modality g multiplies the other modality v.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .base import FusionHead
+
+
+class GatedFusion(FusionHead):
+    """Gated head for exactly two modalities; ``gate`` names the gating one (default: the
+    first, e.g. audio gates visual as in the official code); ``hidden`` defaults to the
+    gated modality's feature size."""
+
+    def __init__(
+        self, in_dims: Mapping[str, int], num_classes: int, *, gate: str | None = None, hidden: int | None = None
+    ) -> None:
+        super().__init__(in_dims, num_classes, exactly=2)
+        if gate is None:
+            gate = self.modalities[0]
+        if gate not in self.modalities:
+            raise ValueError(f"gate must be one of {list(self.modalities)}, got {gate!r}")
+        self.gate = gate
+        self.gated = next(n for n in self.modalities if n != gate)
+        if hidden is None:
+            hidden = self.in_dims[self.gated]
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        self.fc_gate = nn.Linear(self.in_dims[gate], hidden)
+        self.fc_value = nn.Linear(self.in_dims[self.gated], hidden)
+        self.fc_out = nn.Linear(hidden, self.num_classes)
+
+    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        self._check(features)
+        g = torch.sigmoid(self.fc_gate(features[self.gate]))
+        return self.fc_out(g * self.fc_value(features[self.gated]))
