@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from os import PathLike
 
@@ -79,7 +80,10 @@ def read_wav(path: str | PathLike, *, expected_rate: int | None = None) -> tuple
     if data.shape[0] == 0:
         raise DataError(p, "empty", "audio file holds no samples")
     if declared > 0 and data.shape[0] < declared:
-        raise DataError(p, "undecodable", f"truncated: {data.shape[0]} of {declared} frames")
+        raise DataError(p, "truncated", f"truncated: {data.shape[0]} of {declared} frames")
+    missing = _riff_missing_bytes(p)
+    if missing:
+        raise DataError(p, "truncated", f"truncated: the data chunk lacks {missing} byte(s)")
     if data.shape[1] > 2:
         raise DataError(p, "shape", f"expected mono or stereo audio, got {data.shape[1]} channels")
     if expected_rate is not None and rate != expected_rate:
@@ -89,9 +93,34 @@ def read_wav(path: str | PathLike, *, expected_rate: int | None = None) -> tuple
     return np.ascontiguousarray(samples, dtype=np.float32), rate
 
 
+def _riff_missing_bytes(path: str) -> int:
+    """Bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of the file (0 if whole,
+    not RIFF, or of unknown size as written by streaming tools)."""
+    import os
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, pos + 8 + n - size)
+            pos += 8 + n + (n & 1)
+    return 0
+
+
 def check_finite(array, path=None, what: str = "audio") -> None:
     """Raise :class:`DataError` (kind ``non_finite``) if ``array`` holds NaN or inf."""
     a = array.numpy() if isinstance(array, Tensor) else np.asarray(array)
+    if np.isfinite(a.sum(dtype=np.float64)):  # one pass; NaN/inf propagate into the sum
+        return
     if not np.isfinite(a).all():
         n = int((~np.isfinite(a)).sum())
         raise DataError(path, "non_finite", f"{what} holds {n} NaN/inf value(s)")
@@ -123,6 +152,16 @@ def sinc_kernel(d, cutoff: float, width: int):
     return cutoff * lib.sinc(cutoff * d) * window
 
 
+@functools.lru_cache(maxsize=16)
+def _polyphase_kernel(up: int, down: int, cutoff: float, width: int) -> Tensor:
+    """``(up, 1, taps)`` float64 conv weights: row p, tap t holds ``h(p * down / up - (t - k))``."""
+    k = math.ceil(width / cutoff)
+    taps = 2 * k + down + 1
+    phases = torch.arange(up, dtype=torch.float64)[:, None] * down / up
+    offsets = phases - (torch.arange(taps, dtype=torch.float64)[None, :] - k)
+    return sinc_kernel(offsets, cutoff, width)[:, None, :]
+
+
 def resample(
     waveform, orig_rate: int, new_rate: int, *, width: int = 6, rolloff: float = 0.99
 ) -> Tensor:
@@ -130,8 +169,9 @@ def resample(
 
     Output sample ``j`` (at time ``j / new_rate``) is ``sum_i x[i] h(j * orig/new - i)``
     with :func:`sinc_kernel`, cutoff ``c = rolloff * min(orig, new) / orig`` and ``width``
-    zero crossings each side; ``ceil(L * new / orig)`` samples come back. Computed as a
-    polyphase strided convolution (one phase per output residue mod ``new / gcd``).
+    zero crossings each side; ``ceil(L * new / orig)`` samples come back. Polyphase: with
+    ``up/down = new/orig`` reduced, output ``j = up * m + p`` is a strided (``down``)
+    convolution of the input with the kernel of phase ``p``; the phases are interleaved.
     """
     orig_rate = _check_rate("orig_rate", orig_rate)
     new_rate = _check_rate("new_rate", new_rate)
@@ -149,9 +189,7 @@ def resample(
     cutoff = rolloff * min(orig_rate, new_rate) / orig_rate
     k = math.ceil(width / cutoff)
     taps = 2 * k + down + 1
-    phases = torch.arange(up, dtype=torch.float64)[:, None] * down / up
-    offsets = phases - (torch.arange(taps, dtype=torch.float64)[None, :] - k)
-    kernel = sinc_kernel(offsets, cutoff, width).to(x.dtype)[:, None, :]
+    kernel = _polyphase_kernel(up, down, cutoff, width).to(x.dtype)
 
     length = x.shape[-1]
     out_len = math.ceil(length * up / down)

@@ -11,7 +11,7 @@ class DataError(ValueError):
     """A bad input file (missing, empty, truncated, undecodable, wrong label/rate/shape, NaN/inf).
 
     ``path`` names the offending file (or clip) and ``kind`` is one of
-    ``missing``, ``empty``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``.
+    ``missing``, ``empty``, ``truncated``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``.
     """
 
     def __init__(self, path: str | PathLike | None, kind: str, message: str) -> None:
@@ -20,6 +20,9 @@ class DataError(ValueError):
         self.reason = message
         where = f"{self.path}: " if self.path else ""
         super().__init__(f"{where}{message} [{kind}]")
+
+    def __reduce__(self):  # picklable across worker processes
+        return (DataError, (self.path, self.kind, self.reason))
 
 
 def check_on_error(value: str) -> str:

@@ -45,14 +45,23 @@ def _as_float(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def resize(images: Tensor, size=224) -> Tensor:
-    """Bilinear (antialiased) resize of ``(..., C, H, W)`` to ``size`` -> float in [0, 1] if uint8."""
+def _resize_native(x: Tensor, size) -> Tensor:
+    """Resize ``(..., C, H, W)`` keeping uint8 as uint8 (channels-last: torch's fast path)."""
     h, w = _check_size(size)
-    x = _as_float(torch.as_tensor(images))
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
+    if x.dtype == torch.uint8:
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.float()
     y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return y.reshape(*lead, *y.shape[-3:])
+
+
+def resize(images: Tensor, size=224) -> Tensor:
+    """Bilinear (antialiased) resize of ``(..., C, H, W)`` to ``size``; float out (uint8 input
+    is resized in uint8, as PIL does, then scaled to [0, 1])."""
+    return _as_float(_resize_native(torch.as_tensor(images), size))
 
 
 def random_resized_crop_box(
@@ -83,19 +92,22 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def _crop(x: Tensor, size, generator, scale, ratio) -> Tensor:
+    if not (0 < scale[0] <= scale[1]):
+        raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {scale!r}")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio must be (min, max) with 0 < min <= max, got {ratio!r}")
+    top, left, h, w = random_resized_crop_box(x.shape[-2], x.shape[-1], generator=generator, scale=scale, ratio=ratio)
+    return _resize_native(x[..., top:top + h, left:left + w], size)
+
+
 def random_resized_crop(
     images: Tensor, size=224, *, generator: torch.Generator,
     scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
 ) -> Tensor:
     """One random crop box (see :func:`random_resized_crop_box`) for all of ``(..., C, H, W)``,
-    resized to ``size``. Cropping happens before conversion, so uint8 input stays cheap."""
-    if not (0 < scale[0] <= scale[1]):
-        raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {scale!r}")
-    if not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"ratio must be (min, max) with 0 < min <= max, got {ratio!r}")
-    x = torch.as_tensor(images)
-    top, left, h, w = random_resized_crop_box(x.shape[-2], x.shape[-1], generator=generator, scale=scale, ratio=ratio)
-    return resize(x[..., top:top + h, left:left + w], size)
+    resized to ``size`` -> float in [0, 1]. Crops before converting, so uint8 input stays cheap."""
+    return _as_float(_crop(torch.as_tensor(images), size, generator, scale, ratio))
 
 
 def hflip(images: Tensor) -> Tensor:
@@ -104,16 +116,19 @@ def hflip(images: Tensor) -> Tensor:
 
 
 def normalize(images: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tensor:
-    """``(x - mean) / std`` per channel of ``(..., 3, H, W)`` float images in [0, 1]."""
-    x = _as_float(torch.as_tensor(images))
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
-    return (x - m) / s
+    """``(x - mean) / std`` per channel of ``(..., 3, H, W)`` float images in [0, 1]
+    (uint8 images are read as ``x / 255``, in the same single pass)."""
+    x = torch.as_tensor(images)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    if x.dtype == torch.uint8:
+        return x.contiguous().float().mul_(1.0 / (255.0 * s)).add_(-m / s)
+    return (x.float() - m) / s
 
 
 def train_transform(images: Tensor, size=224, *, generator: torch.Generator) -> Tensor:
     """Paper training transform: random resized crop, horizontal flip (p = 0.5), normalise."""
-    x = random_resized_crop(images, size, generator=generator)
+    x = _crop(torch.as_tensor(images), size, generator, (0.08, 1.0), (3 / 4, 4 / 3))
     if float(torch.rand((), generator=generator)) < 0.5:
         x = hflip(x)
     return normalize(x)
@@ -121,4 +136,4 @@ def train_transform(images: Tensor, size=224, *, generator: torch.Generator) -> 
 
 def eval_transform(images: Tensor, size=224) -> Tensor:
     """Paper evaluation transform: resize to ``size`` x ``size``, normalise."""
-    return normalize(resize(images, size))
+    return normalize(_resize_native(torch.as_tensor(images), size))

@@ -1,0 +1,480 @@
+"""Shared machinery of the paper dataset readers: split-file reading, frame selection, the
+validation carve, the cache layout, and :class:`PaperDataset`.
+
+Cache layout (written by :mod:`ogmge.data.prepare`)::
+
+    CACHE/manifest.json             {"format": "ogmge-paper-cache", "dataset": ..., ...}
+    CACHE/splits/<official files>   copies of the split files found in the source
+    CACHE/clips/<clip>/audio.npy    float32 spectrogram (1, F, T), or waveform (L,) (VGGSound)
+    CACHE/clips/<clip>/frames.npy   uint8 (N, H, W, 3), frames at 1 fps, shorter side 256
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..audio import check_finite, pcm16_to_float, read_wav
+from ..errors import DataError, check_on_error
+from ..kinds import ModalitySpec
+from ..transforms import eval_transform, frames_to_tensor, train_transform
+from ..video import decode_video, list_frame_files, read_image
+
+CACHE_FORMAT = "ogmge-paper-cache"
+CACHE_VERSION = 1
+FRAMES_DIR = "Image-01-FPS"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One clip listed in a split file: its id, label index and group (CREMA-D actor)."""
+
+    clip: str
+    label: int
+    group: str | None = None
+
+
+@dataclass
+class ParsedSplit:
+    """Records of a split file plus the rows skipped (``(where, reason)``) under ``on_error="skip"``."""
+
+    records: list[Record]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """What differs between the paper datasets."""
+
+    name: str
+    audio_dir: str                      # extracted layout: <root>/<audio_dir>/<clip>.wav
+    video_dir: str                      # raw videos: <root>/<video_dir>/<clip><video_ext>
+    video_ext: str
+    split_files: dict[str, str]         # default file name per official split
+    audio_feature: Callable             # (waveform float32, rate) -> cached audio array (torch)
+    cached_audio: str                   # "spectrogram" or "waveform"
+    audio_shape: tuple[int, ...]        # per-sample spectrogram shape (1, F, T) given to the model
+    num_frames: int
+    expected_rate: int | None = None    # required WAV sample rate (CREMA-D: 16 kHz)
+
+
+# --------------------------------------------------------------------------- split files
+
+
+def read_rows(path: str | os.PathLike, delimiter: str, *, strip: bool = True) -> list[tuple[int, list[str]]]:
+    """Non-empty rows of a text table (CRLF/LF tolerant, BOM stripped) with 1-based line numbers;
+    ``strip`` strips each field."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "missing", "split file not found")
+    text = p.read_text(encoding="utf-8-sig")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line:
+            fields = next(csv.reader([line], delimiter=delimiter)) if delimiter == "," else line.split(delimiter)
+            rows.append((lineno, [f.strip() for f in fields] if strip else fields))
+    return rows
+
+
+def bad_row(path, lineno: int, message: str) -> ValueError:
+    return ValueError(f"{path}:{lineno}: {message}")
+
+
+def label_problem(where: str, message: str, on_error: str, skipped: list) -> None:
+    """Raise a ``label`` :class:`DataError` or record it as skipped."""
+    if on_error == "raise":
+        raise DataError(where, "label", message)
+    skipped.append((where, f"label: {message}"))
+
+
+def check_clip_ids(records: Sequence[Record]) -> None:
+    """Clip ids become file names: refuse path separators, ``.``/``..`` and hidden names."""
+    bad = [r.clip for r in records if "/" in r.clip or "\\" in r.clip or r.clip.startswith(".")]
+    if bad:
+        raise ValueError(f"clip ids must be plain file names, got {bad[:5]}")
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _check_fraction(field_name: str, value, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field_name} must be a number in [0, 1), got {value!r}")
+    if not (0 <= value < 1) or (value == 0 and not allow_zero):
+        raise ValueError(f"{field_name} must be in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
+    return float(value)
+
+
+def carve_validation(
+    records: Sequence[Record], *, fraction: float, seed: int, by_group: bool = False
+) -> tuple[list[Record], list[Record]]:
+    """Seeded split of ``records`` into ``(train, val)``.
+
+    Stratified: ``n_val = floor(fraction * N + 1/2)`` records go to val, shared among the
+    classes in proportion to their sizes (largest remainders, ties to the smaller label); in
+    each class a seeded permutation picks them. With ``by_group`` whole groups (actors) go to
+    val instead: ``floor(fraction * n_groups + 1/2)`` of them. ``fraction = 0`` gives ``(records, [])``.
+    """
+    fraction = _check_fraction("val_fraction", fraction, allow_zero=True)
+    records = list(records)
+    if fraction == 0 or not records:
+        return records, []
+    g = torch.Generator().manual_seed(int(seed))
+    if by_group:
+        groups = sorted({r.group for r in records})
+        perm = torch.randperm(len(groups), generator=g).tolist()
+        held = {groups[i] for i in perm[: math.floor(fraction * len(groups) + 0.5)]}
+        return [r for r in records if r.group not in held], [r for r in records if r.group in held]
+    labels = sorted({r.label for r in records})
+    members = {y: [i for i, r in enumerate(records) if r.label == y] for y in labels}
+    quota = {y: fraction * len(members[y]) for y in labels}
+    take = {y: math.floor(q) for y, q in quota.items()}
+    extra = math.floor(fraction * len(records) + 0.5) - sum(take.values())
+    for y in sorted(labels, key=lambda y: (-(quota[y] - take[y]), y))[: max(0, extra)]:
+        take[y] += 1
+    val_idx: set[int] = set()
+    for y in labels:
+        perm = torch.randperm(len(members[y]), generator=g).tolist()
+        val_idx.update(members[y][j] for j in perm[: take[y]])
+    return (
+        [r for i, r in enumerate(records) if i not in val_idx],
+        [r for i, r in enumerate(records) if i in val_idx],
+    )
+
+
+def group_split(
+    records: Sequence[Record], *, test_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """Seeded group-disjoint ``(train, test)``: ``round(test_fraction * n_groups)`` groups to test."""
+    test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=False)
+    return carve_validation(records, fraction=test_fraction, seed=seed, by_group=True)
+
+
+def select_frames(n: int, t: int, *, train: bool, generator: torch.Generator | None = None) -> list[int]:
+    """Indices of ``t`` of ``n`` frames: random (sorted, without replacement when ``n >= t``)
+    in training -- and these are the frames used -- or evenly spaced ``floor((k + 1/2) n / t)``."""
+    if n <= 0:
+        raise ValueError("no frame to select from")
+    if train:
+        if generator is None:
+            raise ValueError("generator is required for random frame selection")
+        if n >= t:
+            idx = torch.randperm(n, generator=generator)[:t]
+        else:
+            idx = torch.randint(0, n, (t,), generator=generator)
+        return sorted(idx.tolist())
+    return [min(n - 1, int((k + 0.5) * n / t)) for k in range(t)]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A per-sample seed, independent of DataLoader workers: mixes ``(seed, epoch, index)``."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    return x & (2**63 - 1)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def is_cache(root: str | os.PathLike) -> bool:
+    return (Path(root) / "manifest.json").is_file()
+
+
+def read_manifest(root: str | os.PathLike, dataset: str) -> dict:
+    path = Path(root) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION:
+        raise ValueError(f"{path}: not an ogmge cache of version {CACHE_VERSION}")
+    if manifest.get("dataset") != dataset:
+        raise ValueError(f"{path}: cache of {manifest.get('dataset')!r}, not {dataset!r}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class NpyLayout:
+    """Where a C-ordered ``.npy`` array's data starts, its shape and dtype."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @classmethod
+    def read(cls, path: Path) -> NpyLayout:
+        fmt = np.lib.format
+        try:
+            with open(path, "rb") as f:
+                version = fmt.read_magic(f)
+                reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, fortran, dtype = reader(f)
+                offset = f.tell()
+            size = os.path.getsize(path)
+        except Exception as exc:
+            raise DataError(path, "undecodable", f"cannot read .npy header ({exc})") from exc
+        if fortran or dtype.hasobject:
+            raise DataError(path, "undecodable", "expected a C-ordered numeric .npy array")
+        if offset + int(np.prod(shape)) * dtype.itemsize > size:
+            raise DataError(path, "truncated", "the .npy file is shorter than its header declares")
+        return cls(offset, tuple(shape), dtype)
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """The whole array (read with one ``fromfile``)."""
+        count = math.prod(self.shape)
+        return np.fromfile(path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+
+    def rows(self, path: str | Path, index: Sequence[int]) -> np.ndarray:
+        """``array[index]`` along the first axis, reading only those rows."""
+        row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
+        with open(path, "rb", buffering=0) as f:
+            for k, i in enumerate(index):
+                f.seek(self.offset + int(i) * row_bytes)
+                f.readinto(memoryview(out[k]).cast("B"))
+        return out
+
+
+def check_cached_clip(clip_dir: Path, spec: PaperSpec) -> tuple[NpyLayout, NpyLayout]:
+    """Header check of a cached clip's arrays (reads no data); returns their layouts."""
+    for fname in ("audio.npy", "frames.npy"):
+        if not (clip_dir / fname).is_file():
+            raise DataError(clip_dir / fname, "missing", "cached array not found (clip not prepared?)")
+    audio = NpyLayout.read(clip_dir / "audio.npy")
+    frames = NpyLayout.read(clip_dir / "frames.npy")
+    want = spec.audio_shape if spec.cached_audio == "spectrogram" else None
+    if audio.dtype != np.float32 or (want is not None and audio.shape != want) or (
+        want is None and len(audio.shape) != 1
+    ):
+        raise DataError(clip_dir / "audio.npy", "shape",
+                        f"cached audio {audio.dtype} {audio.shape}, expected float32 {want or '(L,)'}")
+    if frames.dtype != np.uint8 or len(frames.shape) != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise DataError(clip_dir / "frames.npy", "shape",
+                        f"cached frames {frames.dtype} {frames.shape}, expected uint8 (N, H, W, 3)")
+    return audio, frames
+
+
+# --------------------------------------------------------------------------- raw sources
+
+
+def raw_sources(spec: PaperSpec, root: Path, clip: str) -> tuple[Path, Path]:
+    """``(audio source, frames source)`` of a clip in the extracted layout: the WAV, else the
+    video; the frame folder, else the video. Raises ``missing`` :class:`DataError` if absent."""
+    wav = root / spec.audio_dir / f"{clip}.wav"
+    frames = root / FRAMES_DIR / clip
+    video = root / spec.video_dir / f"{clip}{spec.video_ext}"
+    audio_src = wav if wav.exists() else video if video.exists() else None
+    frame_src = frames if frames.is_dir() else video if video.exists() else None
+    if audio_src is None:
+        raise DataError(wav, "missing", f"clip {clip!r}: no audio file (nor {video})")
+    if frame_src is None:
+        raise DataError(frames, "missing", f"clip {clip!r}: no frame folder (nor {video})")
+    return audio_src, frame_src
+
+
+def load_raw_audio(spec: PaperSpec, src: Path, decoded=None) -> tuple[np.ndarray, int]:
+    """Float32 mono waveform and rate from a WAV or a video's audio track (``decoded``: an
+    already decoded :class:`~ogmge.data.video.DecodedVideo` of ``src``)."""
+    if src.suffix.lower() == ".wav":
+        return read_wav(src, expected_rate=spec.expected_rate)
+    if decoded is None:
+        decoded = decode_video(src, audio=True, max_frames=1)
+    if decoded.audio is None:
+        raise DataError(src, "undecodable", "video has no audio track")
+    if spec.expected_rate is not None and decoded.sample_rate != spec.expected_rate:
+        raise DataError(src, "sample_rate", f"sample rate {decoded.sample_rate} Hz, expected {spec.expected_rate} Hz")
+    wave = pcm16_to_float(decoded.audio)
+    return wave, int(decoded.sample_rate)
+
+
+def compute_audio(spec: PaperSpec, src: Path, decoded=None) -> np.ndarray:
+    """The cached audio array of a clip (spectrogram or waveform), checked finite and shaped."""
+    wave, rate = load_raw_audio(spec, src, decoded)
+    out = np.ascontiguousarray(spec.audio_feature(wave, rate).numpy(), dtype=np.float32)
+    check_finite(out, src, "audio features")
+    if spec.cached_audio == "spectrogram" and out.shape != spec.audio_shape:
+        raise DataError(src, "shape", f"audio features of shape {out.shape}, expected {spec.audio_shape}")
+    return out
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class PaperDataset(Dataset):
+    """A paper dataset split, read from the extracted layout or from a ``prepare`` cache.
+
+    Samples: ``{"inputs": {"audio": (1, F, T) float32, "visual": (T_v, 3, S, S) float32},
+    "label": int}``. Attributes: ``modalities``, ``num_classes``, ``class_names``, ``targets``,
+    ``groups`` (CREMA-D actors, else None), ``clips``, ``skipped`` (``(clip or file, reason)``
+    left out under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``).
+
+    Randomness (training frames, crops, flips, VGGSound audio crops) comes from a per-sample
+    ``torch.Generator`` seeded from ``(seed, epoch, index)``, so it is identical whatever the
+    number of DataLoader workers; call :meth:`set_epoch` every epoch to draw new augmentations.
+    """
+
+    def __init__(
+        self,
+        spec: PaperSpec,
+        root: str | os.PathLike,
+        records: Sequence[Record],
+        *,
+        split: str,
+        class_names: Sequence[str],
+        train: bool,
+        num_frames: int | None = None,
+        image_size: int = 224,
+        seed: int = 0,
+        on_error: str = "raise",
+        skipped: Sequence[tuple[str, str]] = (),
+        validate: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.root = Path(root)
+        self.split = split
+        self.train = bool(train)
+        self.on_error = check_on_error(on_error)
+        nf = spec.num_frames if num_frames is None else num_frames
+        if isinstance(nf, bool) or not isinstance(nf, int) or nf < 1:
+            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.num_frames, self.image_size = nf, image_size
+        self.seed, self.epoch = int(seed), 0
+        self.source = "cache" if is_cache(self.root) else "raw"
+        self._clips_dir = os.fspath(self.root / "clips")
+        if self.source == "cache":
+            read_manifest(self.root, spec.name)
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self._layouts: dict[str, tuple[NpyLayout, NpyLayout]] = {}
+        check_clip_ids(records)
+        kept = []
+        problems: list[DataError] = []
+        for r in records:
+            try:
+                if self.source == "cache":
+                    d = self.root / "clips" / r.clip
+                    if validate:
+                        self._layouts[r.clip] = check_cached_clip(d, spec)
+                    elif not d.is_dir():
+                        raise DataError(d, "missing", "clip not in the cache")
+                else:
+                    raw_sources(spec, self.root, r.clip)
+                kept.append(r)
+            except DataError as exc:
+                problems.append(exc)
+                self.skipped.append((r.clip, str(exc)))
+        if problems and self.on_error == "raise":
+            head = "; ".join(str(p) for p in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError(problems[0].path, problems[0].kind,
+                            f"{len(problems)} clip(s) of {spec.name} {split} unusable: {head}{more}")
+        if self.skipped:
+            warnings.warn(f"{spec.name} {split}: skipped {len(self.skipped)} clip(s); see dataset.skipped",
+                          stacklevel=2)
+        self.records = kept
+        self.clips = [r.clip for r in kept]
+        self.targets = [r.label for r in kept]
+        groups = [r.group for r in kept]
+        self.groups = groups if kept and all(g is not None for g in groups) else None
+        self.modalities = {
+            "audio": ModalitySpec("audio", "spectrogram", spec.audio_shape),
+            "visual": ModalitySpec("visual", "video", (nf, 3, image_size, image_size)),
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the augmentations of ``epoch`` (0-based)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def generator_for(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+
+    # subclasses with random audio override this
+    def audio_input(self, cached: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        return torch.from_numpy(np.require(cached, np.float32, ["C", "W"]))
+
+    def _layout(self, clip: str) -> tuple[NpyLayout, NpyLayout]:
+        if clip not in self._layouts:
+            self._layouts[clip] = check_cached_clip(self.root / "clips" / clip, self.spec)
+        return self._layouts[clip]
+
+    def _frames(self, r: Record, generator: torch.Generator) -> torch.Tensor:
+        if self.source == "cache":
+            path = os.path.join(self._clips_dir, r.clip, "frames.npy")
+            layout = self._layout(r.clip)[1]
+            idx = select_frames(layout.shape[0], self.num_frames, train=self.train, generator=generator)
+            return frames_to_tensor(layout.rows(path, idx))
+        _, src = raw_sources(self.spec, self.root, r.clip)
+        if src.is_dir():
+            files = list_frame_files(src)
+            idx = select_frames(len(files), self.num_frames, train=self.train, generator=generator)
+            imgs = [read_image(files[i]) for i in idx]
+        else:
+            allf = decode_video(src, audio=False).frames
+            idx = select_frames(len(allf), self.num_frames, train=self.train, generator=generator)
+            imgs = [allf[i] for i in idx]
+        if len({i.shape for i in imgs}) != 1:
+            raise DataError(src, "shape", f"frames of different sizes {[i.shape for i in imgs]}")
+        return frames_to_tensor(np.stack(imgs))
+
+    def __getitem__(self, index: int) -> dict:
+        r = self.records[index]
+        g = self.generator_for(index)
+        if self.source == "cache":
+            path = os.path.join(self._clips_dir, r.clip, "audio.npy")
+            cached = self._layout(r.clip)[0].load(path)
+        else:
+            path, _ = raw_sources(self.spec, self.root, r.clip)
+            cached = compute_audio(self.spec, path)
+        audio = self.audio_input(cached, g)
+        check_finite(audio, path, "audio features")
+        frames = self._frames(r, g)
+        if self.train:
+            visual = train_transform(frames, self.image_size, generator=g)
+        else:
+            visual = eval_transform(frames, self.image_size)
+        return {"inputs": {"audio": audio, "visual": visual}, "label": r.label}
+
+
+def resolve_split_file(spec: PaperSpec, root: Path, which: str, split_file) -> Path:
+    """The split file to read: ``split_file`` if given, else the default name in the cache's
+    ``splits/`` folder or in ``root``."""
+    if split_file is not None:
+        return Path(split_file)
+    name = spec.split_files[which]
+    for cand in (root / "splits" / name, root / name):
+        if cand.is_file():
+            return cand
+    raise DataError(root / name, "missing",
+                    f"{spec.name}: split file {name!r} not found in {root} (pass split_file=...)")
+
+
+def choose_split(
+    split: str, train_records: Callable[[], ParsedSplit], test_records: Callable[[], ParsedSplit],
+    *, val_fraction: float, seed: int, by_group: bool = False, val_records: Callable[[], ParsedSplit] | None = None,
+) -> ParsedSplit:
+    """Records of ``split`` in {"train", "val", "test"}: val carved from train unless the
+    dataset has its own (``val_records``, AVE)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "test":
+        return test_records()
+    if val_records is not None:
+        return val_records() if split == "val" else train_records()
+    parsed = train_records()
+    train, val = carve_validation(parsed.records, fraction=val_fraction, seed=seed, by_group=by_group)
+    return ParsedSplit(train if split == "train" else val, parsed.skipped)
