@@ -74,7 +74,15 @@ class ConcatClassifier(nn.Module):
         return logits, split
 
 
-def make_model(modalities: dict, num_classes: int) -> nn.Module:
+def make_model(modalities: dict, num_classes: int, *, local: bool = False) -> nn.Module:
+    """``ogmge.models.build_model`` (3 conv blocks of 16/32/64 channels per modality) or the local twin."""
+    if not local:
+        try:
+            from ogmge.models import build_model
+        except ImportError:
+            pass
+        else:
+            return build_model(modalities, num_classes=num_classes, fusion="concat", hidden=32, out_dim=64)
     encoders = {}
     for name, spec in modalities.items():
         channels = spec.shape[1] if spec.kind == "video" else spec.shape[0]
@@ -90,12 +98,12 @@ def forward(model, batch):
 
 
 # ------------------------------------------------------------------- training
-def train_and_eval(train_ds, test_ds, names, *, mode, seed, epochs, lr, batch_size, alpha):
+def train_and_eval(train_ds, test_ds, names, *, mode, seed, epochs, lr, batch_size, alpha, local=False):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train = train_ds.select_modalities(names)
     test = test_ds.select_modalities(names)
-    model = make_model(train.modalities, train.num_classes)
+    model = make_model(train.modalities, train.num_classes, local=local)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     modulator = None
     if len(names) > 1 and mode != "Normal":
@@ -137,13 +145,14 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--data-seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--imbalance", type=float, default=DEFAULT_IMBALANCE)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--alpha", type=float, default=0.8)
     p.add_argument("--weak", default="visual")
+    p.add_argument("--local-models", action="store_true", help="use the local CNNs, not ogmge.models")
     p.add_argument("--runs", nargs="+", default=["joint", "alone", "ogmge"],
-                   choices=["joint", "alone", "ogmge", "strong"])
+                   choices=["joint", "alone", "ogmge", "ogm", "strong"])
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -151,9 +160,11 @@ def main(argv=None) -> int:
     test_ds = make_builtin_dataset("test", imbalance=args.imbalance, seed=args.data_seed)
     names = list(train_ds.modalities)
     strong = [n for n in names if n != args.weak][0]
-    common = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, alpha=args.alpha)
+    common = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, alpha=args.alpha,
+                  local=args.local_models)
     print(f"built-in data: imbalance={args.imbalance} data_seed={args.data_seed} "
-          f"train={len(train_ds)} test={len(test_ds)}; epochs={args.epochs} lr={args.lr}")
+          f"train={len(train_ds)} test={len(test_ds)}; epochs={args.epochs} lr={args.lr}; "
+          f"models: {'local' if args.local_models else 'ogmge.models (if importable)'}")
     rows = []
     for seed in args.seeds:
         row = {"seed": seed}
@@ -170,6 +181,9 @@ def main(argv=None) -> int:
         if "ogmge" in args.runs:
             r = train_and_eval(train_ds, test_ds, names, mode="OGM_GE", seed=seed, **common)
             row.update({"ogmge_fused": r["fused"], "ogmge_weak": r[args.weak], "ogmge_strong": r[strong]})
+        if "ogm" in args.runs:  # OGM without the GE noise, for diagnosis
+            r = train_and_eval(train_ds, test_ds, names, mode="OGM", seed=seed, **common)
+            row.update({"ogm_fused": r["fused"], "ogm_weak": r[args.weak], "ogm_strong": r[strong]})
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         print("  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

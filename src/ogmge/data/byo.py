@@ -102,6 +102,12 @@ class ArrayDataset(Dataset):
         self.lengths = {n: torch.as_tensor(v, dtype=torch.long) for n, v in lengths.items()}
         self.modalities: dict[str, ModalitySpec] = {}
         for name, arr in self.arrays.items():
+            if name not in kinds:
+                raise ValueError(f"array {name!r} has no kind in kinds={dict(kinds)}")
+            if arr.dim() < 2 or len(arr) != len(self.labels):
+                raise ValueError(
+                    f"array {name!r} has shape {tuple(arr.shape)}; expected ({len(self.labels)}, ...) like 'labels'"
+                )
             shape = list(arr.shape[1:])
             axis = _variable_axis(kinds[name], len(shape)) if name in self.lengths else None
             if axis is not None:
@@ -175,3 +181,324 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         mods = ", ".join(f"{n}: {s.kind} {s.shape}" for n, s in self.modalities.items())
         return f"ArrayDataset({len(self)} samples, {self.num_classes} classes; {mods})"
+
+
+# --------------------------------------------------------------------- validation
+def _as_column(name: str, values, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"array {name!r} must be 1-D with one entry per sample ({n}), got shape {arr.shape}")
+    return arr
+
+
+def _pad_ragged(name: str, samples: Sequence, kind: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad a list of per-sample arrays along the kind's variable axis; return (array, lengths)."""
+    arrs = [np.asarray(s) for s in samples]
+    if not arrs:
+        raise ValueError(f"array {name!r} has no samples")
+    rank = arrs[0].ndim
+    kind = kind or infer_kind(arrs[0].shape, has_lengths=True)
+    if kind not in KINDS or KINDS[kind][1] is None:
+        raise ValueError(f"array {name!r}: samples of different shapes need a variable-length kind, got {kind!r}")
+    axis = KINDS[kind][1] % max(rank, 1)
+    if any(a.ndim != rank for a in arrs):
+        raise ValueError(f"array {name!r}: samples have different ranks")
+    longest = max(a.shape[axis] for a in arrs)
+    shape = list(arrs[0].shape)
+    shape[axis] = longest
+    out = np.zeros((len(arrs), *shape), dtype=np.result_type(*arrs))
+    for i, a in enumerate(arrs):
+        rest = [s for j, s in enumerate(a.shape) if j != axis]
+        if rest != [s for j, s in enumerate(shape) if j != axis]:
+            raise ValueError(f"array {name!r}: sample {i} has shape {a.shape}, which differs off the variable axis")
+        index = [slice(None)] * rank
+        index[axis] = slice(0, a.shape[axis])
+        out[(i, *index)] = a
+    return out, np.asarray([a.shape[axis] for a in arrs], dtype=np.int64)
+
+
+def validate_byo(
+    arrays: Mapping[str, np.ndarray],
+    labels,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    lengths: Mapping[str, np.ndarray] | None = None,
+    split=None,
+    groups=None,
+    class_names: Sequence[str] | None = None,
+) -> dict:
+    """Check bring-your-own content; return it normalised (kinds filled in by inference).
+
+    Every problem is a ValueError naming the array: missing labels, mismatched
+    sample counts, NaN/inf, unknown kinds, a per-sample shape that disagrees
+    with the declared kind, lengths out of range, unknown split values.
+    """
+    if labels is None:
+        raise ValueError("array 'labels' is missing: bring-your-own data needs integer labels, one per sample")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"array 'labels' must be 1-D, got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"array 'labels' must hold integers, got dtype {labels.dtype}")
+    n = len(labels)
+    if n == 0:
+        raise ValueError("array 'labels' is empty")
+    if labels.min() < 0:
+        raise ValueError(f"array 'labels' holds a negative label ({int(labels.min())})")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if labels.max() >= len(class_names):
+            raise ValueError(
+                f"array 'labels' holds label {int(labels.max())} but only {len(class_names)} class_names are given"
+            )
+    if not arrays:
+        raise ValueError("no modality arrays: give at least one array besides 'labels'")
+    kinds = dict(kinds or {})
+    lengths = dict(lengths or {})
+    for key in list(kinds) + list(lengths):
+        if key not in arrays:
+            raise ValueError(f"array {key!r} is declared (kind or lengths) but missing")
+    out_arrays: dict[str, np.ndarray] = {}
+    out_lengths: dict[str, np.ndarray] = {}
+    out_kinds: dict[str, str] = {}
+    for name, arr in arrays.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in RESERVED:
+            raise ValueError(
+                f"array {name!r}: a modality name must match {_NAME_RE.pattern} and not be one of {RESERVED}"
+            )
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"array {name!r} must be numeric, got dtype {arr.dtype}")
+        if arr.ndim < 2:
+            raise ValueError(f"array {name!r} must be (samples, ...), got shape {arr.shape}")
+        if arr.shape[0] != n:
+            raise ValueError(f"array {name!r} has {arr.shape[0]} samples but 'labels' has {n}")
+        sample_shape = tuple(arr.shape[1:])
+        has_lengths = name in lengths and lengths[name] is not None
+        kind = kinds.get(name) or infer_kind(sample_shape, has_lengths=has_lengths)
+        _check_kind(name, kind, sample_shape, has_lengths)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.nonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0][0])
+            raise ValueError(f"array {name!r} contains NaN or inf (first in sample {bad})")
+        if has_lengths:
+            lens = np.asarray(lengths[name])
+            key = name + LENGTHS_SUFFIX
+            if lens.ndim != 1 or len(lens) != n:
+                raise ValueError(f"array {key!r} must be 1-D with {n} entries, got shape {lens.shape}")
+            if lens.dtype.kind not in "iu":
+                raise ValueError(f"array {key!r} must hold integers, got dtype {lens.dtype}")
+            axis = _variable_axis(kind, len(sample_shape))
+            size = sample_shape[axis]
+            if lens.min() < 1 or lens.max() > size:
+                raise ValueError(
+                    f"array {key!r} holds lengths in [{int(lens.min())}, {int(lens.max())}], outside "
+                    f"[1, {size}] (the padded size of {name!r} along its variable axis)"
+                )
+            out_lengths[name] = lens.astype(np.int64)
+        out_arrays[name] = arr
+        out_kinds[name] = kind
+    if split is not None:
+        split = _as_column("split", split, n).astype(str)
+        unknown = sorted(set(split.tolist()) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"array 'split' holds unknown values {unknown[:5]}; allowed: {SPLITS}")
+    if groups is not None:
+        groups = _as_column("group", groups, n)
+        if groups.dtype.kind not in "iuU":
+            raise ValueError(f"array 'group' must hold integers or strings, got dtype {groups.dtype}")
+    return {
+        "arrays": out_arrays, "labels": labels.astype(np.int64), "kinds": out_kinds,
+        "lengths": out_lengths, "split": split, "groups": groups, "class_names": class_names,
+    }
+
+
+# ------------------------------------------------------------------------- writing
+def save_byo(
+    path: str | Path,
+    modalities: Mapping[str, np.ndarray | Tensor | Sequence],
+    labels,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    lengths: Mapping[str, Sequence[int]] | None = None,
+    split: Sequence[str] | None = None,
+    groups: Sequence | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Write bring-your-own data: a ``.npz`` file if ``path`` ends in ``.npz``, else a
+    directory of ``.npy`` files with ``manifest.json``.
+
+    ``modalities[name]`` is ``(N, *sample_shape)``, or a list of per-sample arrays
+    of different lengths (zero-padded here, lengths recorded). The content is
+    validated first (:func:`validate_byo`); returns the path written.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    lengths = {n: np.asarray(v) for n, v in (lengths or {}).items()}
+    for name, value in modalities.items():
+        if isinstance(value, Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, (list, tuple)):
+            shapes = {np.shape(v) for v in value}
+            if len(shapes) > 1:
+                value, auto = _pad_ragged(name, value, (kinds or {}).get(name))
+                if name in lengths and not np.array_equal(lengths[name], auto):
+                    raise ValueError(f"array {name + LENGTHS_SUFFIX!r} disagrees with the sample lengths given")
+                lengths[name] = auto
+        arrays[name] = np.asarray(value)
+    if isinstance(labels, Tensor):
+        labels = labels.cpu().numpy()
+    content = validate_byo(
+        arrays, labels, kinds=kinds, lengths=lengths, split=split, groups=groups, class_names=class_names
+    )
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": content["kinds"]}
+    if content["class_names"] is not None:
+        meta["class_names"] = content["class_names"]
+    files: dict[str, np.ndarray] = dict(content["arrays"])
+    files["labels"] = content["labels"]
+    for name, lens in content["lengths"].items():
+        files[name + LENGTHS_SUFFIX] = lens
+    if content["split"] is not None:
+        files["split"] = content["split"]
+    if content["groups"] is not None:
+        files["group"] = content["groups"]
+    if path.suffix == ".npz":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, __meta__=np.asarray(json.dumps(meta)), **files)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    for key, arr in files.items():
+        np.save(path / f"{key}.npy", arr, allow_pickle=False)
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "labels": "labels.npy",
+        "modalities": {
+            name: {"kind": content["kinds"][name], "file": f"{name}.npy"}
+            | ({"lengths": f"{name}{LENGTHS_SUFFIX}.npy"} if name in content["lengths"] else {})
+            for name in content["arrays"]
+        },
+    }
+    if content["split"] is not None:
+        manifest["split"] = "split.npy"
+    if content["groups"] is not None:
+        manifest["group"] = "group.npy"
+    if content["class_names"] is not None:
+        manifest["class_names"] = content["class_names"]
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------- loading
+def _read_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        files = {k: z[k] for k in z.files}
+    meta: dict = {}
+    if "__meta__" in files:
+        try:
+            meta = json.loads(str(files.pop("__meta__")))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: array '__meta__' is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: array '__meta__' must be a JSON object")
+    labels = files.pop("labels", None)
+    split = files.pop("split", None)
+    groups = files.pop("group", None)
+    lengths = {k[: -len(LENGTHS_SUFFIX)]: files.pop(k) for k in list(files) if k.endswith(LENGTHS_SUFFIX)}
+    return {
+        "arrays": files, "labels": labels, "kinds": meta.get("kinds") or {}, "lengths": lengths,
+        "split": split, "groups": groups, "class_names": meta.get("class_names"),
+    }
+
+
+def _read_dir(path: Path) -> dict:
+    manifest_path = next((path / m for m in MANIFEST_NAMES if (path / m).is_file()), None)
+    if manifest_path is None:
+        raise ValueError(f"{path}: no manifest ({' / '.join(MANIFEST_NAMES)}) in this directory")
+    text = manifest_path.read_text()
+    if manifest_path.suffix == ".json":
+        manifest = json.loads(text)
+    else:
+        import yaml
+
+        manifest = yaml.safe_load(text)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: the manifest must be a mapping")
+
+    def column(key: str):
+        value = manifest.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            file = path / value
+            if not file.is_file():
+                raise ValueError(f"array {key!r}: file {file} named in {manifest_path.name} does not exist")
+            return np.load(file, allow_pickle=False)
+        return np.asarray(value)
+
+    mods = manifest.get("modalities")
+    if not isinstance(mods, dict) or not mods:
+        raise ValueError(f"{manifest_path}: 'modalities' must map each modality name to its file")
+    arrays, kinds, lengths = {}, {}, {}
+    for name, entry in mods.items():
+        entry = {"file": entry} if isinstance(entry, str) else dict(entry)
+        if "file" not in entry:
+            raise ValueError(f"array {name!r}: the manifest entry has no 'file'")
+        file = path / entry["file"]
+        if not file.is_file():
+            raise ValueError(f"array {name!r}: file {file} does not exist")
+        arrays[name] = np.load(file, allow_pickle=False)
+        if entry.get("kind") is not None:
+            kinds[name] = entry["kind"]
+        if entry.get("lengths") is not None:
+            lfile = path / entry["lengths"] if isinstance(entry["lengths"], str) else None
+            if lfile is not None and not lfile.is_file():
+                raise ValueError(f"array {name + LENGTHS_SUFFIX!r}: file {lfile} does not exist")
+            lengths[name] = np.load(lfile, allow_pickle=False) if lfile is not None else np.asarray(entry["lengths"])
+    return {
+        "arrays": arrays, "labels": column("labels"), "kinds": kinds, "lengths": lengths,
+        "split": column("split"), "groups": column("group"), "class_names": manifest.get("class_names"),
+    }
+
+
+def load_byo(
+    path: str | Path,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    split: str | None = None,
+    modalities: Sequence[str] | None = None,
+) -> ArrayDataset:
+    """Load and validate bring-your-own data (``.npz`` file or directory with a manifest).
+
+    kinds: declare or override kinds (else those stored, else inferred by rank).
+    split: keep only rows whose ``split`` column is ``"train"``, ``"val"`` or ``"test"``.
+    modalities: keep only these modalities (e.g. to train one encoder alone).
+    Returns an :class:`ArrayDataset` whose samples ``collate_samples`` batches.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raw = _read_dir(path)
+    elif path.is_file():
+        raw = _read_npz(path)
+    else:
+        raise FileNotFoundError(f"no bring-your-own data at {path}")
+    raw["kinds"] = {**raw["kinds"], **dict(kinds or {})}
+    content = validate_byo(
+        raw["arrays"], raw["labels"], kinds=raw["kinds"], lengths=raw["lengths"],
+        split=raw["split"], groups=raw["groups"], class_names=raw["class_names"],
+    )
+    groups = content["groups"]
+    dataset = ArrayDataset(
+        {n: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for n, a in content["arrays"].items()},
+        torch.from_numpy(content["labels"]),
+        kinds=content["kinds"],
+        lengths={n: torch.from_numpy(v) for n, v in content["lengths"].items()},
+        class_names=content["class_names"],
+        num_classes=None if content["class_names"] is not None else int(content["labels"].max()) + 1,
+        groups=None if groups is None else groups.tolist(),
+        splits=None if content["split"] is None else content["split"].tolist(),
+    )
+    if modalities is not None:
+        dataset = dataset.select_modalities(list(modalities))
+    if split is not None:
+        dataset = dataset.split(split)
+    return dataset
