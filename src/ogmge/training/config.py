@@ -65,7 +65,7 @@ class TrainConfig:
     # model
     fusion: str = "concat"
     estimator: str | None = None
-    width: float = 1.0
+    width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
     opm_q_base: float = 0.5
@@ -133,7 +133,7 @@ class TrainConfig:
         _number("val_fraction", self.val_fraction, lo=0.0, hi=1.0, hi_open=True)
         if self.imbalance is not None:
             _number("imbalance", self.imbalance)
-        _number("width", self.width, lo=0.0, lo_open=True)
+        _integer("width", self.width, lo=1)
         _number("opm_q_base", self.opm_q_base, lo=0.0, hi=1.0)
         _number("opm_lam", self.opm_lam, lo=0.0)
         _number("opm_p_exe", self.opm_p_exe, lo=0.0, hi=1.0)

@@ -56,6 +56,9 @@ class SubsetView(Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.base[self.indices[index]]
 
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.base, epoch)
+
 
 class ModalityView(Dataset):
     """The same samples with only the named modalities."""
@@ -82,23 +85,26 @@ class ModalityView(Dataset):
             out["lengths"] = kept
         return out
 
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.base, epoch)
 
-def stratified_split(targets: Sequence[int], fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded stratified split: ``(rest, held_out)`` index lists, ``fraction`` of each class held out."""
-    gen = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, t in enumerate(targets):
-        by_class.setdefault(int(t), []).append(i)
-    held: list[int] = []
-    for c in sorted(by_class):
-        idx = by_class[c]
-        perm = torch.randperm(len(idx), generator=gen).tolist()
-        n = int(round(fraction * len(idx)))
-        if fraction > 0 and len(idx) > 1:
-            n = min(max(n, 1), len(idx) - 1)
-        held.extend(idx[j] for j in perm[:n])
-    held_set = set(held)
-    return [i for i in range(len(targets)) if i not in held_set], sorted(held)
+
+def set_epoch(dataset, epoch: int) -> None:
+    """Tell a dataset with per-epoch augmentations (``set_epoch``) which epoch it is."""
+    fn = getattr(dataset, "set_epoch", None)
+    if callable(fn):
+        fn(epoch)
+
+
+def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded ``(rest, held_out)`` indices: whole groups when the dataset has
+    ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
+    from ogmge.data.splitting import group_split, stratified_split
+
+    groups = getattr(dataset, "groups", None)
+    if groups is not None and len(set(map(str, groups))) > 1:
+        return group_split([str(g) for g in groups], val_fraction=fraction, seed=seed)
+    return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
 
 
 def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
@@ -123,10 +129,14 @@ def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> D
 def build_datasets(config: TrainConfig) -> DataBundle:
     """Train / val / test for ``config.dataset``.
 
-    A dataset with a validation split of its own (the built-in data, AVE,
-    a bring-your-own file with a ``split`` column holding ``val``) uses it;
-    otherwise ``val_fraction`` of train is held out (seeded, stratified).
-    ``val_fraction`` 0 means no validation: the last epoch is kept.
+    The built-in data use their own validation split and a bring-your-own
+    file its ``split`` column's ``val`` rows when present; the paper
+    datasets carve ``val_fraction`` of train in their reader (AVE: its
+    official val list); otherwise ``val_fraction`` of train is held out
+    here (seeded; whole groups when the data have groups, else stratified).
+    ``val_fraction`` 0 means no validation: the last epoch is kept. For the
+    built-in data, ``dataset_options.seed`` is the data's seed (default 0),
+    independent of the training ``seed``.
     """
     opts = dict(config.dataset_options)
     train = val = test = None
@@ -146,34 +156,34 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None
     elif config.dataset == "byo":
-        from ogmge.data import byo
+        from ogmge.data.byo import load_byo
 
-        loader = getattr(byo, "load_byo_dataset", None) or getattr(byo, "load_dataset", None)
-        if loader is None:
-            raise RuntimeError("ogmge.data.byo has no loader function")
-        full = loader(config.data, **opts)
+        test_fraction = opts.pop("test_fraction", 0.2)
+        full = load_byo(config.data, **opts)
         splits = getattr(full, "splits", None)
-        if splits is not None:
+        if splits is not None and "train" in splits:
             train = full.split("train")
             test = full.split("test") if "test" in splits else None
             val = full.split("val") if "val" in splits and config.val_fraction > 0 else None
-        else:
-            train = full
+        else:  # no split column: hold out a seeded test share (by group when groups are given)
+            rest, held = holdout(full, test_fraction, seed=config.seed + 1)
+            train, test = subset(full, rest), subset(full, held)
     elif config.dataset in PAPER_DATASETS:
         if not config.data_root:
             raise ValueError(f"dataset {config.dataset!r} needs data_root (--data-root DIR)")
         from ogmge.data.paper import load_paper_dataset
 
-        def make(split):
-            return load_paper_dataset(
-                config.dataset, config.data_root, split=split, split_file=config.split_file, **opts
-            )
+        opts.setdefault("val_fraction", config.val_fraction)
+        opts.setdefault("seed", config.seed)
+
+        def make(split):  # split_file is the training list; the test list is found in data_root
+            split_file = config.split_file if split != "test" else None
+            return load_paper_dataset(config.dataset, config.data_root, split=split, split_file=split_file, **opts)
 
         train, test = make("train"), make("test")
-        if config.dataset == "ave" and config.val_fraction > 0:
-            val = make("val")
+        val = make("val") if config.val_fraction > 0 else None
     if val is None and config.val_fraction > 0:
-        rest, held = stratified_split(train.targets, config.val_fraction, seed=config.seed)
+        rest, held = holdout(train, config.val_fraction, seed=config.seed)
         train, val = subset(train, rest), subset(train, held)
     names = config.modalities
     return DataBundle(

@@ -1,0 +1,68 @@
+"""``ogmge train``: train from a preset / YAML file plus flags; ``--resume RUN_DIR`` continues a run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from .config_cli import add_config_flags
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a multimodal classifier (Normal, OGM, OGM-GE, OPM)",
+        description="Train from a preset or YAML file (--config) plus flag overrides. The resolved "
+        "configuration, checkpoints (best.pt, last.pt), metrics.jsonl, trace.jsonl and results.json "
+        "go to --out RUN_DIR. Under torchrun it trains with DDP (only rank 0 writes).",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    p.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved YAML and exit")
+    add_config_flags(p)
+    return p
+
+
+def setup_logging() -> None:
+    """Log progress lines of ``ogmge.training`` to the current stderr (replacing an earlier handler)."""
+    logger = logging.getLogger("ogmge.training")
+    for h in list(logger.handlers):
+        if getattr(h, "_ogmge_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._ogmge_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def run(args) -> int:
+    from ogmge.training import list_presets, train
+
+    from .config_cli import config_from_args
+
+    if args.list_presets:
+        print("\n".join(list_presets()))
+        return 0
+    config = config_from_args(args, resume_dir=args.resume)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    if config.out is None:
+        raise ValueError("train needs --out RUN_DIR (or out: in the config)")
+    setup_logging()
+    try:
+        result = train(config, resume=bool(args.resume))
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
+    if result.run_dir is not None and os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
+    if result.test_metrics is not None:
+        t = result.test_metrics
+        mods = " ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in t.items() if k.startswith("modality_acc/"))
+        print(f"test (epoch {result.best_epoch + 1}, selected by {result.selected_by}): acc {t['acc']:.4f} "
+              f"macro-F1 {t['macro_f1']:.4f} mAP {t['map']:.4f} | {mods}")
+    print(f"run directory: {result.run_dir}")
+    return 0

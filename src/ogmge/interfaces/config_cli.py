@@ -1,0 +1,114 @@
+"""Command-line flags of a training configuration and their merge into ``TrainConfig``.
+
+Resolution order: the ``--config`` preset or YAML file (or, with ``--resume``
+and no ``--config``, the run's saved ``config.yaml``), then ``--set KEY=VALUE``
+overrides, then the named flags. Every flag is its YAML key with ``-`` for ``_``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from ogmge.modulation import MODES, SELECTIONS
+from ogmge.training.config import DATASETS, ESTIMATORS, FUSIONS, OPTIMIZERS, TrainConfig, yaml_key
+
+NO_END = "none"
+
+
+def _none_or_int(text: str):
+    return NO_END if text.lower() in ("none", "null", "") else int(text)
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """The flags shared by ``ogmge train`` (all default to 'not given')."""
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", metavar="PRESET_OR_YAML",
+                   help="a shipped preset name (see --list-presets) or a YAML file")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override any YAML key (value parsed as YAML); repeatable")
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=DATASETS)
+    d.add_argument("--data-root", metavar="DIR", help="a paper dataset's prepared cache or extracted layout")
+    d.add_argument("--split-file", metavar="FILE", help="the dataset's official split list")
+    d.add_argument("--data", metavar="FILE", help="bring-your-own data (.npz or a directory with a manifest)")
+    d.add_argument("--modalities", metavar="A,B", help="train only these modalities (e.g. a unimodal baseline)")
+    d.add_argument("--val-fraction", type=float, metavar="F",
+                   help="fraction of train held out for model selection (0: keep the last epoch)")
+    d.add_argument("--imbalance", type=float, help="built-in data: audio SNR / visual SNR")
+    m = p.add_argument_group("model")
+    m.add_argument("--fusion", choices=FUSIONS)
+    m.add_argument("--estimator", choices=ESTIMATORS, help="per-modality logits (default: by fusion)")
+    m.add_argument("--width", type=int, help="ResNet-18 base width of the paper model (64 = paper)")
+    m.add_argument("--opm", action=argparse.BooleanOptionalAction, default=None,
+                   help="On-the-fly Prediction Modulation (TPAMI 2024), combinable with any mode")
+    o = p.add_argument_group("modulation")
+    o.add_argument("--modulation", choices=MODES)
+    o.add_argument("--alpha", type=float)
+    o.add_argument("--modulation-starts", type=int, metavar="EPOCH", help="first modulated epoch (0-based)")
+    o.add_argument("--modulation-ends", type=_none_or_int, metavar="EPOCH",
+                   help="last modulated epoch (0-based, inclusive; 'none' for no end)")
+    o.add_argument("--modulate-params", choices=SELECTIONS)
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA)")
+    r = p.add_argument_group("run")
+    r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs, resolved config)")
+    r.add_argument("--name", help="the run's name in plots (default: the run directory's name)")
+    r.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="write TensorBoard event files to RUN_DIR/tb")
+    r.add_argument("--num-workers", type=int)
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
+
+
+#: Named flags that map one-to-one on a config key.
+FLAG_KEYS = (
+    "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "imbalance", "fusion",
+    "estimator", "width", "opm", "modulation", "alpha", "modulation_starts", "modulation_ends",
+    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",
+    "tensorboard", "num_workers", "progress",
+)
+
+
+def parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[yaml_key(key.strip())] = yaml.safe_load(value)
+    return out
+
+
+def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None) -> TrainConfig:
+    """The resolved configuration of a command line (validated)."""
+    if args.config:
+        base = TrainConfig.load(args.config).to_dict()
+    elif resume_dir:
+        saved = Path(resume_dir) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"cannot resume {resume_dir}: no config.yaml there (is it a run directory?)")
+        base = TrainConfig.load(saved).to_dict()
+    else:
+        base = TrainConfig().to_dict()
+    base.update(parse_set(getattr(args, "set", []) or []))
+    given = {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    if given.get("modulation_ends") == NO_END:
+        given["modulation_ends"] = None
+    if "modalities" in given:
+        given["modalities"] = [m.strip() for m in given["modalities"].split(",") if m.strip()]
+    if given.get("data") and "dataset" not in given:
+        given["dataset"] = "byo"
+    base.update(given)
+    if resume_dir:
+        if base.get("out") and "out" in given and Path(given["out"]) != Path(resume_dir):
+            raise ValueError(f"--out ({given['out']}) and --resume ({resume_dir}) name different run directories")
+        base["out"] = str(resume_dir)
+    return TrainConfig.from_dict(base)

@@ -1,0 +1,129 @@
+"""Building the model, optimiser, scheduler and modulator of a run from its config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ogmge.data.kinds import ModalitySpec
+from ogmge.modulation import OGMGE, OPM
+
+from .config import PAPER_DATASETS, TrainConfig
+
+
+def model_spec(modalities: Mapping[str, ModalitySpec], num_classes: int, class_names, builder: str) -> dict:
+    """What a checkpoint needs to rebuild its model without the data."""
+    return {
+        "builder": builder,
+        "modalities": {n: {"kind": s.kind, "shape": list(s.shape)} for n, s in modalities.items()},
+        "num_classes": int(num_classes),
+        "class_names": list(class_names),
+    }
+
+
+def specs_from(spec: Mapping) -> dict[str, ModalitySpec]:
+    return {n: ModalitySpec(n, d["kind"], tuple(d["shape"])) for n, d in spec["modalities"].items()}
+
+
+def make_opm(config: TrainConfig) -> OPM | None:
+    if not config.opm:
+        return None
+    return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe, seed=config.seed)
+
+
+def default_builder(config: TrainConfig, modalities: Mapping[str, ModalitySpec]) -> str:
+    """``paper`` (the paper's ResNet-18 encoders) for the paper's datasets, also when
+    one of ``audio``/``visual`` is trained alone; ``generic`` (encoders by kind) otherwise."""
+    if config.model_options.get("builder") in ("paper", "generic"):
+        return config.model_options["builder"]
+    if config.dataset in PAPER_DATASETS and set(modalities) <= {"audio", "visual"}:
+        return "paper"
+    return "generic"
+
+
+def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: dict):
+    """The paper model's encoder(s) for a subset of ``audio``/``visual`` (unimodal baselines)."""
+    from ogmge.models import AudioEncoder, MultimodalClassifier, VisualEncoder, build_fusion
+
+    makers = {"audio": AudioEncoder, "visual": VisualEncoder}
+    encoders = {n: makers[n](width=config.width) for n in names}
+    head = build_fusion(config.fusion, {n: e.out_dim for n, e in encoders.items()}, num_classes,
+                        **dict(options.get("fusion_options") or {}))
+    return MultimodalClassifier(encoders, head, estimator=config.estimator, opm=make_opm(config))
+
+
+def build_model_from_config(
+    config: TrainConfig, modalities: Mapping[str, ModalitySpec], num_classes: int, *, builder: str | None = None
+) -> tuple[nn.Module, str]:
+    """The classifier for ``config`` and the data's modalities; ``(model, builder)``."""
+    from ogmge import models
+
+    builder = builder or default_builder(config, modalities)
+    options = {k: v for k, v in config.model_options.items() if k != "builder"}
+    if builder == "paper" and set(modalities) != {"audio", "visual"}:
+        model = _paper_subset_model(config, list(modalities), num_classes, options)
+    elif builder == "paper":
+        model = models.build_paper_model(
+            fusion=config.fusion,
+            num_classes=num_classes,
+            width=config.width,
+            estimator=config.estimator,
+            opm=make_opm(config),
+            **options,
+        )
+    else:
+        model = models.build_model(
+            dict(modalities),
+            num_classes=num_classes,
+            fusion=config.fusion,
+            estimator=config.estimator,
+            opm=make_opm(config),
+            **options,
+        )
+    return model, builder
+
+
+def resolve_select(config: TrainConfig, encoders: Mapping[str, nn.Module]) -> str:
+    """``modulate_params``, or by default ``conv`` when every encoder has conv
+    kernels (rank >= 3; the paper's choice) and ``weights`` otherwise."""
+    if config.modulate_params is not None:
+        return config.modulate_params
+    has_conv = all(any(p.dim() >= 3 for p in enc.parameters() if p.requires_grad) for enc in encoders.values())
+    return "conv" if has_conv else "weights"
+
+
+def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
+    """The OGM-GE modulator on ``model.encoders`` (None with fewer than two modalities).
+
+    In ``Normal`` mode it only measures scores, ratios and coefficients for the trace.
+    """
+    encoders = getattr(model, "encoders", None)
+    if encoders is None:
+        raise TypeError("the model must expose its encoders as model.encoders (an nn.ModuleDict)")
+    if len(encoders) < 2:
+        return None
+    return OGMGE(
+        dict(encoders.items()),
+        mode=config.modulation,
+        alpha=config.alpha,
+        start_epoch=config.modulation_starts,
+        end_epoch=config.modulation_ends,
+        select=resolve_select(config, encoders),
+        coefficient=config.coefficient,
+        seed=config.seed,
+    )
+
+
+def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.StepLR:
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)

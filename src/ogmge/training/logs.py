@@ -1,0 +1,118 @@
+"""Run logs: per-epoch metrics and per-step trace (JSONL), text log, TensorBoard.
+
+Files in a run directory:
+
+* ``metrics.jsonl`` -- one line per epoch: ``epoch`` (0-based), ``lr``,
+  ``train/...``, ``val/...``, ``test/...`` (see ``metrics.evaluate``), ``best``;
+* ``trace.jsonl`` -- one line per optimiser step (every ``trace_every``):
+  ``epoch``, ``step`` (global), ``loss``, ``score/<m>``, ``ratio/<m>``,
+  ``coeff/<m>``, ``modulated``, ``skip_reason``;
+* ``train.log`` -- the text log; ``tb/`` -- TensorBoard events (``--tensorboard``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+LOGGER = logging.getLogger("ogmge.training")
+METRICS = "metrics.jsonl"
+TRACE = "trace.jsonl"
+TEXT_LOG = "train.log"
+RESULTS = "results.json"
+CONFIG = "config.yaml"
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+    return rows
+
+
+def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite ``path`` with only the rows ``keep`` accepts (used on resume)."""
+    if path.is_file():
+        rows = [r for r in read_jsonl(path) if keep(r)]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
+
+
+class RunLog:
+    """Writes the run's logs; a no-op on ranks other than 0 or without a run dir."""
+
+    def __init__(self, run_dir: Path | None, *, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled and run_dir is not None
+        self._metrics = self._trace = None
+        self._handler: logging.Handler | None = None
+        self.tb = None
+        if not self.enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(run_dir / METRICS, "a")
+        self._trace = open(run_dir / TRACE, "a")
+        self._handler = logging.FileHandler(run_dir / TEXT_LOG)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOGGER.addHandler(self._handler)
+        if LOGGER.level == logging.NOTSET or LOGGER.level > logging.INFO:
+            LOGGER.setLevel(logging.INFO)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # pragma: no cover - tensorboard is a dev/extra dependency
+                raise RuntimeError("--tensorboard needs the tensorboard package: pip install 'ogmge[tensorboard]'") from exc
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._metrics.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self._metrics.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                    if math.isfinite(value):
+                        self.tb.add_scalar(key, value, row["epoch"])
+            self.tb.flush()
+
+    def step(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._trace.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        if self.tb is not None:
+            for key, value in row.items():
+                if key.startswith(("coeff/", "ratio/", "score/")) or key == "loss":
+                    if isinstance(value, float) and math.isfinite(value):
+                        self.tb.add_scalar(f"step/{key}", value, row["step"])
+
+    def close(self) -> None:
+        for fh in (self._metrics, self._trace):
+            if fh is not None:
+                fh.close()
+        if self._handler is not None:
+            LOGGER.removeHandler(self._handler)
+            self._handler.close()
+        if self.tb is not None:
+            self.tb.close()
+        self._metrics = self._trace = self._handler = self.tb = None

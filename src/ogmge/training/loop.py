@@ -1,0 +1,492 @@
+"""The training loop: seeded, resumable, OGM-GE wired between backward and step.
+
+One optimiser step::
+
+    out = model(inputs, lengths, labels)             # OPM (if any) runs inside the model
+    loss = CE over out.sample_keep samples (+ probe loss with the "probe" estimator)
+    loss.backward()                                  # scaler.scale(loss).backward() under AMP
+    scaler.unscale_(optimizer)                       # AMP on CUDA only
+    stats = modulator.step(modality_logits=..., labels=..., epoch=epoch)
+    clip_grad_norm_ (if grad_clip); optimizer.step()
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ogmge.data.collate import collate_samples
+
+from . import checkpoint as ckpt_mod
+from . import distributed as distrib
+from .config import TrainConfig
+from .data import DataBundle, EpochSampler, build_datasets, set_epoch
+from .factory import (
+    build_model_from_config,
+    build_modulator,
+    build_optimizer,
+    build_scheduler,
+    model_spec,
+)
+from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, RunLog, _clean, truncate_jsonl
+from .metrics import evaluate, to_device
+
+ModelArg = nn.Module | Callable[[DataBundle, TrainConfig], nn.Module] | None
+Callback = Callable[[str, dict], None]
+
+
+@dataclass
+class RunResult:
+    """What ``train`` returns. ``model`` holds the selected (best) weights (on rank 0 under DDP;
+    other ranks keep the last epoch's)."""
+
+    config: TrainConfig
+    model: nn.Module
+    run_dir: Path | None
+    history: list[dict]
+    best_epoch: int
+    selected_by: str
+    val_metrics: dict | None
+    test_metrics: dict | None
+    start_epoch: int = 0
+    resumed: bool = False
+    seconds: float = 0.0
+    class_names: list[str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def make_loader(
+    dataset, config: TrainConfig, *, shuffle: bool, ctx: distrib.DistContext | None = None, device=None
+) -> tuple[DataLoader, EpochSampler]:
+    ctx = ctx or distrib.DistContext()
+    sampler = EpochSampler(
+        len(dataset),
+        seed=config.seed,
+        shuffle=shuffle,
+        rank=ctx.rank if shuffle else 0,
+        world_size=ctx.world_size if shuffle else 1,
+    )
+    batch = config.batch_size if shuffle else (config.eval_batch_size or config.batch_size)
+    gen = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        collate_fn=collate_samples,
+        num_workers=config.num_workers,
+        pin_memory=device is not None and torch.device(device).type == "cuda",
+        generator=gen,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def extra_states(model: nn.Module) -> dict:
+    """State of helpers the model owns that are not modules (OPM generators, estimator)."""
+    out = {}
+    for attr in ("opm", "estimator"):
+        obj = getattr(model, attr, None)
+        if obj is not None and not isinstance(obj, nn.Module) and hasattr(obj, "state_dict"):
+            out[attr] = obj.state_dict()
+    return out
+
+
+def load_extra_states(model: nn.Module, states: dict) -> None:
+    for attr, state in states.items():
+        obj = getattr(model, attr, None)
+        if obj is not None and hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(state)
+
+
+def probe_loss(model: nn.Module, out, labels: torch.Tensor) -> torch.Tensor | None:
+    """The probe heads' own loss, when the model's estimator trains probes."""
+    value = getattr(out, "probe_loss", None)
+    if value is not None:
+        return value
+    fn = getattr(model, "probe_loss", None)
+    if callable(fn):
+        return fn(out, labels)
+    return None
+
+
+def _batch_loss(out, labels: torch.Tensor) -> torch.Tensor:
+    per = F.cross_entropy(out.logits.float(), labels, reduction="none")
+    keep = getattr(out, "sample_keep", None)
+    if keep is None:
+        return per.mean()
+    w = keep.to(per.dtype)
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _check_output(out) -> None:
+    for name in ("logits", "modality_logits"):
+        if not hasattr(out, name):
+            raise TypeError(f"the model must return a ModelOutput with .{name}; got {type(out).__name__}")
+
+
+class Trainer:
+    """Holds a run's objects; ``fit()`` trains, ``train()`` is the one-call form."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        datasets: DataBundle | None = None,
+        model: ModelArg = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.config = TrainConfig.from_dict(config.to_dict())
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self.ctx = distrib.setup(self.config.device)
+        self.device = distrib.resolve_device(self.config.device, self.ctx)
+        self.run_dir = Path(self.config.out) if self.config.out else None
+        self.is_main = self.ctx.is_main
+        self.ckpt = self._read_resume_checkpoint() if resume else None
+        if self.run_dir is not None and not resume and (self.run_dir / ckpt_mod.LAST).exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({ckpt_mod.LAST}); resume it with --resume "
+                f"{self.run_dir} or choose another --out"
+            )
+
+        seed_everything(self.config.seed)
+        self.data = datasets if datasets is not None else build_datasets(self.config)
+        torch.manual_seed(self.config.seed)  # model init independent of how the data were built
+        if isinstance(model, nn.Module):
+            self.model, builder = model, "custom"
+        elif callable(model):
+            self.model, builder = model(self.data, self.config), "custom"
+        else:
+            self.model, builder = build_model_from_config(self.config, self.data.modalities, self.data.num_classes)
+        self.model.to(self.device)
+        self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder)
+        self.modulator = build_modulator(self.config, self.model)
+        if self.modulator is None and self.config.modulation != "Normal":
+            LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
+                           list(self.data.modalities), self.config.modulation)
+        self.optimizer = build_optimizer(self.config, self.model.parameters())
+        self.scheduler = build_scheduler(self.config, self.optimizer)
+        self.amp = self.config.amp and self.device.type == "cuda"
+        if self.config.amp and not self.amp:
+            LOGGER.warning("amp needs a CUDA device; training in float32 on %s", self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.net = self.model
+        if self.ctx.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.train_loader, self.train_sampler = make_loader(
+            self.data.train, self.config, shuffle=True, ctx=self.ctx, device=self.device
+        )
+        self.eval_loaders = {
+            split: make_loader(ds, self.config, shuffle=False, device=self.device)[0]
+            for split, ds in (("val", self.data.val), ("test", self.data.test))
+            if ds is not None
+        }
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.best = {"epoch": -1, "score": float("-inf"), "val": None}
+        self.best_state: dict | None = None
+        self.global_step = 0
+        if self.ckpt is not None:
+            self._load_resume_state()
+
+    # ------------------------------------------------------------- resume
+    def _read_resume_checkpoint(self) -> dict:
+        if self.run_dir is None:
+            raise ValueError("resume needs the run directory (out / --resume RUN_DIR)")
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: run directory {self.run_dir} does not exist")
+        path = self.run_dir / ckpt_mod.LAST
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cannot resume {self.run_dir}: its checkpoint {path} is missing (deleted or never written); "
+                "restore it, or start a new run with another --out"
+            )
+        ckpt = ckpt_mod.load_checkpoint_file(path)
+        saved = TrainConfig.from_dict(ckpt["config"])
+        diffs = saved.differences(self.config)
+        if diffs:
+            detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+            raise ValueError(
+                f"cannot resume {self.run_dir}: the configuration differs from the checkpoint's in "
+                f"{', '.join(diffs)} ({detail})"
+            )
+        return ckpt
+
+    def _load_resume_state(self) -> None:
+        ck = self.ckpt
+        self.model.load_state_dict(ck["model"])
+        load_extra_states(self.model, ck.get("extra_states", {}))
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        if self.modulator is not None and ck.get("modulator"):
+            self.modulator.load_state_dict(ck["modulator"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        self.global_step = int(ck.get("global_step", 0))
+        self.history = list(ck.get("history", []))
+        best = ck.get("best") or {}
+        self.best = {"epoch": best.get("epoch", -1), "score": best.get("score", float("-inf")),
+                     "val": best.get("val")}
+        rng = ck["rng"]
+        per_rank = rng.get("per_rank")
+        ckpt_mod.restore_rng(per_rank[self.ctx.rank] if per_rank and len(per_rank) == self.ctx.world_size
+                             else rng["main"])
+
+    # ------------------------------------------------------------- training
+    def fit(self) -> RunResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        if self.is_main and self.run_dir is not None:
+            start = self.start_epoch
+            if self.resume:  # drop rows of epochs after the checkpoint (written before a crash)
+                truncate_jsonl(self.run_dir / METRICS, lambda r: r.get("epoch", -1) < start)
+                truncate_jsonl(self.run_dir / TRACE, lambda r: r.get("epoch", -1) < start)
+            cfg.save(self.run_dir / CONFIG)
+        log = RunLog(self.run_dir, enabled=self.is_main, tensorboard=cfg.tensorboard)
+        try:
+            if not self.is_main:
+                pass
+            elif self.resume:
+                LOGGER.info("resuming %s from its checkpoint after epoch %d: starting at epoch %d of %d (index %d)",
+                            self.run_dir, self.start_epoch, self.start_epoch + 1, cfg.epochs, self.start_epoch)
+            else:
+                LOGGER.info("training %s: %d epochs on %s, modalities %s, modulation %s",
+                            self.run_dir or "(no run dir)", cfg.epochs, self.device,
+                            list(self.data.modalities), cfg.modulation if self.modulator else "none")
+            if self.start_epoch >= cfg.epochs and self.is_main:
+                LOGGER.info("nothing to train: the run already completed %d epochs", self.start_epoch)
+            for epoch in range(self.start_epoch, cfg.epochs):
+                row = self._train_epoch(epoch, log)
+                self._end_epoch(epoch, row, log)
+            return self._finish(log, t0)
+        finally:
+            log.close()
+            distrib.teardown(self.ctx)
+
+    def _train_epoch(self, epoch: int, log: RunLog) -> dict:
+        cfg = self.config
+        self.net.train()
+        self.train_sampler.set_epoch(epoch)
+        set_epoch(self.data.train, epoch)
+        self.train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        t_start = time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
+        for batch in bar:
+            b = to_device(batch, self.device)
+            labels = b["labels"]
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=labels)
+            _check_output(out)
+            loss = _batch_loss(out, labels)
+            extra = probe_loss(self.model, out, labels)  # probe heads' own loss (detached features)
+            total = loss if extra is None else loss + extra
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                total.backward()
+            stats = None
+            if self.modulator is not None:
+                keep = getattr(out, "sample_keep", None)
+                stats = self.modulator.step(
+                    modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
+                    labels=labels,
+                    epoch=epoch,
+                    sample_weight=None if keep is None else keep.float(),
+                )
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            n = labels.shape[0]
+            seen += n
+            loss_sum += loss.detach() * n
+            correct += (out.logits.detach().argmax(1) == labels).sum()
+            if self.global_step % cfg.trace_every == 0 and log.enabled:
+                row = {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())}
+                if stats is not None:
+                    row.update(stats.to_floats())
+                log.step(row)
+            if bar.disable is False and self.global_step % 5 == 0:
+                elapsed = max(time.perf_counter() - t_start, 1e-9)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", sps=f"{seen * self.ctx.world_size / elapsed:.0f}")
+            self.global_step += 1
+        bar.close()
+        seconds = time.perf_counter() - t_start
+        if self.ctx.enabled:  # totals over every rank's shard
+            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+        return {
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train/loss": float(loss_sum) / max(seen, 1),
+            "train/acc": float(correct) / max(seen, 1),
+            "train/samples_per_s": seen / max(seconds, 1e-9),
+            "train/seconds": seconds,
+        }
+
+    def _evaluate(self, split: str) -> dict | None:
+        loader = self.eval_loaders.get(split)
+        if loader is None:
+            return None
+        return evaluate(self.model, loader, self.device, amp=self.amp)
+
+    def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
+        cfg = self.config
+        self.scheduler.step()
+        last = epoch == cfg.epochs - 1
+        if self.is_main:
+            val = self._evaluate("val")
+            test = self._evaluate("test") if (cfg.eval_test_every_epoch or last) else None
+            for split, metrics in (("val", val), ("test", test)):
+                for k, v in (metrics or {}).items():
+                    row[f"{split}/{k}"] = v
+            improved = val is None or val["acc"] > self.best["score"]
+            if improved:
+                self.best = {"epoch": epoch, "score": val["acc"] if val else float("-inf"), "val": val}
+            row["best"] = improved
+            self.history.append(row)
+            log.epoch(row)
+            msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train/loss']:.4f} acc {row['train/acc']:.3f}"
+            if val:
+                msg += f" | val acc {val['acc']:.3f}"
+            if test:
+                msg += f" | test acc {test['acc']:.3f} " + " ".join(
+                    f"{k.split('/', 1)[1]} {v:.3f}" for k, v in test.items() if k.startswith("modality_acc/"))
+            LOGGER.info(msg)
+        else:
+            improved = False
+        rng_all = distrib.gather_objects(ckpt_mod.capture_rng(), self.ctx)
+        if self.is_main:
+            state = self._checkpoint(epoch, rng_all)
+            if self.run_dir is not None:
+                ckpt_mod.atomic_save(state, self.run_dir / ckpt_mod.LAST)
+                if improved:
+                    ckpt_mod.atomic_save(state, self.run_dir / ckpt_mod.BEST)
+            elif improved:
+                self.best_state = copy.deepcopy(state["model"])
+        distrib.barrier(self.ctx)
+        for cb in self.callbacks:
+            cb("epoch_end", {"epoch": epoch, "metrics": row, "trainer": self})
+
+    def _checkpoint(self, epoch: int, rng_all: list) -> dict:
+        return {
+            "format": ckpt_mod.FORMAT,
+            "version": ckpt_mod.VERSION,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "config": self.config.to_dict(),
+            "model_spec": self.spec,
+            "model": self.model.state_dict(),
+            "extra_states": extra_states(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "modulator": self.modulator.state_dict() if self.modulator is not None else None,
+            "rng": {"main": rng_all[0], "per_rank": rng_all},
+            "best": {"epoch": self.best["epoch"], "score": self.best["score"], "val": self.best["val"]},
+            "history": self.history,
+        }
+
+    def _finish(self, log: RunLog, t0: float) -> RunResult:
+        cfg = self.config
+        selected_by = "val acc" if self.data.val is not None else "last epoch"
+        test = None
+        if self.is_main:
+            last = self.history[-1] if self.history else None
+            if last is not None and last["epoch"] == self.best["epoch"] == cfg.epochs - 1 and "test/acc" in last:
+                test = {k[5:]: v for k, v in last.items() if k.startswith("test/")}
+            else:
+                if self.best_state is not None:
+                    self.model.load_state_dict(self.best_state)
+                elif self.run_dir is not None and (self.run_dir / ckpt_mod.BEST).is_file():
+                    best = ckpt_mod.load_checkpoint_file(self.run_dir / ckpt_mod.BEST, map_location=self.device)
+                    self.model.load_state_dict(best["model"])
+                test = self._evaluate("test")
+            results = {
+                "best_epoch": self.best["epoch"],
+                "selected_by": selected_by,
+                "epochs": cfg.epochs,
+                "val": self.best["val"],
+                "test": test,
+                "modalities": list(self.data.modalities),
+                "class_names": self.data.class_names,
+            }
+            if self.run_dir is not None:
+                clean = {k: ({kk: _clean(vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+                         for k, v in results.items()}
+                tmp = self.run_dir / (RESULTS + ".tmp")
+                tmp.write_text(json.dumps(clean, indent=2) + "\n")
+                tmp.replace(self.run_dir / RESULTS)
+            if test is not None:
+                LOGGER.info("selected epoch %d (%s): test acc %.4f", self.best["epoch"] + 1, selected_by, test["acc"])
+        return RunResult(
+            config=cfg,
+            model=self.model,
+            run_dir=self.run_dir,
+            history=self.history,
+            best_epoch=self.best["epoch"],
+            selected_by=selected_by,
+            val_metrics=self.best["val"],
+            test_metrics=test,
+            start_epoch=self.start_epoch,
+            resumed=self.resume,
+            seconds=time.perf_counter() - t0,
+            class_names=self.data.class_names,
+        )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    datasets: DataBundle | None = None,
+    model: ModelArg = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train (or, with ``resume=True``, continue the run in ``config.out``).
+
+    ``datasets`` and ``model`` (a module, or ``fn(datasets, config) -> module``)
+    replace the ones the config would build, for custom models and data.
+    ``callbacks`` are called as ``cb("epoch_end", {"epoch", "metrics", "trainer"})``
+    after each epoch's checkpoint is written.
+    """
+    return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks).fit()
+
+
+logging.getLogger("ogmge").addHandler(logging.NullHandler())

@@ -1,0 +1,122 @@
+"""Evaluation: fused and per-modality accuracy, macro-F1, mAP, per-class accuracy.
+
+Per-modality numbers come from ``ModelOutput.modality_logits``, i.e. the same
+estimator of per-modality logits that feeds the modulator in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Recall of each class; None for a class absent from ``labels``."""
+    out: list[float | None] = []
+    for c in range(num_classes):
+        mask = labels == c
+        out.append(float((pred[mask] == c).mean()) if mask.any() else None)
+    return out
+
+
+def macro_f1(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Mean F1 over the classes present in ``labels`` or ``pred``."""
+    f1s = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (labels == c)).sum())
+        fp = int(((pred == c) & (labels != c)).sum())
+        fn = int(((pred != c) & (labels == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else float("nan")
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the precision-recall curve, as the mean precision at each positive.
+
+    Ties are broken by a stable descending sort, i.e. by sample order.
+    """
+    n_pos = int(positives.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = positives[order].astype(np.float64)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / n_pos)
+
+
+def mean_average_precision(probs: np.ndarray, labels: np.ndarray) -> float:
+    """One-vs-rest AP per class (classes with positives), averaged."""
+    aps = [average_precision(probs[:, c], labels == c) for c in range(probs.shape[1]) if (labels == c).any()]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict:
+    """``acc``, ``macro_f1``, ``map`` and ``per_class_acc`` of one set of logits."""
+    probs = torch.softmax(logits.double(), dim=1).numpy()
+    y = labels.numpy()
+    pred = probs.argmax(1)
+    c = probs.shape[1]
+    return {
+        "acc": accuracy(pred, y),
+        "macro_f1": macro_f1(pred, y, c),
+        "map": mean_average_precision(probs, y),
+        "per_class_acc": per_class_accuracy(pred, y, c),
+    }
+
+
+def to_device(batch: Mapping, device: torch.device) -> dict:
+    non_blocking = device.type == "cuda"
+    return {
+        "inputs": {k: v.to(device, non_blocking=non_blocking) for k, v in batch["inputs"].items()},
+        "labels": batch["labels"].to(device, non_blocking=non_blocking),
+        "lengths": {k: v.to(device, non_blocking=non_blocking) for k, v in (batch.get("lengths") or {}).items()},
+    }
+
+
+@torch.no_grad()
+def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False):
+    """Concatenated ``(logits, {modality: logits}, labels)`` on the CPU over all batches."""
+    was_training = model.training
+    model.eval()
+    fused, per_mod, labels = [], {}, []
+    try:
+        for batch in batches:
+            b = to_device(batch, device)
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                out = model(b["inputs"], lengths=b["lengths"] or None)
+            fused.append(out.logits.float().cpu())
+            for name, lg in (out.modality_logits or {}).items():
+                per_mod.setdefault(name, []).append(lg.float().cpu())
+            labels.append(b["labels"].cpu())
+    finally:
+        model.train(was_training)
+    if not labels:
+        raise ValueError("cannot evaluate on an empty dataset")
+    return torch.cat(fused), {n: torch.cat(v) for n, v in per_mod.items()}, torch.cat(labels)
+
+
+def evaluate(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
+    """Metrics of the fused prediction and of every modality's logits.
+
+    Keys: ``loss``, ``acc``, ``macro_f1``, ``map``, ``per_class_acc`` (list),
+    ``modality_acc/<m>``, ``modality_f1/<m>``, ``modality_map/<m>``, ``n``.
+    """
+    logits, per_mod, labels = collect_outputs(model, batches, device, amp=amp)
+    out = {"loss": float(F.cross_entropy(logits, labels)), "n": int(labels.numel())}
+    out.update(classification_metrics(logits, labels))
+    for name, lg in per_mod.items():
+        m = classification_metrics(lg, labels)
+        out[f"modality_acc/{name}"] = m["acc"]
+        out[f"modality_f1/{name}"] = m["macro_f1"]
+        out[f"modality_map/{name}"] = m["map"]
+    return out

@@ -1,0 +1,140 @@
+"""Comparison figures of one or more runs (``ogmge plot``).
+
+One figure, :data:`FIGSIZE` inches at :data:`DPI` dots per inch, i.e.
+**1500 x 1000 pixels** (:data:`PIXELS`), three panels:
+
+1. fused accuracy per epoch (one line per run);
+2. per-modality accuracy per epoch (one line per run x modality, from the
+   run's per-modality estimator);
+3. modulation coefficient k_u per optimiser step, x in epochs (one line per
+   run x modality).
+
+Accuracies are the test split's when logged every epoch, else validation's.
+Legends name each run (its config ``name``, else the run directory's name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .api import Run, load_run  # noqa: E402
+
+FIGSIZE = (15.0, 10.0)
+DPI = 100
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+
+
+def _split_of(run: Run, prefer: str) -> str | None:
+    for split in (prefer, "test", "val"):
+        if any(f"{split}/acc" in row for row in run.metrics):
+            return split
+    return None
+
+
+def _unique_names(runs: Sequence[Run]) -> list[str]:
+    names = [r.name for r in runs]
+    seen: dict[str, int] = {}
+    out = []
+    for n, r in zip(names, runs):
+        if names.count(n) > 1:
+            seen[n] = seen.get(n, 0) + 1
+            out.append(f"{n} ({r.run_dir})")
+        else:
+            out.append(n)
+    return out
+
+
+def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "test", smooth: int = 1) -> Figure:
+    """The figure for ``runs`` (Run objects or run directories); nothing is written."""
+    runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    if not runs:
+        raise ValueError("plot needs at least one run directory")
+    names = _unique_names(runs)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    ax_fused = fig.add_subplot(2, 2, 1)
+    ax_mod = fig.add_subplot(2, 2, 2)
+    ax_k = fig.add_subplot(2, 1, 2)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    used_split = None
+    for i, (run, name) in enumerate(zip(runs, names)):
+        color = colors[i % len(colors)]
+        s = _split_of(run, split)
+        used_split = used_split or s
+        rows = [r for r in run.metrics if s and f"{s}/acc" in r and r[f"{s}/acc"] is not None]
+        epochs = [r["epoch"] + 1 for r in rows]
+        ax_fused.plot(epochs, [r[f"{s}/acc"] for r in rows], color=color, marker="o", ms=3, label=name)
+        modalities = _modalities(run, s)
+        for j, m in enumerate(modalities):
+            key = f"{s}/modality_acc/{m}"
+            pts = [(r["epoch"] + 1, r[key]) for r in rows if r.get(key) is not None]
+            ax_mod.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linestyle=styles[j % len(styles)],
+                        marker="o", ms=3, label=f"{name}: {m}")
+        trace = run.trace()
+        if trace:
+            steps_per_epoch = _steps_per_epoch(trace)
+            for j, m in enumerate(modalities):
+                key = f"coeff/{m}"
+                pts = [(t["epoch"] + (t["step"] - steps_per_epoch[t["epoch"]][0]) / steps_per_epoch[t["epoch"]][1],
+                        t[key]) for t in trace if t.get(key) is not None]
+                if not pts:
+                    continue
+                xs, ys = [p[0] for p in pts], _moving_average([p[1] for p in pts], smooth)
+                ax_k.plot(xs, ys, color=color, linestyle=styles[j % len(styles)], lw=1, label=f"{name}: k {m}")
+    what = {"test": "test", "val": "validation"}.get(used_split or "", "")
+    ax_fused.set(title=f"fused accuracy ({what})", xlabel="epoch", ylabel="accuracy")
+    ax_mod.set(title=f"per-modality accuracy ({what})", xlabel="epoch", ylabel="accuracy")
+    ax_k.set(title="modulation coefficient k per step (1 = not slowed; Normal runs: measured, not applied)",
+             xlabel="epoch", ylabel="k")
+    for ax in (ax_fused, ax_mod, ax_k):
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _modalities(run: Run, split: str | None) -> list[str]:
+    names: list[str] = []
+    prefix = f"{split}/modality_acc/"
+    for row in run.metrics:
+        for k in row:
+            if k.startswith(prefix) and k[len(prefix):] not in names:
+                names.append(k[len(prefix):])
+    return names
+
+
+def _steps_per_epoch(trace: list[dict]) -> dict[int, tuple[int, int]]:
+    """``epoch -> (first global step, number of steps)`` as logged."""
+    spans: dict[int, list[int]] = {}
+    for t in trace:
+        spans.setdefault(t["epoch"], []).append(t["step"])
+    return {e: (min(s), max(s) - min(s) + 1) for e, s in spans.items()}
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    if window <= 1:
+        return values
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_runs(runs: Sequence[Run | str | Path], out: str | Path, *, split: str = "test", smooth: int = 1) -> Path:
+    """Write the comparison figure of ``runs`` as a PNG of :data:`PIXELS` pixels."""
+    fig = comparison_figure(runs, split=split, smooth=smooth)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=DPI)
+    return out

@@ -1,0 +1,27 @@
+"""``ogmge demo`` on a tiny configuration: table, runs and plot."""
+
+from __future__ import annotations
+
+import yaml
+from cli_tiny import TINY
+
+from ogmge.interfaces.cli import main
+from ogmge.training import TrainConfig
+
+
+def test_demo_prints_table_and_writes_plot(tmp_path, capsys):
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    out = tmp_path / "demo"
+    assert main(["demo", "--config", str(cfg), "--out", str(out), "--jobs", "1"]) == 0
+    text = capsys.readouterr().out
+    for label in ("Normal", "OGM-GE", "audio alone", "visual alone"):
+        assert f"\n{label}" in text
+    assert f"plot:  {out / 'comparison.png'}" in text
+    assert (out / "comparison.png").is_file()
+    normal, ogmge = TrainConfig.load(out / "normal" / "config.yaml"), TrainConfig.load(out / "ogm_ge" / "config.yaml")
+    assert normal.differences(ogmge) == {"modulation": ("Normal", "OGM_GE")}
+    assert main(["demo", "--config", str(cfg), "--out", str(out), "--jobs", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["demo", "--config", str(cfg), "--out", str(out), "--jobs", "1", "--overwrite",
+                 "--no-unimodal"]) == 0
