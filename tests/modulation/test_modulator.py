@@ -110,7 +110,10 @@ def _dominant_logits(dominant="audio", n=64, classes=4):
     return ({"audio": strong, "visual": weak} if dominant == "audio" else {"audio": weak, "visual": strong}), y
 
 
-def test_ge_noise_statistics_on_dominant_and_unit_encoders():
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_ge_noise_statistics_on_dominant_and_unit_encoders(chunk, monkeypatch):
+    if chunk is not None:  # one noise draw per tensor instead of one per encoder
+        monkeypatch.setattr("ogmge.modulation.ogmge.NOISE_CHUNK", chunk)
     sigma = 0.01
     enc = _big_grad_encoders(sigma)
     before = {n: [p.grad.clone() for p in ps] for n, ps in enc.items()}

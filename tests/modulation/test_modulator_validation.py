@@ -38,8 +38,36 @@ def test_fewer_than_two_modalities():
 def test_empty_selection_names_the_modality():
     enc = {"audio": nn.Conv2d(1, 2, 3), "text": nn.Linear(4, 4)}
     with pytest.raises(ValueError, match="'text'.*select='conv'"):
-        OGMGE(enc)
+        OGMGE(enc, select="conv")
     OGMGE(enc, select="weights")  # fine
+
+
+def test_auto_selection_is_decided_per_modality():
+    enc = {"audio": nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(3, 3)), "text": nn.Linear(4, 4)}
+    mod = OGMGE(enc)  # default select="auto"
+    assert [n for n, _ in mod.params["audio"]] == ["0.weight"]  # conv kernel only, as the paper
+    assert [n for n, _ in mod.params["text"]] == ["weight"]  # no conv: rank >= 2
+
+
+def test_select_dict_must_match_modalities():
+    with pytest.raises(ValueError, match="without an encoder.*'video'"):
+        OGMGE(_enc(), select={"audio": "conv", "visual": "conv", "video": "all"})
+    with pytest.raises(ValueError, match="no entry.*'visual'"):
+        OGMGE(_enc(), select={"audio": "conv"})
+
+
+def test_class_counts_must_agree():
+    mod = OGMGE(_enc())
+    with pytest.raises(ValueError, match="number of classes"):
+        mod.step(modality_logits={"audio": torch.zeros(4, 3), "visual": torch.zeros(4, 5)},
+                 labels=torch.zeros(4, dtype=torch.long))
+
+
+def test_epoch_must_be_an_integer():
+    mod = OGMGE(_enc())
+    with pytest.raises(TypeError, match="epoch.*1.5"):
+        mod.step(modality_logits={"audio": torch.zeros(4, 3), "visual": torch.zeros(4, 3)},
+                 labels=torch.zeros(4, dtype=torch.long), epoch=1.5)
 
 
 def test_shared_parameter_is_rejected():

@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 
 def pad_stack(tensors: Sequence[Tensor], axis: int) -> Tensor:
     """Stack tensors that differ only along ``axis`` (per-sample), zero-padding to the longest."""
-    longest = max(t.shape[axis] for t in tensors)
-    out_shape = list(tensors[0].shape)
-    out_shape[axis] = longest
-    out = tensors[0].new_zeros((len(tensors), *out_shape))
+    out = tensors[0].new_zeros(_padded_shape(tensors, axis))
+    return _pad_into(out, tensors, axis)
+
+
+def _padded_shape(tensors: Sequence[Tensor], axis: int) -> tuple[int, ...]:
+    shape = list(tensors[0].shape)
+    shape[axis] = max(t.shape[axis] for t in tensors)
+    return (len(tensors), *shape)
+
+
+def _pad_into(out: Tensor, tensors: Sequence[Tensor], axis: int) -> Tensor:
     for i, t in enumerate(tensors):
         out[i].narrow(axis, 0, t.shape[axis]).copy_(t)
+    return out
+
+
+def _shared_outputs(plans: Sequence[tuple[str, list[Tensor], int | None]]) -> dict[str, Tensor] | None:
+    """Uninitialised output tensors of the input modalities, each on its own storage in shared
+    memory, as ``default_collate`` allocates them in a DataLoader worker: the worker then sends
+    a handle instead of first copying the batch into shared memory (``None`` when an input is
+    not on the CPU)."""
+    out = {}
+    for name, tensors, axis in plans:
+        if any(t.device.type != "cpu" for t in tensors):
+            return None
+        if axis is None:
+            dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+            shape = (len(tensors), *tensors[0].shape)
+        else:
+            dtype, shape = tensors[0].dtype, _padded_shape(tensors, axis)
+        like = torch.empty(0, dtype=dtype)
+        storage = torch.UntypedStorage._new_shared(max(1, math.prod(shape) * like.element_size()))
+        out[name] = like.set_(storage, 0, shape)
     return out
 
 
@@ -25,19 +55,23 @@ def collate_samples(samples: Sequence[dict]) -> dict:
     Modalities listed in a sample's ``"lengths"`` are zero-padded along their
     variable axis (the first axis, or the last for waveforms) to the longest
     in the batch; their lengths come back as ``LongTensor[B]``.
+
+    Inside a DataLoader worker (``get_worker_info()`` is set) the stacked inputs
+    are written straight into shared memory, as ``default_collate`` does, so the
+    batch is not copied again on its way to the main process; the values are
+    the same as in the main process.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
     names = list(samples[0]["inputs"])
     length_names = list(samples[0].get("lengths", {}) or {})
-    inputs: dict[str, Tensor] = {}
+    plans: list[tuple[str, list[Tensor], int | None]] = []  # (name, tensors, padded axis or None)
     lengths: dict[str, Tensor] = {}
     for name in names:
         tensors = [torch.as_tensor(s["inputs"][name]) for s in samples]
         if name in length_names:
             lens = [int(s["lengths"][name]) for s in samples]
-            axis = _variable_axis(name, tensors, lens)
-            inputs[name] = pad_stack(tensors, axis)
+            plans.append((name, tensors, _variable_axis(name, tensors, lens)))
             lengths[name] = torch.tensor(lens, dtype=torch.long)
         else:
             shapes = {tuple(t.shape) for t in tensors}
@@ -46,7 +80,16 @@ def collate_samples(samples: Sequence[dict]) -> dict:
                     f"modality {name!r} has samples of different shapes {sorted(shapes)[:3]} "
                     "but no lengths; declare it variable-length"
                 )
-            inputs[name] = torch.stack(tensors)
+            plans.append((name, tensors, None))
+    shared = _shared_outputs(plans) if get_worker_info() is not None else None
+    inputs: dict[str, Tensor] = {}
+    for name, tensors, axis in plans:
+        if shared is None:
+            inputs[name] = torch.stack(tensors) if axis is None else pad_stack(tensors, axis)
+        elif axis is None:
+            inputs[name] = torch.stack(tensors, out=shared[name])
+        else:
+            inputs[name] = _pad_into(shared[name].zero_(), tensors, axis)
     labels = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
     batch = {"inputs": inputs, "labels": labels, "lengths": lengths}
     if "index" in samples[0]:

@@ -4,7 +4,10 @@ Frames are ``(T, 3, H, W)`` or ``(3, H, W)`` (uint8 or float in [0, 1]), or ``(T
 uint8 arrays from the cache via :func:`frames_to_tensor`. Training: a random resized crop to
 224 (scale (0.08, 1), ratio (3/4, 4/3), the same crop for every frame of a clip) and a
 horizontal flip with probability 1/2; evaluation: a resize to 224 x 224. Both end with
-ImageNet mean/std normalisation. Every random draw comes from an explicit ``torch.Generator``.
+ImageNet mean/std normalisation, or, with ``normalize=False``, return the resized frames as they
+are (uint8 for uint8 input, contiguous ``(..., 3, S, S)``) so the normalisation can run later on
+a whole batch (``ogmge.models.VisualEncoder`` normalises uint8 input itself). Every random draw
+comes from an explicit ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -126,14 +129,23 @@ def normalize(images: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tensor:
     return (x.float() - m) / s
 
 
-def train_transform(images: Tensor, size=224, *, generator: torch.Generator) -> Tensor:
-    """Paper training transform: random resized crop, horizontal flip (p = 0.5), normalise."""
+def _finish(x: Tensor, normalize_: bool) -> Tensor:
+    # uint8 resizes come back channels-last; hand out the standard contiguous layout
+    return normalize(x) if normalize_ else x.contiguous()
+
+
+def train_transform(images: Tensor, size=224, *, generator: torch.Generator, normalize: bool = True) -> Tensor:
+    """Paper training transform: random resized crop, horizontal flip (p = 0.5), normalise.
+
+    ``normalize=False`` skips the last step: uint8 input then gives uint8 frames (the same
+    draws, so normalising them afterwards gives this function's normalised output)."""
     x = _crop(torch.as_tensor(images), size, generator, (0.08, 1.0), (3 / 4, 4 / 3))
     if float(torch.rand((), generator=generator)) < 0.5:
         x = hflip(x)
-    return normalize(x)
+    return _finish(x, normalize)
 
 
-def eval_transform(images: Tensor, size=224) -> Tensor:
-    """Paper evaluation transform: resize to ``size`` x ``size``, normalise."""
-    return normalize(_resize_native(torch.as_tensor(images), size))
+def eval_transform(images: Tensor, size=224, *, normalize: bool = True) -> Tensor:
+    """Paper evaluation transform: resize to ``size`` x ``size``, normalise (unless ``normalize=False``:
+    uint8 input then gives uint8 frames)."""
+    return _finish(_resize_native(torch.as_tensor(images), size), normalize)

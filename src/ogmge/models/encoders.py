@@ -158,18 +158,44 @@ class AudioEncoder(nn.Module):
         return self.backbone(x).flatten(2).mean(dim=2)
 
 
+#: ImageNet per-channel mean and std of RGB values in [0, 1] (as ``ogmge.data.transforms``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class VisualEncoder(nn.Module):
     """Paper visual encoder: one ResNet-18 shared by T frames ``(B, T, 3, H, W)``,
     features average-pooled over time and space; ``lengths`` masks padded frames.
+
+    Frames may be float (already normalised; used as given) or uint8 RGB in 0..255 (e.g.
+    the paper datasets read from a ``prepare`` cache): uint8 frames are normalised here,
+    ``(x / 255 - mean) / std`` with the ImageNet mean and std, computed as
+    ``x * (1 / (255 std)) + (-mean / std)`` in the encoder's dtype on its device (bit for bit
+    what ``ogmge.data.transforms.normalize`` gives for uint8 frames; within 1e-6 of the
+    float formula) -- the dataset then loads and moves a quarter of the bytes.
     """
 
     def __init__(self, *, width: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         self.backbone = ResNet18(in_channels=in_channels, width=width)
         self.out_dim = self.backbone.out_channels
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        # not in the state dict (checkpoints are unchanged); they follow .to(device / dtype)
+        self.register_buffer("pixel_scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("pixel_shift", -mean / std, persistent=False)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """uint8 frames ``(..., 3, H, W)`` -> ``(x / 255 - mean) / std`` (ImageNet) as a new tensor
+        of the encoder's dtype; tensors of any other dtype are returned unchanged."""
+        if x.dtype != torch.uint8:
+            return x
+        if x.dim() < 3 or x.shape[-3] != 3:
+            raise ValueError(f"VisualEncoder normalises uint8 RGB frames (..., 3, H, W), got shape {tuple(x.shape)}")
+        return x.to(self.pixel_scale.dtype).mul_(self.pixel_scale).add_(self.pixel_shift)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return _frames_forward(self.backbone, _as_frames(x, "VisualEncoder"), lengths)
+        return _frames_forward(self.backbone, _as_frames(self.normalize(x), "VisualEncoder"), lengths)
 
 
 # --------------------------------------------------------------------------- kind encoders

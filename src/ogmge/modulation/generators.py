@@ -2,7 +2,10 @@
 
 Every random draw of the modulation core (GE noise, OPM masks) goes through an
 explicit generator. Seeding each device's generator with the same seed gives
-every DDP rank the same stream, so replicas stay identical.
+every DDP rank the same stream, so replicas stay identical. A saved state is
+keyed by device *type* when one device of that type is in use, so rank 1
+(``cuda:1``) resuming from rank 0's checkpoint (``cuda:0``) continues the same
+stream as rank 0.
 """
 
 from __future__ import annotations
@@ -33,7 +36,16 @@ class GeneratorPool:
         if gen is None:
             gen = torch.Generator(device=device)
             gen.manual_seed(self.seed)
-            pending = self._pending.pop(key, None)
+            kind = torch.device(device).type
+            same_kind = [k for k in self._pending if torch.device(k).type == kind]
+            if key in self._pending:
+                pending = self._pending.pop(key)
+            elif kind in self._pending:
+                pending = self._pending.pop(kind)
+            elif len(same_kind) == 1:  # e.g. saved on cuda:0, resumed on cuda:1
+                pending = self._pending.pop(same_kind[0])
+            else:
+                pending = None
             if pending is not None:
                 gen.set_state(pending)
             self._generators[key] = gen
@@ -41,14 +53,20 @@ class GeneratorPool:
 
     def state_dict(self) -> dict:
         states = dict(self._pending)
-        states.update({k: g.get_state() for k, g in self._generators.items()})
+        by_type: dict[str, list[str]] = {}
+        for key in self._generators:
+            by_type.setdefault(torch.device(key).type, []).append(key)
+        for kind, keys in by_type.items():
+            for key in keys:  # one device of a type: save it under the type
+                states[kind if len(keys) == 1 else key] = self._generators[key].get_state()
         return {"seed": self.seed, "states": states}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.seed = int(state["seed"])
         for key, value in state["states"].items():
             value = torch.as_tensor(value, dtype=torch.uint8).cpu()
-            if key in self._generators:
-                self._generators[key].set_state(value)
+            live = [k for k in self._generators if k == key or torch.device(k).type == key]
+            if key in self._generators or len(live) == 1:
+                self._generators[live[0]].set_state(value)
             else:
                 self._pending[key] = value

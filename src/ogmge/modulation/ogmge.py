@@ -46,6 +46,8 @@ MODES = ("Normal", "OGM", "OGM_GE")
 NOISE_TARGETS = ("all", "modulated")
 #: Added to the standard deviation of the GE noise, as in the paper's code.
 SIGMA_EPS = 1e-8
+#: Largest number of noise values drawn at once (bounds the temporary buffer).
+NOISE_CHUNK = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def _check_number(field_name: str, value, *, positive: bool = False) -> float:
 def _check_epoch(field_name: str, value, allow_none: bool) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field_name} must be an integer epoch, got {value!r}")
+    if value < 0:
         raise ValueError(f"{field_name} must be a non-negative integer epoch, got {value!r}")
     return value
 
@@ -118,7 +122,9 @@ class OGMGE:
     start_epoch, end_epoch: inclusive, 0-based window of epochs in which to
         modulate (paper 0 and 50); ``end_epoch=None`` means no end.
     select: ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
-        ``"all"``, a callable ``(name, param) -> bool``, or a dict of these per modality.
+        ``"all"``, ``"auto"`` (default: ``"conv"`` for an encoder with conv
+        kernels, ``"weights"`` for one without), a callable ``(name, param) -> bool``,
+        or a dict of these per modality.
     coefficient: ``"paper"`` (Eq. 10 with its jump at rho = 1) or ``"continuous"``.
     noise: GE noise on every selected tensor of every encoder (``"all"``, the
         paper's code) or only on encoders with k < 1 (``"modulated"``).
@@ -140,7 +146,7 @@ class OGMGE:
         alpha: float = 0.8,
         start_epoch: int = 0,
         end_epoch: int | None = 50,
-        select: Selector | Mapping[str, Selector] = "conv",
+        select: Selector | Mapping[str, Selector] = "auto",
         coefficient: str = "paper",
         noise: str = "all",
         ratio_reduce: str = "mean",
@@ -212,6 +218,8 @@ class OGMGE:
 
     def is_active(self, epoch: int | None) -> bool:
         """Whether ``epoch`` lies in the inclusive modulation window (None: always)."""
+        if epoch is not None:
+            _check_epoch("epoch", epoch, allow_none=False)
         if self.mode == "Normal":
             return False
         if epoch is None:
@@ -294,11 +302,30 @@ class OGMGE:
                     g.mul_(k.to(g.device))
             if add_noise:
                 gate = ok if self.noise == "all" else ok & (coeffs[name].to(device) < 1)
-                for g, sigma in zip(gs, sigmas[name]):
-                    scale = torch.where(gate.to(g.device), sigma + SIGMA_EPS, torch.zeros_like(sigma))
-                    z = torch.randn(g.shape, generator=self.generators.get(g.device), device=g.device, dtype=g.dtype)
-                    g.addcmul_(z, scale.to(g.dtype))
+                scales = [torch.where(gate.to(g.device), sigma + SIGMA_EPS, torch.zeros_like(sigma)).to(g.dtype)
+                          for g, sigma in zip(gs, sigmas[name])]
+                self._add_noise_(gs, scales)
         return finite
+
+    def _add_noise_(self, grads: list[Tensor], scales: list[Tensor]) -> None:
+        """``g += scale * z``, ``z ~ N(0, 1)``: one draw per chunk of same-device,
+        same-dtype gradients (at most ``NOISE_CHUNK`` elements), multi-tensor add."""
+        chunk: list[int] = []
+        size = 0
+        for i, g in enumerate(grads):
+            if chunk and (size + g.numel() > NOISE_CHUNK or (g.device, g.dtype) != (grads[chunk[0]].device, grads[chunk[0]].dtype)):
+                self._add_noise_chunk_(grads, scales, chunk, size)
+                chunk, size = [], 0
+            chunk.append(i)
+            size += g.numel()
+        if chunk:
+            self._add_noise_chunk_(grads, scales, chunk, size)
+
+    def _add_noise_chunk_(self, grads, scales, idx: list[int], size: int) -> None:
+        first = grads[idx[0]]
+        z = torch.randn(size, generator=self.generators.get(first.device), device=first.device, dtype=first.dtype)
+        views = [v.view(grads[i].shape) for v, i in zip(z.split([grads[i].numel() for i in idx]), idx)]
+        torch._foreach_addcmul_([grads[i] for i in idx], views, [scales[i] for i in idx])
 
     def _all_reduce(self, scores: dict[str, Tensor]) -> dict[str, Tensor]:
         if not (self.sync_scores and dist.is_available() and dist.is_initialized()):

@@ -52,9 +52,13 @@ def batch_scores(
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    scores: dict[str, Tensor] = {}
     for name, logits in modality_logits.items():
         check_logits_and_labels(name, logits, labels)
+    classes = {name: logits.shape[1] for name, logits in modality_logits.items()}
+    if len(set(classes.values())) > 1:
+        raise ValueError(f"modality_logits disagree on the number of classes: {classes}")
+    scores: dict[str, Tensor] = {}
+    for name, logits in modality_logits.items():
         logits = logits.detach()
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()

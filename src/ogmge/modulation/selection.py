@@ -3,7 +3,9 @@
 The paper's code touches only the 4-D gradients (2-D conv kernels) of its two
 encoders. ``select="conv"`` (rank >= 3) reproduces that on the paper's model and
 extends it to 1-D/3-D convolutions; ``"weights"`` (rank >= 2) adds linear,
-recurrent and attention weights; ``"all"`` takes every parameter.
+recurrent and attention weights; ``"all"`` takes every parameter; ``"auto"``
+(the default of ``OGMGE``) is ``"conv"`` for an encoder that has conv kernels
+and ``"weights"`` for one that has none, decided per modality.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 from torch import Tensor, nn
 
-SELECTIONS = ("conv", "weights", "all")
+SELECTIONS = ("auto", "conv", "weights", "all")
 
 Selector = str | Callable[[str, Tensor], bool]
 
 
-def _min_rank(select: str) -> int:
+def _min_rank(select: str, params: list[tuple[str, Tensor]]) -> int:
+    if select == "auto":
+        return 3 if any(p.dim() >= 3 for _, p in params) else 2
     return {"conv": 3, "weights": 2, "all": 0}[select]
 
 
@@ -64,6 +68,9 @@ def select_parameters(
         missing = set(encoders) - set(select)
         if missing:
             raise ValueError(f"select has no entry for modalities {sorted(missing)}")
+        extra = set(select) - set(encoders)
+        if extra:
+            raise ValueError(f"select names modalities without an encoder: {sorted(extra)}")
         per_modality = dict(select)
     else:
         per_modality = dict.fromkeys(encoders, select)
@@ -76,7 +83,7 @@ def select_parameters(
         if callable(rule):
             picked = [(n, p) for n, p in params if rule(n, p)]
         else:
-            rank = _min_rank(rule)
+            rank = _min_rank(rule, params)
             picked = [(n, p) for n, p in params if p.dim() >= rank]
         if not picked:
             hint = "" if rule != "conv" else " (it has no conv kernels of rank >= 3; try select='weights')"

@@ -86,12 +86,9 @@ def build_model_from_config(
 
 
 def resolve_select(config: TrainConfig, encoders: Mapping[str, nn.Module]) -> str:
-    """``modulate_params``, or by default ``conv`` when every encoder has conv
-    kernels (rank >= 3; the paper's choice) and ``weights`` otherwise."""
-    if config.modulate_params is not None:
-        return config.modulate_params
-    has_conv = all(any(p.dim() >= 3 for p in enc.parameters() if p.requires_grad) for enc in encoders.values())
-    return "conv" if has_conv else "weights"
+    """``modulate_params``, or by default ``auto``: per encoder, ``conv`` when it
+    has conv kernels (rank >= 3; the paper's choice) and ``weights`` otherwise."""
+    return config.modulate_params or "auto"
 
 
 def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:

@@ -19,12 +19,16 @@ docs/datasets.md) or (b) a cache written by ``ogmge prepare`` (detected by its
         train: bool | None = None,      # augment (random frames/crops/flips); default split == "train"
         on_error: str = "raise",        # or "skip": unusable clips listed in dataset.skipped
         validate: bool = True,          # header-check every cached clip up front
+        visual_dtype: str | None = None,  # "uint8" (crop/resize only; VisualEncoder normalises) or
+                                        # "float32" (ImageNet-normalised); default uint8 from a
+                                        # cache, float32 from the extracted layout
         speaker_independent: bool = False,  # CREMA-D only: seeded actor-disjoint train/test
         test_fraction: float = 0.1,     # CREMA-D speaker-independent: share of actors in test
         class_names: list[str] | None = None,  # VGGSound only: fixed class map
     ) -> PaperDataset
 
-Samples ``{"inputs": {"audio": (1, F, T), "visual": (T_v, 3, 224, 224)}, "label": int}``;
+Samples ``{"inputs": {"audio": (1, F, T) float32, "visual": (T_v, 3, 224, 224) uint8 or float32},
+"label": int}``;
 datasets expose ``modalities``, ``num_classes``, ``class_names``, ``targets``, ``groups``;
 call ``dataset.set_epoch(epoch)`` each epoch for fresh augmentations.
 """

@@ -34,6 +34,9 @@ CACHE_FORMAT = "ogmge-paper-cache"
 CACHE_VERSION = 1
 FRAMES_DIR = "Image-01-FPS"
 SPLITS = ("train", "val", "test")
+#: ``visual_dtype`` of :class:`PaperDataset`: uint8 frames (normalised by the model) or
+#: float32 frames normalised with ImageNet mean/std in the dataset.
+VISUAL_DTYPES = ("uint8", "float32")
 
 
 @dataclass(frozen=True)
@@ -312,10 +315,16 @@ def compute_audio(spec: PaperSpec, src: Path, decoded=None) -> np.ndarray:
 class PaperDataset(Dataset):
     """A paper dataset split, read from the extracted layout or from a ``prepare`` cache.
 
-    Samples: ``{"inputs": {"audio": (1, F, T) float32, "visual": (T_v, 3, S, S) float32},
-    "label": int}``. Attributes: ``modalities``, ``num_classes``, ``class_names``, ``targets``,
-    ``groups`` (CREMA-D actors, else None), ``clips``, ``skipped`` (``(clip or file, reason)``
-    left out under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``).
+    Samples: ``{"inputs": {"audio": (1, F, T) float32, "visual": (T_v, 3, S, S)}, "label": int}``;
+    ``visual`` is uint8 (cropped/resized, not normalised) or float32 (ImageNet-normalised), as
+    ``visual_dtype`` says: ``"uint8"``, ``"float32"`` or ``None`` (default: ``"uint8"`` from a
+    cache, ``"float32"`` from the extracted layout). uint8 frames are 4x smaller to move between
+    DataLoader workers; :class:`ogmge.models.VisualEncoder` normalises uint8 input itself, other
+    encoders need ``visual_dtype="float32"`` (or :func:`ogmge.data.transforms.normalize`).
+
+    Attributes: ``modalities``, ``num_classes``, ``class_names``, ``targets``, ``groups``
+    (CREMA-D actors, else None), ``clips``, ``skipped`` (``(clip or file, reason)`` left out
+    under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``), ``visual_dtype``.
 
     Randomness (training frames, crops, flips, VGGSound audio crops) comes from a per-sample
     ``torch.Generator`` seeded from ``(seed, epoch, index)``, so it is identical whatever the
@@ -337,6 +346,7 @@ class PaperDataset(Dataset):
         on_error: str = "raise",
         skipped: Sequence[tuple[str, str]] = (),
         validate: bool = True,
+        visual_dtype: str | None = None,
     ) -> None:
         self.spec = spec
         self.root = Path(root)
@@ -351,6 +361,11 @@ class PaperDataset(Dataset):
         self.num_frames, self.image_size = nf, image_size
         self.seed, self.epoch = int(seed), 0
         self.source = "cache" if is_cache(self.root) else "raw"
+        if visual_dtype is None:
+            visual_dtype = "uint8" if self.source == "cache" else "float32"
+        if visual_dtype not in VISUAL_DTYPES:
+            raise ValueError(f"visual_dtype must be one of {VISUAL_DTYPES} or None, got {visual_dtype!r}")
+        self.visual_dtype = visual_dtype
         self._clips_dir = os.fspath(self.root / "clips")
         if self.source == "cache":
             read_manifest(self.root, spec.name)
@@ -443,10 +458,11 @@ class PaperDataset(Dataset):
         audio = self.audio_input(cached, g)
         check_finite(audio, path, "audio features")
         frames = self._frames(r, g)
+        norm = self.visual_dtype == "float32"
         if self.train:
-            visual = train_transform(frames, self.image_size, generator=g)
+            visual = train_transform(frames, self.image_size, generator=g, normalize=norm)
         else:
-            visual = eval_transform(frames, self.image_size)
+            visual = eval_transform(frames, self.image_size, normalize=norm)
         return {"inputs": {"audio": audio, "visual": visual}, "label": r.label}
 
 
