@@ -41,6 +41,8 @@ class OGMGECallback(Callback):
         self.attribute = attribute
         self.log_stats = log_stats
         self.last_stats = None
+        self._resolved: OGMGE | None = modulator
+        self._pending_state: dict | None = None
 
     def _modulator(self, pl_module) -> OGMGE:
         mod = self.modulator if self.modulator is not None else getattr(pl_module, self.attribute, None)
@@ -48,7 +50,15 @@ class OGMGECallback(Callback):
             raise AttributeError(
                 f"OGMGECallback needs an OGMGE: pass modulator= or set pl_module.{self.attribute}"
             )
+        self._resolved = mod
+        if self._pending_state:
+            mod.load_state_dict(self._pending_state)
+            self._pending_state = None
         return mod
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self._modulator(pl_module)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self.last_stats = stats = self._modulator(pl_module).apply_(epoch=trainer.current_epoch)
@@ -59,8 +69,13 @@ class OGMGECallback(Callback):
             pl_module.log_dict(values, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict:
-        return self.modulator.state_dict() if self.modulator is not None else {}
+        """The modulator's noise streams, saved in Lightning checkpoints."""
+        return self._resolved.state_dict() if self._resolved is not None else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if self.modulator is not None and state_dict:
-            self.modulator.load_state_dict(state_dict)
+        if not state_dict:
+            return
+        if self._resolved is not None:
+            self._resolved.load_state_dict(state_dict)
+        else:
+            self._pending_state = state_dict
