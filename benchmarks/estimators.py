@@ -49,7 +49,8 @@ def run(fusion: str, seed: int, steps: int) -> tuple[dict[str, dict[str, float]]
     centres = centres / centres.norm(dim=1, keepdim=True)
     means = {"strong": 1.5 * centres, "weak": 0.4 * centres[torch.randperm(CLASSES, generator=gen)]}
     specs = {n: ModalitySpec(n, "vector", (DIM,)) for n in means}
-    opts = {"attention": {"d_model": 32, "heads": 4}, "gated(gate=weak)": {"gate": "weak"}}.get(fusion, {})
+    opts = {"attention": {"d_model": 32, "heads": 4}, "film": {"condition": "strong"}, "gated": {"gate": "strong"},
+            "gated(gate=weak)": {"gate": "weak"}}.get(fusion, {})
     model = build_model(specs, num_classes=CLASSES, fusion=fusion.split("(")[0], estimator="probe",
                         hidden=32, out_dim=32, fusion_options=opts)
     kinds = {"masking": ("masking", "zeros"), "shapley": ("shapley", "zeros"),

@@ -6,7 +6,8 @@ import yaml
 from cli_tiny import TINY
 
 from ogmge.interfaces.cli import main
-from ogmge.training import TrainConfig
+from ogmge.training import TrainConfig, load_run
+from ogmge.training.plots import comparison_figure
 
 
 def test_demo_prints_table_and_writes_plot(tmp_path, capsys):
@@ -19,6 +20,15 @@ def test_demo_prints_table_and_writes_plot(tmp_path, capsys):
         assert f"\n{label}" in text
     assert f"plot:  {out / 'comparison.png'}" in text
     assert (out / "comparison.png").is_file()
+    # the plot shows validation curves: the runs log validation per epoch, test once at the end
+    assert "validation accuracy per epoch" in text
+    for sub in ("normal", "ogm_ge"):
+        run = load_run(out / sub)
+        assert run.metrics and all("val/acc" in m and not any(k.startswith("test/") for k in m)
+                                   for m in run.metrics)
+        assert run.results["test"]["acc"] is not None
+    fig = comparison_figure([out / "normal", out / "ogm_ge"])
+    assert fig.axes[0].get_title() == "fused accuracy (validation split)"
     normal, ogmge = TrainConfig.load(out / "normal" / "config.yaml"), TrainConfig.load(out / "ogm_ge" / "config.yaml")
     assert normal.differences(ogmge) == {"modulation": ("Normal", "OGM_GE")}
     assert main(["demo", "--config", str(cfg), "--out", str(out), "--jobs", "1"]) == 2

@@ -42,8 +42,11 @@ def test_train_eval_plot_end_to_end(tmp_path, tiny_yaml, capsys):
     assert list((run_b / "tb").iterdir()), "tensorboard events written"
     metrics = load_run(run_b).metrics
     assert [m["epoch"] for m in metrics] == [0, 1]
-    assert {"test/acc", "test/macro_f1", "test/map", "test/per_class_acc", "val/acc",
-            "test/modality_acc/audio", "test/modality_acc/visual"} <= set(metrics[0])
+    # per-epoch metrics are validation's; test is evaluated once, at the end, on best.pt (DESIGN §3)
+    for row in metrics:
+        assert {"val/acc", "val/macro_f1", "val/map", "val/per_class_acc", "val/modality_acc/audio",
+                "val/modality_acc/visual"} <= set(row)
+        assert not any(k.startswith("test/") for k in row)
     trace = load_run(run_b).trace()
     assert [t["modulated"] for t in trace] == [False] * 3 + [True] * 3  # window starts at epoch index 1
     assert trace[0]["skip_reason"] == "outside window"
@@ -70,6 +73,12 @@ def test_train_eval_plot_end_to_end(tmp_path, tiny_yaml, capsys):
     assert sorted(legend) == sorted(labels)
     fused = [line.get_label() for line in fig.axes[0].get_lines()]
     assert fused == ["normal", "ogm-ge"]
+    # the default curves are validation's, and the panels say so
+    assert fig.axes[0].get_title() == "fused accuracy (validation split)"
+    assert fig.axes[1].get_title() == "per-modality accuracy (validation split)"
+    assert fig.axes[0].get_ylabel() == fig.axes[1].get_ylabel() == "validation accuracy"
+    val_acc = [m["val/acc"] for m in load_run(run_a).metrics]
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == val_acc
     coeff = [line.get_label() for line in fig.axes[2].get_lines()]
     assert len(coeff) == 4 and all(label.split(":")[0] in ("normal", "ogm-ge") for label in coeff)
 
@@ -142,3 +151,34 @@ def test_presets_and_print_config(capsys):
                  "lr_step=30", "--modalities", "audio", "--print-config"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["modulation_ends"] is None and cfg["lr_step"] == 30 and cfg["modalities"] == ["audio"]
+
+
+def test_plot_splits_test_only_when_logged_or_without_validation(tmp_path, tiny_yaml, capsys):
+    """Validation curves by default; test curves for a run trained with val_fraction 0 (the
+    fallback, marked in the legend) or on request for runs that logged test every epoch."""
+    default, every, no_val = tmp_path / "default", tmp_path / "every", tmp_path / "noval"
+    assert main(["train", "--config", str(tiny_yaml), "--out", str(default)]) == 0
+    assert main(["train", "--config", str(tiny_yaml), "--out", str(every), "--eval-test-every-epoch"]) == 0
+    assert main(["train", "--config", str(tiny_yaml), "--out", str(no_val), "--val-fraction", "0"]) == 0
+    capsys.readouterr()
+    for run in (every, no_val):
+        assert all("test/acc" in m for m in load_run(run).metrics)
+    assert not any("val/acc" in m for m in load_run(no_val).metrics)
+    # test evaluated at the end on the selected checkpoint, the same with or without per-epoch test
+    r_default = json.loads((default / "results.json").read_text())
+    r_every = json.loads((every / "results.json").read_text())
+    assert r_default["test"]["acc"] == r_every["test"]["acc"] == r_every["test"]["acc"]
+    assert r_every["test"]["acc"] == load_run(every).metrics[r_every["best_epoch"]]["test/acc"]
+
+    fig = comparison_figure([no_val])
+    assert fig.axes[0].get_title() == "fused accuracy (test split)"
+    assert fig.axes[0].get_ylabel() == "test accuracy"
+    mixed = comparison_figure([default, no_val])
+    assert [ln.get_label() for ln in mixed.axes[0].get_lines()] == ["default", "noval [test]"]
+    assert mixed.axes[0].get_title() == "fused accuracy (validation / test split)"
+    test_curves = comparison_figure([every], split="test")
+    assert test_curves.axes[0].get_title() == "fused accuracy (test split)"
+    assert list(test_curves.axes[0].get_lines()[0].get_ydata()) == [m["test/acc"] for m in load_run(every).metrics]
+    assert main(["plot", str(every), str(default), "--split", "test", "--out", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(default) in err and "eval_test_every_epoch" in err

@@ -71,3 +71,35 @@ def test_arguments_validated(kwargs, message):
         make_builtin_dataset("train", **kwargs)
     with pytest.raises(ValueError, match="split must be one of"):
         make_builtin_dataset("dev")
+
+
+def test_frames_go_through_the_real_normalize_and_match_the_old_formula(monkeypatch):
+    """The frames are uint8 -> ogmge.data.transforms.normalize (x/255, ImageNet mean/std);
+    the values equal the formula used before (numpy frames, float x/255, (x - mean)/std)
+    within 1e-6 (absolute; values lie in about [-2.2, 2.7])."""
+    import numpy as np
+
+    from ogmge.data import transforms
+
+    calls = []
+
+    def spy(images, *args, **kwargs):
+        calls.append((images.dtype, tuple(images.shape)))
+        return transforms.normalize(images, *args, **kwargs)
+
+    monkeypatch.setattr(builtin, "normalize", spy)
+    ds = make_builtin_dataset("val", num_samples=60, seed=3, frames=2)
+    assert calls == [(torch.uint8, (60, 2, 3, 32, 32))]
+    # the old path, written out: same seeds, same raw frames
+    root = np.random.SeedSequence([3, 1])  # seed 3, split "val"
+    labels_ss, _, visual_ss = root.spawn(3)
+    labels = builtin._balanced_labels(60, np.random.default_rng(labels_ss))
+    raw = torch.from_numpy(builtin.make_frames(labels, 2, np.random.default_rng(visual_ss)))
+    x = raw.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
+    old = ((x - mean) / std).contiguous()
+    got = ds.arrays["visual"]
+    assert got.dtype == torch.float32 and got.shape == old.shape and got.is_contiguous()
+    assert (got - old).abs().max().item() <= 1e-6
+    assert ds.targets == labels.tolist()

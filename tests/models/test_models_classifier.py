@@ -99,3 +99,30 @@ def test_classifier_validates_its_parts():
         build_paper_model(fusion="film", num_classes=3, width=2, fusion_options={"condition": "text"})
     with pytest.raises(KeyError, match="visual"):
         tiny_model("concat")({"audio": torch.randn(2, 8)})
+
+
+@pytest.mark.parametrize("order", [("audio", "visual"), ("visual", "audio")])
+def test_film_and_gated_default_to_audio_by_name_not_position(order):
+    """DESIGN §6: the conditioning/gating modality is chosen by name ("audio", as in the
+    official code), whatever the order of the modalities."""
+    from ogmge.models import FiLMFusion, GatedFusion
+
+    dims = {n: {"audio": 6, "visual": 4}[n] for n in order}
+    film, gated = FiLMFusion(dims, 3), GatedFusion(dims, 3)
+    assert (film.condition, film.target) == ("audio", "visual")
+    assert (gated.gate, gated.gated) == ("audio", "visual")
+    # the layers are sized from audio's features (6) conditioning/gating visual's (4)
+    assert film.film.weight.shape == (2 * 4, 6) and film.fc_out.weight.shape == (3, 4)
+    assert gated.fc_gate.weight.shape == (4, 6) and gated.fc_value.weight.shape == (4, 4)
+    # explicit names still win
+    assert FiLMFusion(dims, 3, condition="visual").condition == "visual"
+    assert GatedFusion(dims, 3, gate="visual").gate == "visual"
+
+
+@pytest.mark.parametrize(("fusion", "arg"), [("film", "condition"), ("gated", "gate")])
+def test_film_and_gated_without_audio_ask_for_the_modality(fusion, arg):
+    with pytest.raises(ValueError, match=rf"{arg}= must name .*\['text', 'image'\].*{arg}=<name>"):
+        tiny_model(fusion, names=("text", "image"))
+    head = build_model({n: ModalitySpec(n, "vector", (8,)) for n in ("text", "image")}, num_classes=3,
+                       fusion=fusion, hidden=4, out_dim=4, fusion_options={arg: "image"}).fusion
+    assert getattr(head, arg) == "image"

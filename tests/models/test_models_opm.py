@@ -93,3 +93,86 @@ def test_loss_uses_only_kept_samples(fusion):
     assert bool(out.sample_keep.all())
     loss = F.cross_entropy(out.logits[out.sample_keep], y[out.sample_keep])
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- N = 3
+# With two modalities one of them always has rho <= 1 and is never dropped, so no sample can
+# lose every modality and the "loss uses only kept samples" test above cannot fail. Three
+# modalities, two of them dominant (rho > 1), make the masks interesting. Note that with
+# rho_u = s_u / reduce_{w != u} s_w (mean, min or max) the lowest-scoring modality always has
+# rho <= 1, so through the classifier's own ratios a sample still keeps that one; a sample
+# loses *every* modality only when every ratio handed to OPM exceeds 1 (ratios from another
+# measure). Both cases are tested.
+
+B3 = 4096
+
+
+def three_modality_batch(model, generator):
+    """``a`` and ``b`` identical and confident (labels = their argmax), ``c`` noise."""
+    x = torch.randn(B3, 8, generator=generator)
+    inputs = {"a": x, "b": x.clone(), "c": torch.randn(B3, 8, generator=generator)}
+    with torch.no_grad():
+        model.encoders["b"].load_state_dict(model.encoders["a"].state_dict())
+        model.fusion.fc["a"].weight.mul_(8.0)
+        model.fusion.fc["b"].load_state_dict(model.fusion.fc["a"].state_dict())
+        y = model.eval()(inputs).modality_logits["a"].argmax(dim=1)
+    return inputs, y
+
+
+def test_three_modalities_two_dominant_sample_keep_is_the_union_of_the_masks():
+    model = tiny_model("sum", names=("a", "b", "c"), opm=OPM(p_exe=1.0, q_base=0.6, lam=0.5, seed=0))
+    x, y = three_modality_batch(model, torch.Generator().manual_seed(0))
+    out = model.train()(x, labels=y)
+    ratios = discrepancy_ratios(batch_scores(out.modality_logits, y))
+    assert ratios["a"].item() > 1 and ratios["b"].item() > 1 and ratios["c"].item() < 1
+    keep = out.opm.keep
+    q = opm_drop_probabilities(ratios, q_base=0.6, lam=0.5)
+    for m in ("a", "b"):  # both dominant modalities are dropped at their rate q_m (4096 draws: +-0.03)
+        assert abs((1 - keep[m].float().mean().item()) - q[m].item()) <= 0.03
+    lost_both = ~keep["a"] & ~keep["b"]
+    assert lost_both.sum().item() > 0.3 * B3  # q_a * q_b > 0.36
+    assert bool(keep["c"].all())  # rho_c <= 1: never dropped
+    assert torch.equal(out.sample_keep, keep["a"] | keep["b"] | keep["c"])
+    assert bool(out.sample_keep.all())  # so nobody loses every modality through the classifier's ratios
+
+
+class _GivenRatiosOPM(OPM):
+    """OPM fed fixed ratios (standing in for a caller's own measure) instead of the classifier's."""
+
+    def __init__(self, ratios, **kwargs):
+        super().__init__(**kwargs)
+        self.given = {k: torch.tensor(v) for k, v in ratios.items()}
+
+    def sample(self, ratios, batch_size, device=None):
+        return super().sample(self.given, batch_size, device=device)
+
+
+def test_three_modalities_samples_losing_every_modality_leave_the_loss():
+    from ogmge.training.loop import _batch_loss
+
+    opm = _GivenRatiosOPM({"a": 1.8, "b": 1.4, "c": 1.2}, p_exe=1.0, q_base=0.5, lam=0.5, seed=0)
+    model = tiny_model("concat", names=("a", "b", "c"), opm=opm)
+    g = torch.Generator().manual_seed(1)
+    x = {n: torch.randn(64, 8, generator=g) for n in ("a", "b", "c")}
+    y = torch.randint(0, NUM_CLASSES, (64,), generator=g)
+    out = model.train()(x, labels=y)
+    keep = out.opm.keep
+    lost_all = ~keep["a"] & ~keep["b"] & ~keep["c"]
+    # exactly the samples that lost every modality are False in sample_keep
+    assert torch.equal(out.sample_keep, ~lost_all)
+    assert 0 < lost_all.sum().item() < 64
+    # the fusion head saw zeros for every modality of those samples: their logits are the bias
+    torch.testing.assert_close(out.logits[lost_all], model.fusion.fc.bias.expand(int(lost_all.sum()), -1))
+
+    # the training loop's loss: mean cross-entropy over the kept samples only, by hand (float64)
+    loss = _batch_loss(out, y)
+    z = out.logits.detach().double()
+    per = [torch.log(torch.exp(z[i]).sum()) - z[i, y[i]] for i in range(64) if out.sample_keep[i]]
+    by_hand = sum(per) / len(per)
+    assert abs(loss.item() - by_hand.item()) <= 1e-6
+    # ... which is not the full-batch mean (so this test can tell the two apart)
+    full = F.cross_entropy(out.logits.detach(), y).item()
+    assert abs(full - by_hand.item()) > 1e-3
+    # and its gradient reaches no dropped sample's logits
+    (grad,) = torch.autograd.grad(loss, out.logits)
+    assert grad[lost_all].abs().sum().item() == 0 and grad[~lost_all].abs().sum().item() > 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from training_standins import tiny_bundle, tiny_config, tiny_model
 
-from ogmge.training import atomic_save, load_checkpoint_file, load_run, train
+from ogmge.training import TrainConfig, atomic_save, load_checkpoint_file, load_run, train
 from ogmge.training import checkpoint as ckpt_mod
 from ogmge.training.loop import _batch_loss
 
@@ -153,7 +153,8 @@ def test_unimodal_subset_trains_without_modulator(tmp_path):
 
     sub = type(bundle)(*(select_modalities(d, ["a"]) for d in (bundle.train, bundle.val, bundle.test)))
     r = train(tiny_config(tmp_path, epochs=1, modalities=["a"]), datasets=sub, model=tiny_model)
-    assert "test/modality_acc/a" in r.history[0] and "test/modality_acc/b" not in r.history[0]
+    assert "val/modality_acc/a" in r.history[0] and "val/modality_acc/b" not in r.history[0]
+    assert "modality_acc/a" in r.test_metrics and "modality_acc/b" not in r.test_metrics
 
 
 @dataclass
@@ -191,6 +192,22 @@ def test_load_checkpoint_and_predict_with_custom_model(tmp_path):
 
 
 def test_train_without_run_dir_keeps_best_weights_in_memory(tmp_path):
-    r = train(tiny_config(tmp_path, out=None, epochs=3), datasets=tiny_bundle(), model=tiny_model)
+    r = train(tiny_config(tmp_path, out=None, epochs=3, eval_test_every_epoch=True), datasets=tiny_bundle(),
+              model=tiny_model)
     assert r.run_dir is None and not (tmp_path / "run").exists()
+    assert r.best_epoch < 2  # the final test evaluation had to restore an earlier epoch's weights
     assert r.test_metrics["acc"] == r.history[r.best_epoch]["test/acc"]
+
+
+def test_test_split_is_evaluated_once_at_the_end_by_default(tmp_path):
+    """DESIGN §3: per-epoch rows carry validation metrics only; test is evaluated after
+    training on the selected weights, giving what a per-epoch test log shows at that epoch."""
+    assert TrainConfig().eval_test_every_epoch is False
+    default = train(tiny_config(tmp_path / "d", epochs=3), datasets=tiny_bundle(), model=tiny_model)
+    every = train(tiny_config(tmp_path / "e", epochs=3, eval_test_every_epoch=True), datasets=tiny_bundle(),
+                  model=tiny_model)
+    assert all("val/acc" in row and not any(k.startswith("test/") for k in row) for row in default.history)
+    assert all("test/acc" in row for row in every.history)
+    assert default.best_epoch == every.best_epoch
+    assert default.test_metrics == every.test_metrics
+    assert default.test_metrics["acc"] == every.history[every.best_epoch]["test/acc"]

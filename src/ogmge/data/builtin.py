@@ -9,8 +9,9 @@ real feature paths:
   (``n_fft`` 126, hop 63) -> kind ``spectrogram``, shape ``(1, 64, 64)``;
 * ``"visual"``: ``frames`` (default 2) RGB frames of 32 x 32 pixels showing a
   drifting sinusoidal grating whose orientation depends on the class, on a random
-  background in pixel noise, quantised to 8 bits and normalised with the
-  ImageNet mean/std like real frames -> kind ``video``, shape ``(2, 3, 32, 32)``.
+  background in pixel noise, quantised to 8 bits (uint8, like decoded frames) and
+  normalised with the ImageNet mean/std by the real frames' path,
+  :func:`ogmge.data.transforms.normalize` -> kind ``video``, shape ``(2, 3, 32, 32)``.
 
 ``imbalance`` is the ratio of the audio tone's amplitude SNR (tone amplitude /
 noise std) to the visual grating's (contrast / pixel-noise std). The visual
@@ -33,6 +34,7 @@ import torch
 
 from .audio import log_spectrogram
 from .byo import ArrayDataset
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401  (constants re-exported)
 
 NUM_CLASSES = 6
 CLASS_NAMES = ["c0", "c1", "c2", "c3", "c4", "c5"]
@@ -52,8 +54,6 @@ IMAGE_SIZE = 32
 AUDIO_NOISE = 0.1
 VISUAL_NOISE = 0.25
 VISUAL_CONTRAST = 0.07
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Fundamental (Hz) of each class's harmonic tone: harmonics 3, 4, ..., 8 STFT bins apart,
 #: a local texture that a convolutional encoder with global pooling can see.
 CLASS_F0 = tuple((3 + c) * SAMPLE_RATE / N_FFT for c in range(NUM_CLASSES))
@@ -157,8 +157,7 @@ def make_frames(labels: np.ndarray, frames: int, rng: np.random.Generator) -> np
 
 
 def _visual(labels: np.ndarray, frames: int, rng: np.random.Generator) -> torch.Tensor:
-    raw = torch.from_numpy(make_frames(labels, frames, rng))
-    x = raw.permute(0, 1, 4, 2, 3).float().div_(255.0)  # (N, T, 3, H, W)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    """The frames through the real visual path: uint8 ``(N, T, 3, H, W)`` ->
+    :func:`ogmge.data.transforms.normalize` (``x / 255``, then ImageNet mean/std)."""
+    raw = torch.from_numpy(make_frames(labels, frames, rng))  # uint8 (N, T, H, W, 3)
+    return normalize(raw.permute(0, 1, 4, 2, 3)).contiguous()  # float32 (N, T, 3, H, W)

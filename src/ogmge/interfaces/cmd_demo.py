@@ -2,7 +2,9 @@
 
 Trains both with the ``demo`` preset (CPU-scale), then, while the time budget
 allows, each modality alone; prints a table of test accuracies (fused and per
-modality, from the concat head's linear split) and writes the comparison plot.
+modality, from the concat head's linear split) at the epoch the validation split
+selected, and writes the comparison plot (validation curves: the test split is
+evaluated once per run, at the end).
 With ``--jobs 2`` (the default on two or more cores) two runs train at once,
 each in its own process with one thread; the results do not depend on it.
 """
@@ -115,7 +117,9 @@ def run(args) -> int:
                 for m in modalities
             ]
             results.update(_train_many(alone, args.jobs))
-    plot = plot_runs([results["Normal"]["run_dir"], results["OGM-GE"]["run_dir"]], out / "comparison.png")
+    # validation curves (the split that selected each run's epoch); test is evaluated once, at the end
+    plot = plot_runs([results["Normal"]["run_dir"], results["OGM-GE"]["run_dir"]], out / "comparison.png",
+                     split="val")
 
     cols = ["fused"] + modalities
     print()
@@ -137,6 +141,6 @@ def run(args) -> int:
     print("Per-modality accuracy inside a joint model comes from its per-modality logits (the linear")
     print("split of the concat head); 'X alone' is the same encoder trained by itself.")
     print(f"runs:  {', '.join(r['run_dir'] for r in results.values())}")
-    print(f"plot:  {plot} ({PIXELS[0]} x {PIXELS[1]} px)")
+    print(f"plot:  {plot} ({PIXELS[0]} x {PIXELS[1]} px; validation accuracy per epoch, coefficients per step)")
     print(f"total time: {time.perf_counter() - t0:.0f} s")
     return 0

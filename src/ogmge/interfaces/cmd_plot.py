@@ -16,7 +16,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", metavar="PNG",
                    help="output file (default: RUN_DIR/plot.png for one run, ./ogmge-plot.png for several)")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="accuracy of which split")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="per-epoch accuracy of which split (default val: the split that selects the model; "
+                   "runs trained without one, val_fraction 0, show test; test needs runs trained with "
+                   "eval_test_every_epoch true)")
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N steps for k")
     return p
 

@@ -66,6 +66,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="write TensorBoard event files to RUN_DIR/tb")
     r.add_argument("--num-workers", type=int)
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
+    r.add_argument("--eval-test-every-epoch", action=argparse.BooleanOptionalAction, default=None,
+                   help="also log test metrics every epoch (default no: the test split is evaluated once, "
+                   "at the end, on the checkpoint the validation split selected)")
 
 
 #: Named flags that map one-to-one on a config key.
@@ -73,7 +76,7 @@ FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "imbalance", "fusion",
     "estimator", "width", "opm", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",
-    "tensorboard", "num_workers", "progress",
+    "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
 
 

@@ -99,7 +99,9 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     trace_every: int = 1
-    eval_test_every_epoch: bool = True
+    #: Log test metrics every epoch too (off: test is evaluated once, at the end, on the
+    #: selected checkpoint; the test split never selects anything, DESIGN §3).
+    eval_test_every_epoch: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

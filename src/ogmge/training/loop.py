@@ -369,10 +369,14 @@ class Trainer:
     def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
         cfg = self.config
         self.scheduler.step()
-        last = epoch == cfg.epochs - 1
         if self.is_main:
             val = self._evaluate("val")
-            test = self._evaluate("test") if (cfg.eval_test_every_epoch or last) else None
+            # Per-epoch curves are validation's; test is evaluated once, at the end, on the
+            # selected checkpoint (``_finish``), unless asked for every epoch. Without a
+            # validation split the last epoch is kept whatever the curves show, so test is
+            # logged every epoch then (the only curve there is; it selects nothing).
+            per_epoch_test = cfg.eval_test_every_epoch or val is None
+            test = self._evaluate("test") if per_epoch_test else None
             for split, metrics in (("val", val), ("test", test)):
                 for k, v in (metrics or {}).items():
                     row[f"{split}/{k}"] = v

@@ -9,7 +9,14 @@ One figure, :data:`FIGSIZE` inches at :data:`DPI` dots per inch, i.e.
 3. modulation coefficient k_u per optimiser step, x in epochs (one line per
    run x modality).
 
-Accuracies are the test split's when logged every epoch, else validation's.
+Accuracy curves are the **validation** split's by default: the test split
+never selects anything (DESIGN §3), so it is evaluated once, at the end, and
+has no per-epoch curve unless the run was trained with
+``eval_test_every_epoch: true``. A run trained without a validation split
+(``val_fraction: 0``; its last epoch is kept) falls back to its test curves,
+which the trainer logs every epoch for such runs. ``split="test"`` asks for test
+curves explicitly (runs that logged them). Titles and axis labels name the split
+actually shown; a run shown on another split than the others says so in its legend.
 Legends name each run (its config ``name``, else the run directory's name).
 """
 
@@ -31,11 +38,34 @@ DPI = 100
 PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
 
 
-def _split_of(run: Run, prefer: str) -> str | None:
-    for split in (prefer, "test", "val"):
-        if any(f"{split}/acc" in row for row in run.metrics):
-            return split
-    return None
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def _has(run: Run, split: str) -> bool:
+    return any(row.get(f"{split}/acc") is not None for row in run.metrics)
+
+
+def _without_validation(run: Run) -> bool:
+    """Whether ``run`` was trained without a validation split (``val_fraction: 0``)."""
+    results = run.results or {}
+    return (results.get("selected_by") == "last epoch" or run.config.val_fraction == 0) and not _has(run, "val")
+
+
+def _split_of(run: Run, prefer: str) -> str:
+    """The split whose per-epoch curves are shown for ``run`` (see the module docstring)."""
+    if prefer not in SPLIT_NAMES:
+        raise ValueError(f"split must be 'val' or 'test', got {prefer!r}")
+    if _has(run, prefer):
+        return prefer
+    if prefer == "val" and _without_validation(run) and _has(run, "test"):
+        return "test"
+    if prefer == "test":
+        raise ValueError(
+            f"run {run.run_dir} logged no per-epoch test metrics (it was trained with eval_test_every_epoch "
+            f"false, the default: test is evaluated once, on the selected checkpoint); plot its validation "
+            f"curves (split 'val') or train with eval_test_every_epoch: true"
+        )
+    raise ValueError(f"run {run.run_dir} logged no per-epoch validation or test accuracy to plot")
 
 
 def _unique_names(runs: Sequence[Run]) -> list[str]:
@@ -51,7 +81,7 @@ def _unique_names(runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "test", smooth: int = 1) -> Figure:
+def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "val", smooth: int = 1) -> Figure:
     """The figure for ``runs`` (Run objects or run directories); nothing is written."""
     runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
     if not runs:
@@ -63,12 +93,13 @@ def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "test", 
     ax_k = fig.add_subplot(2, 1, 2)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
-    used_split = None
-    for i, (run, name) in enumerate(zip(runs, names)):
+    shown = [_split_of(run, split) for run in runs]
+    used = sorted(set(shown), key=["val", "test"].index)
+    for i, (run, name, s) in enumerate(zip(runs, names, shown)):
         color = colors[i % len(colors)]
-        s = _split_of(run, split)
-        used_split = used_split or s
-        rows = [r for r in run.metrics if s and f"{s}/acc" in r and r[f"{s}/acc"] is not None]
+        if len(used) > 1 and s != split:
+            name = f"{name} [{SPLIT_NAMES[s]}]"
+        rows = [r for r in run.metrics if r.get(f"{s}/acc") is not None]
         epochs = [r["epoch"] + 1 for r in rows]
         ax_fused.plot(epochs, [r[f"{s}/acc"] for r in rows], color=color, marker="o", ms=3, label=name)
         modalities = _modalities(run, s)
@@ -88,9 +119,9 @@ def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "test", 
                     continue
                 xs, ys = [p[0] for p in pts], _moving_average([p[1] for p in pts], smooth)
                 ax_k.plot(xs, ys, color=color, linestyle=styles[j % len(styles)], lw=1, label=f"{name}: k {m}")
-    what = {"test": "test", "val": "validation"}.get(used_split or "", "")
-    ax_fused.set(title=f"fused accuracy ({what})", xlabel="epoch", ylabel="accuracy")
-    ax_mod.set(title=f"per-modality accuracy ({what})", xlabel="epoch", ylabel="accuracy")
+    what = " / ".join(SPLIT_NAMES[u] for u in used)
+    ax_fused.set(title=f"fused accuracy ({what} split)", xlabel="epoch", ylabel=f"{what} accuracy")
+    ax_mod.set(title=f"per-modality accuracy ({what} split)", xlabel="epoch", ylabel=f"{what} accuracy")
     ax_k.set(title="modulation coefficient k per step (1 = not slowed; Normal runs: measured, not applied)",
              xlabel="epoch", ylabel="k")
     for ax in (ax_fused, ax_mod, ax_k):
@@ -101,7 +132,7 @@ def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "test", 
     return fig
 
 
-def _modalities(run: Run, split: str | None) -> list[str]:
+def _modalities(run: Run, split: str) -> list[str]:
     names: list[str] = []
     prefix = f"{split}/modality_acc/"
     for row in run.metrics:
@@ -131,7 +162,7 @@ def _moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_runs(runs: Sequence[Run | str | Path], out: str | Path, *, split: str = "test", smooth: int = 1) -> Path:
+def plot_runs(runs: Sequence[Run | str | Path], out: str | Path, *, split: str = "val", smooth: int = 1) -> Path:
     """Write the comparison figure of ``runs`` as a PNG of :data:`PIXELS` pixels."""
     fig = comparison_figure(runs, split=split, smooth=smooth)
     out = Path(out)

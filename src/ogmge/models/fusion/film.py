@@ -15,13 +15,16 @@ from .base import FusionHead
 
 
 class FiLMFusion(FusionHead):
-    """FiLM head for exactly two modalities; ``condition`` names the one producing gamma, beta
-    (default: the first, e.g. audio conditions visual as in the official code)."""
+    """FiLM head for exactly two modalities; ``condition`` names the one producing gamma, beta.
+
+    Default: ``"audio"`` when it is one of the two (audio conditions visual, as in the
+    official code); with any other names there is no default and ``condition`` must be
+    given (a ValueError says so) -- never the first modality by position."""
 
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, *, condition: str | None = None) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
         if condition is None:
-            condition = self.modalities[0]
+            condition = _default_condition(self.modalities)
         if condition not in self.modalities:
             raise ValueError(f"condition must be one of {list(self.modalities)}, got {condition!r}")
         self.condition = condition
@@ -34,3 +37,15 @@ class FiLMFusion(FusionHead):
         self._check(features)
         gamma, beta = self.film(features[self.condition]).chunk(2, dim=-1)
         return self.fc_out(gamma * features[self.target] + beta)
+
+
+def _default_condition(modalities) -> str:
+    """``"audio"`` when present (the official code conditions on audio); otherwise the
+    choice is the user's: never a modality picked by its position (DESIGN §6)."""
+    if "audio" in modalities:
+        return "audio"
+    raise ValueError(
+        f"condition= must name the conditioning modality: the default is 'audio', which is not among "
+        f"{list(modalities)}; pass condition=<name> (fusion_options={{'condition': <name>}}, or "
+        f"model_options: {{fusion_options: {{condition: <name>}}}} in a config)"
+    )

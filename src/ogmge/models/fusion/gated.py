@@ -15,16 +15,19 @@ from .base import FusionHead
 
 
 class GatedFusion(FusionHead):
-    """Gated head for exactly two modalities; ``gate`` names the gating one (default: the
-    first, e.g. audio gates visual as in the official code); ``hidden`` defaults to the
-    gated modality's feature size."""
+    """Gated head for exactly two modalities; ``gate`` names the gating one; ``hidden``
+    defaults to the gated modality's feature size.
+
+    Default ``gate``: ``"audio"`` when it is one of the two (audio gates visual, as in the
+    official code); with any other names there is no default and ``gate`` must be given
+    (a ValueError says so) -- never the first modality by position."""
 
     def __init__(
         self, in_dims: Mapping[str, int], num_classes: int, *, gate: str | None = None, hidden: int | None = None
     ) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
         if gate is None:
-            gate = self.modalities[0]
+            gate = _default_gate(self.modalities)
         if gate not in self.modalities:
             raise ValueError(f"gate must be one of {list(self.modalities)}, got {gate!r}")
         self.gate = gate
@@ -41,3 +44,15 @@ class GatedFusion(FusionHead):
         self._check(features)
         g = torch.sigmoid(self.fc_gate(features[self.gate]))
         return self.fc_out(g * self.fc_value(features[self.gated]))
+
+
+def _default_gate(modalities) -> str:
+    """``"audio"`` when present (the official code gates on audio); otherwise the
+    choice is the user's: never a modality picked by its position (DESIGN §6)."""
+    if "audio" in modalities:
+        return "audio"
+    raise ValueError(
+        f"gate= must name the gating modality: the default is 'audio', which is not among "
+        f"{list(modalities)}; pass gate=<name> (fusion_options={{'gate': <name>}}, or "
+        f"model_options: {{fusion_options: {{gate: <name>}}}} in a config)"
+    )
