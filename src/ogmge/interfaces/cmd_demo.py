@@ -23,7 +23,7 @@ from pathlib import Path
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="train Normal and OGM-GE on the built-in data and compare them (about 2 minutes on 2 CPU cores)",
+        help="train Normal and OGM-GE on the built-in data and compare them (about a minute on 2 CPU cores)",
         description="Train Normal and OGM-GE with the same seed and settings on the built-in data, "
         "print fused and per-modality test accuracy, and plot both runs.",
     )
