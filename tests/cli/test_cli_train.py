@@ -22,6 +22,18 @@ def tiny_yaml(tmp_path):
     return path
 
 
+def _check_tensorboard(tb_dir, metrics):
+    """The event files hold the same per-epoch scalars as metrics.jsonl, and the coefficient trace."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"val/acc", "step/coeff/audio", "step/coeff/visual"} <= tags
+    logged = [(e.step, e.value) for e in acc.Scalars("val/acc")]
+    assert logged == [(m["epoch"], pytest.approx(m["val/acc"], abs=1e-6)) for m in metrics]
+
+
 def test_subcommands_listed():
     assert {"prepare", "train", "eval", "demo", "plot"} <= set(SUBCOMMANDS)
 
@@ -39,8 +51,8 @@ def test_train_eval_plot_end_to_end(tmp_path, tiny_yaml, capsys):
             p.name for p in run.iterdir()}
     saved = TrainConfig.load(run_b / "config.yaml")
     assert saved.modulation_starts == 1 and saved.out == str(run_b) and saved.epochs == 2
-    assert list((run_b / "tb").iterdir()), "tensorboard events written"
     metrics = load_run(run_b).metrics
+    _check_tensorboard(run_b / "tb", metrics)
     assert [m["epoch"] for m in metrics] == [0, 1]
     # per-epoch metrics are validation's; test is evaluated once, at the end, on best.pt (DESIGN §3)
     for row in metrics:
