@@ -83,15 +83,17 @@ def group_split(
 
 class DatasetView(Dataset):
     """Rows ``indices`` of a dataset, keeping its contract attributes
-    (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)."""
+    (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)
+    and forwarding ``set_epoch`` (per-epoch augmentations) to it."""
 
     def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
-        self.modalities = dataset.modalities
-        self.num_classes = dataset.num_classes
-        self.class_names = dataset.class_names
-        self.targets = [dataset.targets[i] for i in self.indices]
+        self.modalities = dict(dataset.modalities)
+        self.num_classes = int(dataset.num_classes)
+        self.class_names = list(getattr(dataset, "class_names", [str(c) for c in range(self.num_classes)]))
+        targets = list(dataset.targets)
+        self.targets = [targets[i] for i in self.indices]
         groups = getattr(dataset, "groups", None)
         self.groups = None if groups is None else [groups[i] for i in self.indices]
 
@@ -100,6 +102,18 @@ class DatasetView(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.dataset[self.indices[index]]
+
+    def set_epoch(self, epoch: int) -> None:
+        fn = getattr(self.dataset, "set_epoch", None)
+        if callable(fn):
+            fn(epoch)
+
+
+def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+    """Rows ``indices`` of a contract dataset: its own ``subset`` when it has one, else a :class:`DatasetView`."""
+    if hasattr(dataset, "subset"):
+        return dataset.subset(list(indices))
+    return DatasetView(dataset, indices)
 
 
 def split_dataset(
@@ -120,6 +134,4 @@ def split_dataset(
         train, val = group_split(groups, val_fraction=val_fraction, seed=seed)
     else:
         raise ValueError(f"by must be 'class' or 'group', got {by!r}")
-    if hasattr(dataset, "subset"):
-        return dataset.subset(train), dataset.subset(val)
-    return DatasetView(dataset, train), DatasetView(dataset, val)
+    return subset(dataset, train), subset(dataset, val)

@@ -102,13 +102,15 @@ class MaskedConv1d(nn.Module):
                 x = torch.relu(norm(conv(x).transpose(1, 2)).transpose(1, 2))
             return x.mean(dim=2)
         lengths = lengths.to(x.device)
-        x = x * length_mask(lengths, x.shape[2]).unsqueeze(1).to(x.dtype)
+        mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
+        x = x * mask.to(x.dtype)
         for conv, norm in zip(self.convs, self.norms):
             k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
             x = torch.relu(norm(conv(x).transpose(1, 2)).transpose(1, 2))
             lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
-            x = x * length_mask(lengths, x.shape[2]).unsqueeze(1).to(x.dtype)
-        return masked_mean(x, length_mask(lengths, x.shape[2]).unsqueeze(1), dim=2)
+            mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
+            x = x * mask.to(x.dtype)
+        return masked_mean(x, mask, dim=2)  # the last layer's mask
 
 
 def _frames_forward(backbone: nn.Module, x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -13,7 +13,8 @@ the current batch's mean). The estimators, behind one switch ``method``:
   (Shapley 1953) of u for the set function f: exact over all ``2^N`` subsets
   for ``N <= exact_max``, else Monte-Carlo over sampled permutations
   (Castro, Gomez, Tejada 2009) drawn from an explicit ``torch.Generator``.
-  Encoders run once; only the head is re-run, all subsets in one batch.
+  Encoders run once; only the head is re-run, on all subsets stacked into
+  one batch (split into head calls of at most ``MAX_ROWS`` rows).
   ``sum_u o_u = f(all)`` (efficiency) in both cases;
 - ``"probe"``: a linear head per modality trained with its own cross-entropy
   on detached features (the main model's gradients are untouched); its
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .resnet import _check_positive_int
 
 ESTIMATORS = ("linear", "masking", "shapley", "probe")
 BASELINES = ("zeros", "mean")
@@ -90,8 +93,7 @@ class LogitEstimator(nn.Module):
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
             raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
         for field, value in (("exact_max", exact_max), ("permutations", permutations)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+            _check_positive_int(field, value)
         if exact_max > 16:
             raise ValueError(f"exact_max must be <= 16 (2^N head evaluations), got {exact_max!r}")
         if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
@@ -109,6 +111,9 @@ class LogitEstimator(nn.Module):
         self.probes: nn.ModuleDict | None = None
         self.means = nn.Module()  # buffers mean_<name> when baseline == "mean"
         self._bound = False
+        # Constant subset masks / exact Shapley weights, built once per device (and dtype)
+        # instead of on the host and copied over for every batch.
+        self._constants: dict[tuple, Tensor] = {}
 
     # ------------------------------------------------------------------ setup
     def bind(self, fusion: nn.Module) -> LogitEstimator:
@@ -188,11 +193,19 @@ class LogitEstimator(nn.Module):
         n = len(self.modalities)
         return ((codes.unsqueeze(1) >> torch.arange(n)) & 1).bool()
 
+    def _constant(self, key: tuple, make) -> Tensor:
+        """``make()`` (a tensor that depends only on the bound modalities), cached under ``key``."""
+        value = self._constants.get(key)
+        if value is None:
+            value = self._constants[key] = make()
+        return value
+
     def _shapley(self, fusion: nn.Module, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         n = len(self.modalities)
+        device = features[self.modalities[0]].device
+        weights = None  # exact: the cached (N, 2^N) matrix, fetched below for the values' dtype
         if n <= self.exact_max:
-            codes = torch.arange(1 << n)
-            weights = shapley_weights(n)
+            present = self._constant(("subsets", device), lambda: self._bits(torch.arange(1 << n)).to(device))
         else:
             m = self.permutations
             perms = torch.rand(m, n, generator=self.generator).argsort(dim=1)
@@ -204,10 +217,13 @@ class LogitEstimator(nn.Module):
                 u = perms[:, j - 1]
                 weights.index_put_((u, inverse[:, j]), torch.full((m,), 1.0 / m, dtype=torch.float64), accumulate=True)
                 weights.index_put_((u, inverse[:, j - 1]), torch.full((m,), -1.0 / m, dtype=torch.float64), accumulate=True)
-        values = self.subset_logits(fusion, features, self._bits(codes))  # (S, B, C); codes[0] == 0 (empty set)
+            present = self._bits(codes)
+        values = self.subset_logits(fusion, features, present)  # (S, B, C); row 0 is the empty set
         dtype = values.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            values = values.float()  # sums of signed terms: keep at least float32
+        values = values.to(_float32_or_wider(dtype))  # sums of signed terms: keep at least float32
+        if weights is None:
+            weights = self._constant(("weights", device, values.dtype),
+                                     lambda: shapley_weights(n).to(device=device, dtype=values.dtype))
         phi = torch.einsum("us,sbc->ubc", weights.to(device=values.device, dtype=values.dtype), values)
         empty = values[0] / n
         return {name: (phi[i] + empty).to(dtype) for i, name in enumerate(self.modalities)}
@@ -232,7 +248,9 @@ class LogitEstimator(nn.Module):
                 if self.method == "linear":
                     out = fusion.linear_split(features)
                 elif self.method == "masking":
-                    eye = torch.eye(len(self.modalities), dtype=torch.bool)
+                    device = features[self.modalities[0]].device
+                    eye = self._constant(("singletons", device),
+                                         lambda: torch.eye(len(self.modalities), dtype=torch.bool, device=device))
                     values = self.subset_logits(fusion, features, eye)
                     out = {n: values[i] for i, n in enumerate(self.modalities)}
                 else:
@@ -243,3 +261,7 @@ class LogitEstimator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, baseline={self.baseline!r}, modalities={list(self.modalities)}"
+
+
+def _float32_or_wider(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

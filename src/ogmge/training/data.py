@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ogmge.data.splitting import group_split, stratified_split, subset
+
 from .config import PAPER_DATASETS, TrainConfig
 
 
@@ -34,30 +36,6 @@ class DataBundle:
     def class_names(self) -> list[str]:
         names = getattr(self.train, "class_names", None)
         return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
-
-
-class SubsetView(Dataset):
-    """Rows of a dataset (any dataset honouring the contract), attributes kept."""
-
-    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
-        self.base = base
-        self.indices = [int(i) for i in indices]
-        self.modalities = dict(base.modalities)
-        self.num_classes = int(base.num_classes)
-        self.class_names = list(getattr(base, "class_names", [str(c) for c in range(self.num_classes)]))
-        targets = list(base.targets)
-        self.targets = [targets[i] for i in self.indices]
-        groups = getattr(base, "groups", None)
-        self.groups = None if groups is None else [groups[i] for i in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.base[self.indices[index]]
-
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch(self.base, epoch)
 
 
 class ModalityView(Dataset):
@@ -99,18 +77,10 @@ def set_epoch(dataset, epoch: int) -> None:
 def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
     """Seeded ``(rest, held_out)`` indices: whole groups when the dataset has
     ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
-    from ogmge.data.splitting import group_split, stratified_split
-
     groups = getattr(dataset, "groups", None)
     if groups is not None and len(set(map(str, groups))) > 1:
         return group_split([str(g) for g in groups], val_fraction=fraction, seed=seed)
     return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
-
-
-def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
-    if hasattr(dataset, "subset"):
-        return dataset.subset(list(indices))
-    return SubsetView(dataset, indices)
 
 
 def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> Dataset | None:
@@ -191,6 +161,11 @@ def build_datasets(config: TrainConfig) -> DataBundle:
     )
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random order (sampler) and worker seeds (loader)."""
+    return seed * 100_003 + epoch
+
+
 class EpochSampler(Sampler[int]):
     """Seeded order that depends only on ``(seed, epoch)``, sharded over ranks.
 
@@ -215,7 +190,7 @@ class EpochSampler(Sampler[int]):
 
     def order(self) -> list[int]:
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             idx = torch.randperm(self.length, generator=gen).tolist()
         else:
             idx = list(range(self.length))

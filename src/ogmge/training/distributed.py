@@ -83,11 +83,3 @@ def gather_objects(obj, ctx: DistContext) -> list:
     out = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, ctx: DistContext):
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

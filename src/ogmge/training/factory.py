@@ -85,16 +85,12 @@ def build_model_from_config(
     return model, builder
 
 
-def resolve_select(config: TrainConfig, encoders: Mapping[str, nn.Module]) -> str:
-    """``modulate_params``, or by default ``auto``: per encoder, ``conv`` when it
-    has conv kernels (rank >= 3; the paper's choice) and ``weights`` otherwise."""
-    return config.modulate_params or "auto"
-
-
 def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
     """The OGM-GE modulator on ``model.encoders`` (None with fewer than two modalities).
 
     In ``Normal`` mode it only measures scores, ratios and coefficients for the trace.
+    Parameters: ``modulate_params``, or by default ``auto`` (per encoder, ``conv``
+    when it has conv kernels, rank >= 3, the paper's choice; ``weights`` otherwise).
     """
     encoders = getattr(model, "encoders", None)
     if encoders is None:
@@ -107,7 +103,7 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
         alpha=config.alpha,
         start_epoch=config.modulation_starts,
         end_epoch=config.modulation_ends,
-        select=resolve_select(config, encoders),
+        select=config.modulate_params or "auto",
         coefficient=config.coefficient,
         seed=config.seed,
     )

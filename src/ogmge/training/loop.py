@@ -33,7 +33,7 @@ from ogmge.data.collate import collate_samples
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from .config import TrainConfig
-from .data import DataBundle, EpochSampler, build_datasets, set_epoch
+from .data import DataBundle, EpochSampler, build_datasets, epoch_seed, set_epoch
 from .factory import (
     build_model_from_config,
     build_modulator,
@@ -71,10 +71,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def make_loader(
@@ -270,12 +266,10 @@ class Trainer:
             cfg.save(self.run_dir / CONFIG)
         log = RunLog(self.run_dir, enabled=self.is_main, tensorboard=cfg.tensorboard)
         try:
-            if not self.is_main:
-                pass
-            elif self.resume:
+            if self.is_main and self.resume:
                 LOGGER.info("resuming %s from its checkpoint after epoch %d: starting at epoch %d of %d (index %d)",
                             self.run_dir, self.start_epoch, self.start_epoch + 1, cfg.epochs, self.start_epoch)
-            else:
+            elif self.is_main:
                 LOGGER.info("training %s: %d epochs on %s, modalities %s, modulation %s",
                             self.run_dir or "(no run dir)", cfg.epochs, self.device,
                             list(self.data.modalities), cfg.modulation if self.modulator else "none")
@@ -294,7 +288,7 @@ class Trainer:
         self.net.train()
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
-        self.train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -423,7 +417,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "modulator": self.modulator.state_dict() if self.modulator is not None else None,
             "rng": {"main": rng_all[0], "per_rank": rng_all},
-            "best": {"epoch": self.best["epoch"], "score": self.best["score"], "val": self.best["val"]},
+            "best": dict(self.best),
             "history": self.history,
         }
 

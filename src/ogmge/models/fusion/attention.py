@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ..resnet import _check_positive_int
 from .base import FusionHead
 
 
@@ -31,8 +32,7 @@ class AttentionFusion(FusionHead):
     ) -> None:
         super().__init__(in_dims, num_classes)
         for field, value in (("d_model", d_model), ("heads", heads), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+            _check_positive_int(field, value)
         if d_model % heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

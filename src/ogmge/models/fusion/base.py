@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from ..resnet import _check_positive_int
+
 
 def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactly: int | None = None) -> dict[str, int]:
     if not isinstance(in_dims, Mapping) or not in_dims:
@@ -14,9 +16,7 @@ def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactl
     for name, d in in_dims.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"in_dims keys must be modality names (non-empty str), got {name!r}")
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"in_dims[{name!r}] must be a positive integer, got {d!r}")
-        out[name] = d
+        out[name] = _check_positive_int(f"in_dims[{name!r}]", d)
     if exactly is not None and len(out) != exactly:
         raise ValueError(f"this fusion takes exactly {exactly} modalities, got {list(out)}")
     if len(out) < min_modalities:
@@ -24,10 +24,21 @@ def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactl
     return out
 
 
+def default_audio(option: str, role: str, modalities) -> str:
+    """``"audio"`` when present (the official code conditions and gates on audio);
+    otherwise the choice is the user's: never a modality picked by its position
+    (DESIGN §6). ``option`` names the keyword to pass (``condition``, ``gate``)."""
+    if "audio" in modalities:
+        return "audio"
+    raise ValueError(
+        f"{option}= must name the {role} modality: the default is 'audio', which is not among "
+        f"{list(modalities)}; pass {option}=<name> (fusion_options={{'{option}': <name>}}, or "
+        f"model_options: {{fusion_options: {{{option}: <name>}}}} in a config)"
+    )
+
+
 def check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return num_classes
+    return _check_positive_int("num_classes", num_classes)
 
 
 class FusionHead(nn.Module):

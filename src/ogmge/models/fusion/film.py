@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from .base import FusionHead
+from .base import FusionHead, default_audio
 
 
 class FiLMFusion(FusionHead):
@@ -24,7 +24,7 @@ class FiLMFusion(FusionHead):
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, *, condition: str | None = None) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
         if condition is None:
-            condition = _default_condition(self.modalities)
+            condition = default_audio("condition", "conditioning", self.modalities)
         if condition not in self.modalities:
             raise ValueError(f"condition must be one of {list(self.modalities)}, got {condition!r}")
         self.condition = condition
@@ -37,15 +37,3 @@ class FiLMFusion(FusionHead):
         self._check(features)
         gamma, beta = self.film(features[self.condition]).chunk(2, dim=-1)
         return self.fc_out(gamma * features[self.target] + beta)
-
-
-def _default_condition(modalities) -> str:
-    """``"audio"`` when present (the official code conditions on audio); otherwise the
-    choice is the user's: never a modality picked by its position (DESIGN §6)."""
-    if "audio" in modalities:
-        return "audio"
-    raise ValueError(
-        f"condition= must name the conditioning modality: the default is 'audio', which is not among "
-        f"{list(modalities)}; pass condition=<name> (fusion_options={{'condition': <name>}}, or "
-        f"model_options: {{fusion_options: {{condition: <name>}}}} in a config)"
-    )

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .base import FusionHead
+from ..resnet import _check_positive_int
+from .base import FusionHead, default_audio
 
 
 class GatedFusion(FusionHead):
@@ -27,15 +28,14 @@ class GatedFusion(FusionHead):
     ) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
         if gate is None:
-            gate = _default_gate(self.modalities)
+            gate = default_audio("gate", "gating", self.modalities)
         if gate not in self.modalities:
             raise ValueError(f"gate must be one of {list(self.modalities)}, got {gate!r}")
         self.gate = gate
         self.gated = next(n for n in self.modalities if n != gate)
         if hidden is None:
             hidden = self.in_dims[self.gated]
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        _check_positive_int("hidden", hidden)
         self.fc_gate = nn.Linear(self.in_dims[gate], hidden)
         self.fc_value = nn.Linear(self.in_dims[self.gated], hidden)
         self.fc_out = nn.Linear(hidden, self.num_classes)
@@ -44,15 +44,3 @@ class GatedFusion(FusionHead):
         self._check(features)
         g = torch.sigmoid(self.fc_gate(features[self.gate]))
         return self.fc_out(g * self.fc_value(features[self.gated]))
-
-
-def _default_gate(modalities) -> str:
-    """``"audio"`` when present (the official code gates on audio); otherwise the
-    choice is the user's: never a modality picked by its position (DESIGN §6)."""
-    if "audio" in modalities:
-        return "audio"
-    raise ValueError(
-        f"gate= must name the gating modality: the default is 'audio', which is not among "
-        f"{list(modalities)}; pass gate=<name> (fusion_options={{'gate': <name>}}, or "
-        f"model_options: {{fusion_options: {{gate: <name>}}}} in a config)"
-    )
