@@ -9,7 +9,8 @@ random-resized-crop 224, flip, ImageNet normalisation) of
       (``load_paper_dataset("cremad", RAW, ...)`` on the extracted layout);
   (b) ours from the cache: precomputed spectrogram and uint8 frames (shorter side 256) read
       from the ``.npy`` files, the same random-resized-crop 224 (in uint8, as in (a)); the
-      workers return uint8 frames, collated into shared memory, and the ImageNet
+      workers fetch a batch at once (``PaperDataset.__getitems__``: the audio and the resized
+      uint8 crops written straight into one shared-memory batch), and the ImageNet
       normalisation runs on each batch in the main process (``VisualEncoder.normalize``, the
       arithmetic the model applies to uint8 input), inside the timed loop.
 
@@ -20,6 +21,8 @@ Run: ``python benchmarks/data_throughput.py [--clips 200] [--epochs 3] [--min-se
 whose first epoch warms the workers and the page cache; a rate is over the remaining epochs (at
 least ``--epochs - 1`` of them, and more until ``--min-seconds`` have passed). The medians and
 ranges over the rounds are printed, the ratio per round (so both sides of it saw the same load).
+Last, the ceiling of (b) on this machine: the same DataLoader and per-batch normalisation over a
+dataset that does no work (samples of (b)'s shapes and dtypes, left uninitialised).
 The main process runs with ``--main-threads`` torch threads (default 1) in both measurements:
 the two workers already occupy the cores, and more threads there only contend with them.
 """
@@ -36,7 +39,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ogmge.data.collate import collate_samples
 from ogmge.data.paper import load_paper_dataset
@@ -85,6 +88,25 @@ def rate(dataset, *, epochs: int, batch_size: int, workers: int, min_seconds: fl
     return seen / (time.perf_counter() - start)
 
 
+class NoWork(Dataset):
+    """``n`` samples shaped like ``like[0]``'s, uninitialised: what moving them costs."""
+
+    def __init__(self, like, n: int) -> None:
+        s = like[0]
+        self.n, self.label = n, s["label"]
+        self.shapes = {k: (v.shape, v.dtype) for k, v in s["inputs"].items()}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __getitem__(self, index: int) -> dict:
+        return {"inputs": {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in self.shapes.items()},
+                "label": self.label}
+
+
 def check_same_output(cache, root, normalise, n: int = 8) -> float:
     """Largest difference between (b)'s uint8 frames normalised per batch and the same cache
     read with ``visual_dtype="float32"`` (normalised in the dataset, like (a)): same values."""
@@ -95,6 +117,19 @@ def check_same_output(cache, root, normalise, n: int = 8) -> float:
         assert a.dtype == torch.float32 and b.dtype == torch.uint8, (a.dtype, b.dtype)
         worst = max(worst, float((normalise(b) - a).abs().max()))
     return worst
+
+
+class _Batches:
+    """``batches[k]``: the samples of batch ``k`` (``__getitems__``), as a DataLoader worker fetches them."""
+
+    def __init__(self, dataset, size: int) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.size
+
+    def __getitem__(self, k: int) -> list:
+        return self.dataset.__getitems__(list(range(k * self.size, (k + 1) * self.size)))
 
 
 def per_sample_ms(dataset, n: int = 100, post=None) -> float:
@@ -173,10 +208,20 @@ def main() -> None:
         print(f"(b) ogmge from the prepare cache:    {summary(ours, ' samples/s')}  "
               "(normalised per batch in the main process)")
         print(f"ratio (b)/(a) per round:             {summary(ratios, 'x')}  (target >= 10x)")
+        torch.set_num_threads(args.main_threads)
+        try:
+            ceiling = rate(NoWork(cache_ds, len(cache_ds)), on_batch=normalise_batch, **timing)
+        finally:
+            torch.set_num_threads(threads)
+        print(f"ceiling of (b): a dataset doing no work, same samples and normalisation: {ceiling:.1f} samples/s")
         ms_a = per_sample_ms(raw_ds)
         ms_b = per_sample_ms(cache_ds, post=lambda s: normaliser(s["inputs"]["visual"]))
         print(f"one process, one thread, dataset[i] only ((b) + its normalisation): (a) {ms_a:.2f} ms, (b) {ms_b:.2f} ms, "
               f"ratio {ms_a / ms_b:.1f}x")
+        ms_batched = per_sample_ms(_Batches(cache_ds, args.batch_size), n=20,
+                                   post=lambda b: normaliser(collate_samples(b)["inputs"]["visual"])) / args.batch_size
+        print(f"one process, one thread, (b) fetched {args.batch_size} at a time (__getitems__ + collate + "
+              f"normalisation): {ms_batched:.2f} ms per sample")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,24 @@ def normalize(images: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tensor:
     return (x.float() - m) / s
 
 
+def resize_into(out: Tensor, images: Tensor, *, flip: bool = False) -> Tensor:
+    """Write ``images`` ``(..., 3, h, w)`` (uint8), resized to ``out``'s ``(..., 3, S, S)`` and
+    mirrored when ``flip``, into ``out``: as they are into uint8, ImageNet-normalised into float32
+    -- the values of :func:`train_transform` / :func:`eval_transform` (``normalize`` = ``out`` is
+    float32) for the same crop and flip. Returns ``out``."""
+    x = _resize_native(images, tuple(out.shape[-2:]))
+    if flip:
+        x = hflip(x)
+    out.copy_(x)
+    if out.dtype != torch.uint8:
+        if x.dtype != torch.uint8:
+            raise ValueError("resize_into normalises uint8 images only")
+        s = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+        m = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
+        out.mul_(1.0 / (255.0 * s)).add_(-m / s)  # the arithmetic of normalize(), in place
+    return out
+
+
 def _finish(x: Tensor, normalize_: bool) -> Tensor:
     # uint8 resizes come back channels-last; hand out the standard contiguous layout
     return normalize(x) if normalize_ else x.contiguous()

@@ -25,9 +25,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..audio import check_finite, pcm16_to_float, read_wav
+from ..collate import batch_buffers
 from ..errors import DataError, check_on_error
 from ..kinds import ModalitySpec
-from ..transforms import eval_transform, frames_to_tensor, train_transform
+from ..transforms import (
+    eval_transform,
+    frames_to_tensor,
+    random_resized_crop_box,
+    resize_into,
+    train_transform,
+)
 from ..video import decode_video, list_frame_files, read_image
 
 CACHE_FORMAT = "ogmge-paper-cache"
@@ -236,15 +243,43 @@ class NpyLayout:
         count = math.prod(self.shape)
         return np.fromfile(path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
 
-    def rows(self, path: str | Path, index: Sequence[int]) -> np.ndarray:
-        """``array[index]`` along the first axis, reading only those rows."""
+    def rows(self, path: str | Path, index: Sequence[int], lines: tuple[int, int] | None = None) -> np.ndarray:
+        """``array[index]`` along the first axis, reading only those rows; ``lines=(start, n)``
+        reads only ``array[index, start:start + n]`` (for a crop of frames ``(N, H, W, 3)``)."""
         row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
-        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
+        sub = self.shape[1:]
+        skip = 0
+        if lines is not None:
+            start, n = lines
+            line_bytes = math.prod(self.shape[2:]) * self.dtype.itemsize
+            sub, skip = (n, *self.shape[2:]), start * line_bytes
+        out = np.empty((len(index), *sub), dtype=self.dtype)
         with open(path, "rb", buffering=0) as f:
             for k, i in enumerate(index):
-                f.seek(self.offset + int(i) * row_bytes)
-                f.readinto(memoryview(out[k]).cast("B"))
+                f.seek(self.offset + int(i) * row_bytes + skip)
+                _read_exactly(f, out[k], path)
         return out
+
+    def read_into(self, path: str | Path, out: np.ndarray) -> np.ndarray:
+        """The whole array, read straight into ``out`` (C-contiguous, of its shape and dtype)."""
+        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"read_into: need a C-contiguous {self.dtype} {self.shape} array")
+        with open(path, "rb", buffering=0) as f:
+            f.seek(self.offset)
+            _read_exactly(f, out, path)
+        return out
+
+
+def _read_exactly(f, out: np.ndarray, path) -> None:
+    view = memoryview(out).cast("B")
+    got = f.readinto(view)
+    while got is not None and 0 < got < len(view):
+        more = f.readinto(view[got:])
+        if not more:
+            break
+        got += more
+    if got != len(view):
+        raise DataError(path, "truncated", "the .npy file is shorter than its header declares")
 
 
 def check_cached_clip(clip_dir: Path, spec: PaperSpec) -> tuple[NpyLayout, NpyLayout]:
@@ -445,6 +480,49 @@ class PaperDataset(Dataset):
         if len({i.shape for i in imgs}) != 1:
             raise DataError(src, "shape", f"frames of different sizes {[i.shape for i in imgs]}")
         return frames_to_tensor(np.stack(imgs))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """``[self[i] for i in indices]`` -- the DataLoader's batched fetch. The same samples, bit
+        for bit (the draws of each index come from its own generator, whatever the batch). From a
+        cache (spectrogram audio) they are written straight into :func:`~ogmge.data.collate.batch_buffers`
+        (one shared-memory storage in a DataLoader worker): the audio read from its file into
+        its row, only the crop's lines of the frames read, cropped and resized into theirs; then
+        :func:`~ogmge.data.collate.collate_samples` hands those buffers on without copying."""
+        indices = list(indices)
+        if (self.source != "cache" or not indices or self.spec.cached_audio != "spectrogram"
+                or type(self).audio_input is not PaperDataset.audio_input):
+            return [self[i] for i in indices]
+        s = self.image_size
+        vdtype = torch.float32 if self.visual_dtype == "float32" else torch.uint8
+        bufs = batch_buffers(len(indices), {"audio": (self.spec.audio_shape, torch.float32),
+                                            "visual": ((self.num_frames, 3, s, s), vdtype)})
+        audio, visual = bufs["audio"], bufs["visual"]
+        samples = []
+        for k, index in enumerate(indices):
+            r = self.records[index]
+            g = self.generator_for(index)
+            audio_layout, frames_layout = self._layout(r.clip)
+            a, v = audio[k], visual[k]
+            path = os.path.join(self._clips_dir, r.clip, "audio.npy")
+            audio_layout.read_into(path, a.numpy())
+            check_finite(a, path, "audio features")
+            self._frames_into(v, r, frames_layout, g)
+            samples.append({"inputs": {"audio": a, "visual": v}, "label": r.label})
+        return samples
+
+    def _frames_into(self, out: torch.Tensor, r: Record, layout: NpyLayout, g: torch.Generator) -> None:
+        """The visual input of a cached clip, written into ``out``: the draws and values of
+        :meth:`_frames` + ``train_transform``/``eval_transform``, reading only the crop's lines."""
+        n, height, width = layout.shape[:3]
+        idx = select_frames(n, self.num_frames, train=self.train, generator=g)
+        if self.train:
+            top, left, h, w = random_resized_crop_box(height, width, generator=g)
+            flip = float(torch.rand((), generator=g)) < 0.5
+        else:
+            top, left, h, w, flip = 0, 0, height, width, False
+        path = os.path.join(self._clips_dir, r.clip, "frames.npy")
+        lines = layout.rows(path, idx, lines=(top, h))
+        resize_into(out, frames_to_tensor(lines)[..., left:left + w], flip=flip)
 
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
