@@ -95,3 +95,18 @@ def test_dataloader_workers_give_the_in_process_batches(caches, train):
     assert len(here) == len(there)
     for a, b in zip(here, there):
         same_batch(a, b)
+
+
+def test_split_views_forward_the_batched_fetch(caches, monkeypatch):
+    """The training loop's train/val views use the dataset's batched fetch, with the same samples."""
+    from ogmge.data.splitting import DatasetView
+
+    ds = load_paper_dataset("cremad", caches["cremad"][1], split="train", val_fraction=0, image_size=24,
+                            train=True, seed=5)
+    view = DatasetView(ds, [3, 1, 2])
+    calls = []
+    original = type(ds).__getitems__
+    monkeypatch.setattr(type(ds), "__getitems__", lambda self, idx: calls.append(list(idx)) or original(self, idx))
+    batched = view.__getitems__([2, 0])
+    assert calls == [[2, 3]]
+    same_batch(collate_samples(batched), collate_samples([ds[2], ds[3]]))

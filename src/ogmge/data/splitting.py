@@ -103,6 +103,12 @@ class DatasetView(Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.dataset[self.indices[index]]
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Batched fetch (what a DataLoader calls), through the dataset's own when it has one."""
+        rows = [self.indices[i] for i in indices]
+        fetch = getattr(self.dataset, "__getitems__", None)
+        return fetch(rows) if callable(fetch) else [self.dataset[i] for i in rows]
+
     def set_epoch(self, epoch: int) -> None:
         fn = getattr(self.dataset, "set_epoch", None)
         if callable(fn):
