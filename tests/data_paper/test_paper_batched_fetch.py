@@ -110,3 +110,16 @@ def test_split_views_forward_the_batched_fetch(caches, monkeypatch):
     batched = view.__getitems__([2, 0])
     assert calls == [[2, 3]]
     same_batch(collate_samples(batched), collate_samples([ds[2], ds[3]]))
+
+
+def test_modality_views_forward_the_batched_fetch(caches):
+    """A unimodal run's view fetches through the dataset's batched path and keeps only its modality."""
+    from ogmge.training.data import ModalityView
+
+    ds = load_paper_dataset("cremad", caches["cremad"][1], split="train", val_fraction=0, image_size=24,
+                            train=True, seed=5)
+    view = ModalityView(ds, ["audio"])
+    batched = view.__getitems__([2, 0])
+    assert [list(s["inputs"]) for s in batched] == [["audio"], ["audio"]]
+    for s, i in zip(batched, [2, 0]):
+        assert torch.equal(s["inputs"]["audio"], ds[i]["inputs"]["audio"]) and s["label"] == ds[i]["label"]

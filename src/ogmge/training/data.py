@@ -55,7 +55,15 @@ class ModalityView(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.base[index]
+        return self._select(self.base[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Batched fetch (what a DataLoader calls), through the base dataset's own when it has one."""
+        fetch = getattr(self.base, "__getitems__", None)
+        samples = fetch(list(indices)) if callable(fetch) else [self.base[i] for i in indices]
+        return [self._select(s) for s in samples]
+
+    def _select(self, sample: dict) -> dict:
         out = {"inputs": {n: sample["inputs"][n] for n in self.names}, "label": sample["label"]}
         lengths = sample.get("lengths") or {}
         kept = {n: v for n, v in lengths.items() if n in self.names}
