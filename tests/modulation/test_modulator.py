@@ -212,21 +212,23 @@ def test_state_dict_round_trip_continues_the_noise_stream():
     assert all(torch.equal(x, z) for x, z in zip(_grads(enc_a), _grads(enc_b)))
 
 
+def _zero_grads(enc):
+    for ps in enc.values():
+        for p in ps:
+            p.grad = torch.zeros_like(p)
+
+
 def test_resumed_stream_equals_uninterrupted_stream():
     enc1, logits, y = _small_setup()
     m1 = OGMGE(enc1, mode="OGM_GE", seed=3)
     noises_uninterrupted = []
     for _ in range(3):
-        for ps in enc1.values():
-            for p in ps:
-                p.grad = torch.zeros_like(p)
+        _zero_grads(enc1)
         m1.step(modality_logits=logits, labels=y, epoch=0)
         noises_uninterrupted.append(_grads(enc1))
     enc2, _, _ = _small_setup()
     m2 = OGMGE(enc2, mode="OGM_GE", seed=3)
-    for ps in enc2.values():
-        for p in ps:
-            p.grad = torch.zeros_like(p)
+    _zero_grads(enc2)
     m2.step(modality_logits=logits, labels=y, epoch=0)
     saved = copy.deepcopy(m2.state_dict())
     enc3, _, _ = _small_setup()
@@ -234,9 +236,7 @@ def test_resumed_stream_equals_uninterrupted_stream():
     m3.load_state_dict(saved)
     resumed = []
     for _ in range(2):
-        for ps in enc3.values():
-            for p in ps:
-                p.grad = torch.zeros_like(p)
+        _zero_grads(enc3)
         m3.step(modality_logits=logits, labels=y, epoch=0)
         resumed.append(_grads(enc3))
     for want, got in zip(noises_uninterrupted[1:], resumed):

@@ -24,10 +24,18 @@ def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactl
     return out
 
 
-def default_audio(option: str, role: str, modalities) -> str:
-    """``"audio"`` when present (the official code conditions and gates on audio);
-    otherwise the choice is the user's: never a modality picked by its position
-    (DESIGN §6). ``option`` names the keyword to pass (``condition``, ``gate``)."""
+def choose_pair(option: str, role: str, chosen: str | None, modalities) -> tuple[str, str]:
+    """``(chosen, other)`` of a two-modality head: ``chosen`` as given, else ``"audio"``
+    when present (the official code conditions and gates on audio); never a modality
+    picked by its position (DESIGN §6). ``option`` names the keyword (``condition``, ``gate``)."""
+    if chosen is None:
+        chosen = _default_audio(option, role, modalities)
+    if chosen not in modalities:
+        raise ValueError(f"{option} must be one of {list(modalities)}, got {chosen!r}")
+    return chosen, next(n for n in modalities if n != chosen)
+
+
+def _default_audio(option: str, role: str, modalities) -> str:
     if "audio" in modalities:
         return "audio"
     raise ValueError(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from .base import FusionHead, default_audio
+from .base import FusionHead, choose_pair
 
 
 class FiLMFusion(FusionHead):
@@ -23,14 +23,9 @@ class FiLMFusion(FusionHead):
 
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, *, condition: str | None = None) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
-        if condition is None:
-            condition = default_audio("condition", "conditioning", self.modalities)
-        if condition not in self.modalities:
-            raise ValueError(f"condition must be one of {list(self.modalities)}, got {condition!r}")
-        self.condition = condition
-        self.target = next(n for n in self.modalities if n != condition)
+        self.condition, self.target = choose_pair("condition", "conditioning", condition, self.modalities)
         d_target = self.in_dims[self.target]
-        self.film = nn.Linear(self.in_dims[condition], 2 * d_target)
+        self.film = nn.Linear(self.in_dims[self.condition], 2 * d_target)
         self.fc_out = nn.Linear(d_target, self.num_classes)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:

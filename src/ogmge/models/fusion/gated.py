@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..resnet import _check_positive_int
-from .base import FusionHead, default_audio
+from .base import FusionHead, choose_pair
 
 
 class GatedFusion(FusionHead):
@@ -27,16 +27,11 @@ class GatedFusion(FusionHead):
         self, in_dims: Mapping[str, int], num_classes: int, *, gate: str | None = None, hidden: int | None = None
     ) -> None:
         super().__init__(in_dims, num_classes, exactly=2)
-        if gate is None:
-            gate = default_audio("gate", "gating", self.modalities)
-        if gate not in self.modalities:
-            raise ValueError(f"gate must be one of {list(self.modalities)}, got {gate!r}")
-        self.gate = gate
-        self.gated = next(n for n in self.modalities if n != gate)
+        self.gate, self.gated = choose_pair("gate", "gating", gate, self.modalities)
         if hidden is None:
             hidden = self.in_dims[self.gated]
         _check_positive_int("hidden", hidden)
-        self.fc_gate = nn.Linear(self.in_dims[gate], hidden)
+        self.fc_gate = nn.Linear(self.in_dims[self.gate], hidden)
         self.fc_value = nn.Linear(self.in_dims[self.gated], hidden)
         self.fc_out = nn.Linear(hidden, self.num_classes)
 
