@@ -13,7 +13,16 @@ from pathlib import Path
 import yaml
 
 from ogmge.modulation import MODES, SELECTIONS
-from ogmge.training.config import DATASETS, ESTIMATORS, FUSIONS, OPTIMIZERS, TrainConfig, yaml_key
+from ogmge.training.config import (
+    DATASETS,
+    ESTIMATORS,
+    FUSIONS,
+    METHOD_MODULATION,
+    METHODS,
+    OPTIMIZERS,
+    TrainConfig,
+    yaml_key,
+)
 
 NO_END = "none"
 
@@ -44,7 +53,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=int, help="ResNet-18 base width of the paper model (64 = paper)")
     m.add_argument("--opm", action=argparse.BooleanOptionalAction, default=None,
                    help="On-the-fly Prediction Modulation (TPAMI 2024), combinable with any mode")
-    o = p.add_argument_group("modulation")
+    o = p.add_argument_group("balancing method")
+    o.add_argument("--method", choices=METHODS,
+                   help="balancing method (default: derived from --modulation and --opm, the paper's flags; "
+                   "--method opm is --modulation Normal --opm)")
     o.add_argument("--modulation", choices=MODES)
     o.add_argument("--alpha", type=float)
     o.add_argument("--modulation-starts", type=int, metavar="EPOCH", help="first modulated epoch (0-based)")
@@ -74,7 +86,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 #: Named flags that map one-to-one on a config key.
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "imbalance", "fusion",
-    "estimator", "width", "opm", "modulation", "alpha", "modulation_starts", "modulation_ends",
+    "estimator", "width", "opm", "method", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
@@ -109,6 +121,16 @@ def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None)
         given["modalities"] = [m.strip() for m in given["modalities"].split(",") if m.strip()]
     if given.get("data") and "dataset" not in given:
         given["dataset"] = "byo"
+    if "method" in given:  # the method decides the paper's flags unless they are given too
+        meaning = dict(zip(("modulation", "opm"), METHOD_MODULATION.get(given["method"], ("Normal", False))))
+        for flag, wanted in meaning.items():
+            if flag in given and given[flag] != wanted:
+                raise ValueError(f"--method {given['method']} means --{flag} {wanted}, but --{flag} "
+                                 f"{given[flag]} was given too; give one of them")
+        if "modulation" not in given:
+            base.pop("modulation", None)
+        if "opm" not in given:
+            base.pop("opm", None)
     base.update(given)
     if resume_dir:
         if base.get("out") and "out" in given and Path(given["out"]) != Path(resume_dir):

@@ -25,6 +25,17 @@ ESTIMATORS = ("linear", "masking", "shapley", "probe")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 COEFFICIENTS = ("paper", "continuous")
 SPLITS = ("train", "val", "test")
+#: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
+#: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble")
+#: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
+#: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
+METHOD_MODULATION = {
+    "normal": ("Normal", False),
+    "ogm": ("OGM", False),
+    "ogm_ge": ("OGM_GE", False),
+    "opm": ("Normal", True),
+}
 
 #: Settings that may change between an interrupted run and its resumption
 #: without changing the result (where it runs, how it reports, how long).
@@ -71,6 +82,8 @@ class TrainConfig:
     opm_q_base: float = 0.5
     opm_lam: float = 0.5
     opm_p_exe: float = 0.7
+    # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
+    method: str | None = None
     # modulation
     modulation: str = "OGM_GE"
     alpha: float = 0.8
@@ -113,6 +126,9 @@ class TrainConfig:
         _choice("fusion", self.fusion, FUSIONS)
         _choice("estimator", self.estimator, ESTIMATORS, allow_none=True)
         _choice("modulation", self.modulation, MODES)
+        _choice("method", self.method, METHODS, allow_none=True)
+        if self.method is not None:
+            self._apply_method()
         _choice("modulate_params", self.modulate_params, SELECTIONS, allow_none=True)
         _choice("coefficient", self.coefficient, COEFFICIENTS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -175,6 +191,31 @@ class TrainConfig:
         if self.data and self.dataset not in ("byo",):
             raise ValueError(f"data ({self.data!r}) is bring-your-own data; it needs dataset 'byo', got {self.dataset!r}")
         return self
+
+    def _apply_method(self) -> None:
+        """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
+        follows the method; one set to something else contradicts it (an error naming both)."""
+        modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, wanted in (("modulation", modulation), ("opm", opm)):
+            value = getattr(self, name)
+            if value != wanted and value != defaults[name]:
+                raise ValueError(
+                    f"method {self.method!r} means {name}={wanted!r}, but {name} is {value!r}; "
+                    f"give one of method or {name} (method: null derives the method from modulation/opm)"
+                )
+            setattr(self, name, wanted)
+
+    @property
+    def resolved_method(self) -> str:
+        """The balancing method's name, also for configs that only set the paper's flags
+        (``modulation`` OGM/OGM_GE with ``opm`` gives ``ogm+opm``/``ogm_ge+opm``)."""
+        if self.method is not None:
+            return self.method
+        base = {"Normal": "normal", "OGM": "ogm", "OGM_GE": "ogm_ge"}[self.modulation]
+        if self.opm:
+            return "opm" if base == "normal" else f"{base}+opm"
+        return base
 
     # ------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:

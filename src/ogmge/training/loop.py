@@ -155,6 +155,8 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.config = TrainConfig.from_dict(config.to_dict())
+        if self.config.resolved_method not in ("normal", "ogm", "ogm_ge", "opm", "ogm+opm", "ogm_ge+opm"):
+            raise NotImplementedError(f"method {self.config.method!r} is not wired into the training loop yet")
         self.resume = resume
         self.callbacks = list(callbacks)
         self.ctx = distrib.setup(self.config.device)
