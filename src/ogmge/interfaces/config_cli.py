@@ -31,6 +31,13 @@ def _none_or_int(text: str):
     return NO_END if text.lower() in ("none", "null", "") else int(text)
 
 
+def _patience(text: str):
+    low = text.lower()
+    if low == "auto":
+        return "auto"
+    return NO_END if low in ("none", "null", "") else int(text)
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """The flags shared by ``ogmge train`` (all default to 'not given')."""
     g = p.add_argument_group("configuration")
@@ -67,7 +74,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="auto (default): SGD for the paper's encoders, Adam for generic encoders")
+    t.add_argument("--patience", type=_patience, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation accuracy ('none': never; "
+                   "auto (default): 10 for generic encoders, never for the paper's)")
     t.add_argument("--seed", type=int)
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA)")
     r = p.add_argument_group("run")
@@ -87,7 +98,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "imbalance", "fusion",
     "estimator", "width", "opm", "method", "modulation", "alpha", "modulation_starts", "modulation_ends",
-    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",
+    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
 
@@ -115,8 +126,9 @@ def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None)
         base = TrainConfig().to_dict()
     base.update(parse_set(getattr(args, "set", []) or []))
     given = {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
-    if given.get("modulation_ends") == NO_END:
-        given["modulation_ends"] = None
+    for key in ("modulation_ends", "patience"):
+        if given.get(key) == NO_END:
+            given[key] = None
     if "modalities" in given:
         given["modalities"] = [m.strip() for m in given["modalities"].split(",") if m.strip()]
     if given.get("data") and "dataset" not in given:

@@ -22,7 +22,14 @@ DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
 PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
 FUSIONS = ("sum", "concat", "film", "gated", "attention")
 ESTIMATORS = ("linear", "masking", "shapley", "probe")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
+#: ``optimizer: auto`` / ``patience: auto`` per model builder (``factory.default_builder``):
+#: the paper's encoders keep the paper's SGD and fixed epochs; generic encoders (built-in
+#: and bring-your-own data) and custom models get Adam and early stopping (docs/training.md).
+AUTO_OPTIMIZER = {"paper": "sgd"}
+AUTO_PATIENCE = {"paper": None}
+GENERIC_OPTIMIZER = "adam"
+GENERIC_PATIENCE = 10
 COEFFICIENTS = ("paper", "continuous")
 SPLITS = ("train", "val", "test")
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
@@ -96,13 +103,17 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int | None = None
     lr: float = 1e-3
-    optimizer: str = "sgd"
+    #: ``auto``: SGD for the paper's encoders, Adam for generic encoders (``resolved_optimizer``)
+    optimizer: str = "auto"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_step: int = 70
     lr_gamma: float = 0.1
     grad_clip: float | None = None
     amp: bool = False
+    #: Stop when validation accuracy has not improved for this many epochs (None: never;
+    #: ``auto``: 10 for generic encoders, never for the paper's; see ``resolved_patience``).
+    patience: int | str | None = "auto"
     # run
     seed: int = 0
     device: str = "auto"
@@ -175,6 +186,10 @@ class TrainConfig:
         _number("lr_gamma", self.lr_gamma, lo=0.0, lo_open=True)
         if self.grad_clip is not None:
             _number("grad_clip", self.grad_clip, lo=0.0, lo_open=True)
+        if self.patience is not None and self.patience != "auto":
+            if isinstance(self.patience, str):
+                raise ValueError(f"patience must be an integer >= 1, 'auto' or null, got {self.patience!r}")
+            _integer("patience", self.patience, lo=1)
         _integer("seed", self.seed, lo=0)
         _integer("num_workers", self.num_workers, lo=0)
         _integer("trace_every", self.trace_every, lo=1)
@@ -216,6 +231,21 @@ class TrainConfig:
         if self.opm:
             return "opm" if base == "normal" else f"{base}+opm"
         return base
+
+    def resolved_optimizer(self, builder: str) -> str:
+        """The optimiser ``optimizer: auto`` means for a model built by ``builder``."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return AUTO_OPTIMIZER.get(builder, GENERIC_OPTIMIZER)
+
+    def resolved_patience(self, builder: str) -> int | None:
+        """The early-stopping patience ``patience: auto`` means for ``builder`` (None: off;
+        always off without a validation split)."""
+        if self.val_fraction == 0:
+            return None
+        if self.patience != "auto":
+            return self.patience
+        return AUTO_PATIENCE.get(builder, GENERIC_PATIENCE)
 
     # ------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:
