@@ -65,7 +65,7 @@ def default_out(config) -> Path:
 
 
 def run(args) -> int:
-    from ogmge.training.compare import compare, format_table
+    from ogmge.training.compare import compare
 
     from .config_cli import config_from_args
 
@@ -86,6 +86,13 @@ def run(args) -> int:
         tie_tolerance=args.tie_tolerance / 100.0,
         progress=config.progress,
     )
+    return report(summary, out, plot=args.plot)
+
+
+def report(summary: dict, out: Path, *, plot: bool = True) -> int:
+    """Print the table, the regime, the verdict and the outputs' paths; write the plot."""
+    from ogmge.training.compare import format_table
+
     print()
     print(f"test accuracy (%) at the validation-selected epoch, mean ± std over seeds {summary['seeds']}; "
           "selection on the validation column:")
@@ -102,7 +109,7 @@ def run(args) -> int:
         print("         rerun the same command to retry them (finished runs are kept)")
     print()
     print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}")
-    if args.plot:
+    if plot:
         from .compare_plot import plot_comparison
 
         print(f"plot:    {plot_comparison(out, summary)}")

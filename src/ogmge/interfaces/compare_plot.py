@@ -86,7 +86,7 @@ def comparison_figure(out: str | Path, summary: dict | None = None) -> Figure:
     ax_bar.set_xticks(list(xs), labels, rotation=30, ha="right")
     lo = min((100 * p for pts in points for p in pts if p is not None), default=0.0)
     ax_bar.set_ylim(max(0.0, lo - 10), 100)
-    ax_bar.set(title=f"fused test accuracy (bars: mean over seeds {summary['seeds']}; dots: seeds; "
+    ax_bar.set(title=f"fused test accuracy\n(bars: mean over seeds {summary['seeds']}; dots: seeds; "
                f"outlined: selected on validation)", ylabel="test accuracy (%)")
 
     mods = summary.get("modalities") or list(unimodal)
@@ -98,7 +98,7 @@ def comparison_figure(out: str | Path, summary: dict | None = None) -> Figure:
         ax_mod.bar([g + (k - (len(mods) - 1) / 2) * width for g in range(len(groups))], vals, width=width,
                    label=m, color=colors[k % len(colors)], alpha=0.8)
     ax_mod.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
-    ax_mod.set(title="per-modality test accuracy: inside each joint model, and each modality alone",
+    ax_mod.set(title="per-modality test accuracy\n(inside each joint model, and each modality alone)",
                ylabel="test accuracy (%)")
     ax_mod.legend(fontsize=8)
 

@@ -715,9 +715,13 @@ def _verdict_text(summary: dict, scores: dict, best_uni_val, tol: float) -> str:
     if sel == "normal" and len(scores) > 1:
         text += f" No balancing method beat Normal on validation by more than {100 * tol:.1f} points."
     if summary["fused_below_best_unimodal"]:
-        text += (f" WARNING: the selected fused model's validation accuracy ({_pct(score)}) is below "
-                 f"{summary['best_unimodal']} alone ({_pct(best_uni_val)}): on this data a model of "
-                 f"{summary['best_unimodal']} alone is the better choice.")
+        uni = summary["best_unimodal"]
+        text += f" WARNING: the selected fused model's validation accuracy ({_pct(score)}) is below {uni} alone " \
+                f"({_pct(best_uni_val)})"
+        if best_uni_val - score <= tol:
+            text += f", by less than the tie tolerance: {uni} alone does as well on this data, with one modality."
+        else:
+            text += f": on this data a model of {uni} alone is the better choice."
     return text
 
 
