@@ -31,6 +31,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         conflict_handler="resolve",
     )
     add_config_flags(p)
+    for action in p._actions:  # set per run by compare: refused with a message, not listed
+        if action.dest in PER_RUN_FLAGS:
+            action.help = argparse.SUPPRESS
     c = p.add_argument_group("comparison")
     c.add_argument("--methods", metavar="A,B",
                    help=f"balancing methods to compare (default: all of {','.join(METHODS)}); normal and each "

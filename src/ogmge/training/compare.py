@@ -382,7 +382,7 @@ def compare(
         f"x {len(seeds)} seeds {seeds}) in {out}/: {len(plan) - len(todo)} finished, "
         f"{sum(states[r] == 'resume' for r in todo)} to resume, {sum(states[r] != 'resume' for r in todo)} to train")
     if todo:
-        where = f"{parallel} at once" + (f", {threads} thread each" if threads else "")
+        where = f"{parallel} at once" + (f", {threads} thread{'s' if threads != 1 else ''} each" if threads else "")
         start = "" if parallel <= 1 else " plus a few seconds to start the worker processes"
         say(f"  estimate: about {_fmt_seconds(total)}{start} ({_fmt_seconds(per_run)} per run from {source}; "
             f"{where})")
@@ -448,7 +448,8 @@ def _execute(base, out, todo, states, *, jobs, threads, devices, timing, failed,
         else:
             failed[run.rel] = f"{type(error).__name__}: {error}"
             line = f"[{done[0]}/{len(todo)}] {run.label} seed {run.seed}: FAILED ({type(error).__name__}: {error})"
-        bar.write(line) if not bar.disable else say(line)
+        with tqdm.external_write_mode():  # the line above the bar, through ``echo``
+            say(line)
         bar.update(1)
 
     def prepare(run: PlannedRun) -> tuple[dict, bool]:
