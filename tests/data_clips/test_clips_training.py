@@ -79,9 +79,17 @@ def test_split_column_and_skipped_clips(caches):
         load_clips(caches["split"], split="val", val_fraction=0)
 
 
-def test_not_a_cache(clip_folder):
+def test_not_a_cache_and_bad_options(clip_folder, caches, capsys, tmp_path):
+    from ogmge.interfaces.cli import main
+
     with pytest.raises(FileNotFoundError, match="ogmge prepare clips --source"):
         load_clips(clip_folder, split="train")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['speaker_independent'\]"):
+        load_clips_splits(caches["folder"], speaker_independent=True)
+    with pytest.raises(ValueError, match="test_fraction must be a number in \\[0, 1\\), got 1.5"):
+        load_clips(caches["folder"], split="train", test_fraction=1.5)
+    assert main(["train", "--dataset", "clips", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    assert "dataset 'clips' needs data_root (--data-root CACHE" in capsys.readouterr().err
 
 
 def test_training_frames_random_evaluation_frames_even(caches):

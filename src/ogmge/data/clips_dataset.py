@@ -35,6 +35,15 @@ from .splitting import group_split, stratified_split
 
 #: Frames per sample given to the visual encoder by default (the paper: 3, 1 for CREMA-D).
 DEFAULT_NUM_FRAMES = 3
+#: Keywords passed on to :class:`~ogmge.data.paper.common.PaperDataset`.
+DATASET_OPTIONS = ("num_frames", "image_size", "seed", "validate", "visual_dtype")
+
+
+def _check_options(kwargs: dict) -> None:
+    unknown = sorted(set(kwargs) - set(DATASET_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for the clips dataset; known: val_fraction, "
+                         f"test_fraction, split_seed, on_error, {', '.join(DATASET_OPTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,7 @@ def load_clips(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     check_on_error(on_error)
+    _check_options(kwargs)
     cache = open_cache(root)
     records = clip_splits(cache, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
     if not records[split]:
@@ -179,6 +189,7 @@ def load_clips_splits(
     """``{"train": ..., "val": ..., "test": ...}`` of a clips cache (None for an empty split);
     training augments, validation and test do not. Keywords as :func:`load_clips`."""
     check_on_error(on_error)
+    _check_options(kwargs)
     cache = open_cache(root)
     records = clip_splits(cache, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
     return {s: ClipsDataset(cache, records[s], split=s, train=(s == "train"), on_error=on_error, **kwargs)

@@ -125,10 +125,17 @@ def run_jobs(func, args: list[tuple], *, workers: int, on_result, desc: str, pro
     bar = tqdm(total=len(args), desc=desc, unit="clip", disable=not progress)
     try:
         if workers == 1 or len(args) <= 1:
-            for a in args:
-                result = func(*a)
-                bar.update(1)
-                on_result(result)
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # per-clip tensors are small: threads only contend (as in workers)
+            try:
+                for a in args:
+                    result = func(*a)
+                    bar.update(1)
+                    on_result(result)
+            finally:
+                torch.set_num_threads(threads)
         else:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
