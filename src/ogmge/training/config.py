@@ -18,8 +18,8 @@ import yaml
 
 from ogmge.modulation import MODES, SELECTIONS
 
-DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
-PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
+DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave", "clips")
+PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave", "clips")
 FUSIONS = ("sum", "concat", "film", "gated", "attention")
 ESTIMATORS = ("linear", "masking", "shapley", "probe")
 OPTIMIZERS = ("sgd", "adam", "adamw")
