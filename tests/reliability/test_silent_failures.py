@@ -30,7 +30,7 @@ def test_01_single_class_labels_are_refused(tmp_path, capsys):
                "--out", tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "single class" in err and "at least two classes" in err
-    assert not (tmp_path / "run" / "best.pt").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run directory is created
 
 
 # 2 ----------------------------------------------------------------------------------------------
