@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from .views import DatasetView
+
 SplitIndices = tuple[list[int], list[int]]
 
 
@@ -79,40 +81,6 @@ def group_split(
         count += int((g == unique[j]).sum())
     in_val = np.isin(g, np.asarray(chosen))
     return np.flatnonzero(~in_val).tolist(), np.flatnonzero(in_val).tolist()
-
-
-class DatasetView(Dataset):
-    """Rows ``indices`` of a dataset, keeping its contract attributes
-    (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)
-    and forwarding ``set_epoch`` (per-epoch augmentations) to it."""
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
-        self.dataset = dataset
-        self.indices = [int(i) for i in indices]
-        self.modalities = dict(dataset.modalities)
-        self.num_classes = int(dataset.num_classes)
-        self.class_names = list(getattr(dataset, "class_names", [str(c) for c in range(self.num_classes)]))
-        targets = list(dataset.targets)
-        self.targets = [targets[i] for i in self.indices]
-        groups = getattr(dataset, "groups", None)
-        self.groups = None if groups is None else [groups[i] for i in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.dataset[self.indices[index]]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        """Batched fetch (what a DataLoader calls), through the dataset's own when it has one."""
-        rows = [self.indices[i] for i in indices]
-        fetch = getattr(self.dataset, "__getitems__", None)
-        return fetch(rows) if callable(fetch) else [self.dataset[i] for i in rows]
-
-    def set_epoch(self, epoch: int) -> None:
-        fn = getattr(self.dataset, "set_epoch", None)
-        if callable(fn):
-            fn(epoch)
 
 
 def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:

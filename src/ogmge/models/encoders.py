@@ -3,7 +3,7 @@
 The paper's two (Peng et al., CVPR 2022, Sec. 4.1): a ResNet-18 on the
 1-channel audio spectrogram and a ResNet-18 shared over T RGB frames, features
 average-pooled over time and space. For bring-your-own data (DESIGN §3), one
-encoder per declared modality kind (``ogmge.data.kinds``), chosen by
+encoder per declared modality kind (``ogmge.contracts``), chosen by
 :func:`build_encoder`. Every encoder takes ``forward(x, lengths=None)`` and
 exposes ``out_dim``; padded samples (``lengths``) give the same output as the
 unpadded sample: padded steps/frames are never pooled, masked to zero between
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..data.kinds import ModalitySpec
+from ..contracts import ModalitySpec
 from .resnet import ResNet18, _check_positive_int
 
 SEQUENCE_MODELS = ("conv", "gru")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.modulation import OGMGE, OPM
 
 from .config import PAPER_DATASETS, TrainConfig

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...contracts import ModalitySpec
 from ..audio import check_finite, pcm16_to_float, read_wav
 from ..collate import batch_buffers
 from ..errors import DataError, check_on_error
-from ..kinds import ModalitySpec
 from ..transforms import (
     eval_transform,
     frames_to_tensor,
