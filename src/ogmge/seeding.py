@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 
+from .validation import check_number
+
 
 def component_seed(seed: int, name: str) -> int:
     """A seed in ``[0, 2**63)`` for the component ``name`` of a run seeded with ``seed``.
@@ -24,8 +26,7 @@ def component_seed(seed: int, name: str) -> int:
     cleared: stable across processes, platforms and Python versions (unlike ``hash``),
     and distinct names give unrelated seeds.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = check_number("seed", seed, integer=True)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...contracts import ModalitySpec
+from ...validation import check_choice, check_positive_int
 from ..audio import check_finite, pcm16_to_float, read_wav
 from ..collate import batch_buffers
 from ..errors import DataError, check_on_error
@@ -388,18 +389,14 @@ class PaperDataset(Dataset):
         self.split = split
         self.train = bool(train)
         self.on_error = check_on_error(on_error)
-        nf = spec.num_frames if num_frames is None else num_frames
-        if isinstance(nf, bool) or not isinstance(nf, int) or nf < 1:
-            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        nf = check_positive_int("num_frames", spec.num_frames if num_frames is None else num_frames)
+        check_positive_int("image_size", image_size)
         self.num_frames, self.image_size = nf, image_size
         self.seed, self.epoch = int(seed), 0
         self.source = "cache" if is_cache(self.root) else "raw"
         if visual_dtype is None:
             visual_dtype = "uint8" if self.source == "cache" else "float32"
-        if visual_dtype not in VISUAL_DTYPES:
-            raise ValueError(f"visual_dtype must be one of {VISUAL_DTYPES} or None, got {visual_dtype!r}")
+        check_choice("visual_dtype", visual_dtype, VISUAL_DTYPES, also=" or None")
         self.visual_dtype = visual_dtype
         self._clips_dir = os.fspath(self.root / "clips")
         if self.source == "cache":
@@ -563,8 +560,7 @@ def choose_split(
 ) -> ParsedSplit:
     """Records of ``split`` in {"train", "val", "test"}: val carved from train unless the
     dataset has its own (``val_records``, AVE)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
     if split == "test":
         return test_records()
     if val_records is not None:
