@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ogmge.data.paper.common import ParsedSplit, Record, carve_validation, choose_split, group_split
+from ogmge.data.paper.common import ParsedSplit, Record, carve_validation, choose_split
 
 
 def cremad_like(n=400, seed=11):
@@ -60,7 +60,8 @@ def test_paper_splits_unchanged(what, seed):
     elif what == "cremad_group":
         train, held = carve_validation(rc, fraction=0.1, seed=seed, by_group=True)
     elif what == "cremad_si_test":
-        train, held = group_split(rc, test_fraction=0.1, seed=seed)
+        # CREMA-D speaker-independent test split (cremad.load, speaker_independent=True)
+        train, held = carve_validation(rc, fraction=0.1, seed=seed, by_group=True, field="test_fraction")
     else:
         train, held = carve_validation(ra, fraction=0.1, seed=seed)
     records = ra if what.startswith("ave") else rc

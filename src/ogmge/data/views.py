@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
+from .collate import BufferedSamples
+
 
 def set_epoch(dataset, epoch: int) -> None:
     """Tell a dataset with per-epoch augmentations (``set_epoch``) which epoch it is."""
@@ -71,7 +73,10 @@ class ModalityView(Dataset):
         """Batched fetch (what a DataLoader calls), through the base dataset's own when it has one."""
         fetch = getattr(self.base, "__getitems__", None)
         samples = fetch(list(indices)) if callable(fetch) else [self.base[i] for i in indices]
-        return [self._select(s) for s in samples]
+        selected = [self._select(s) for s in samples]
+        if isinstance(samples, BufferedSamples):  # still the buffers' rows: collated without a copy
+            return BufferedSamples(selected, samples.buffers)
+        return selected
 
     def _select(self, sample: dict) -> dict:
         out = {"inputs": {n: sample["inputs"][n] for n in self.names}, "label": sample["label"]}
