@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from os import PathLike
 
+from ..validation import check_choice
+
 ON_ERROR = ("raise", "skip")
 
 
@@ -27,6 +29,4 @@ class DataError(ValueError):
 
 
 def check_on_error(value: str) -> str:
-    if value not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {value!r}")
-    return value
+    return check_choice("on_error", value, ON_ERROR)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io_utils import atomic_write_text
+from ..validation import check_choice, check_positive_int
 from .errors import DataError, check_on_error
 from .paper import DATASETS
 from .paper.common import (
@@ -171,10 +172,8 @@ def prepare_dataset(
     ``workers`` processes work in parallel (1: in this process). Writes ``manifest.json``,
     ``splits/``, ``clips/``, ``prepare_report.json`` and ``skipped.txt`` (``clip<TAB>kind<TAB>reason``).
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_choice("dataset", name, sorted(DATASETS))
+    check_positive_int("workers", workers)
     check_on_error(on_error)
     module = DATASETS[name]
     spec = module.SPEC

@@ -71,10 +71,10 @@ def _train_many(jobs: list[tuple[str, dict]], n_jobs: int) -> dict[str, dict]:
 
 def run(args) -> int:
     from ogmge.training import TrainConfig
-    from ogmge.training.plots import PIXELS, plot_runs
     from ogmge.training.rundir import is_run_dir
 
     from .cmd_train import setup_logging
+    from .plots import PIXELS, plot_runs
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")

@@ -23,7 +23,6 @@ coefficients once, modulate the gradients in place).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..validation import check_choice, check_number
 from .generators import GeneratorPool
 from .scores import (
     COEFFICIENT_RULES,
@@ -96,25 +96,6 @@ class ModulationStats:
         return out
 
 
-def _check_number(field_name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{field_name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{field_name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_epoch(field_name: str, value, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field_name} must be an integer epoch, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{field_name} must be a non-negative integer epoch, got {value!r}")
-    return value
-
-
 class OGMGE:
     """OGM / OGM-GE gradient modulation for any model with named encoders.
 
@@ -165,20 +146,16 @@ class OGMGE:
             raise TypeError(f"encoders must be a dict of modality name -> module, got {type(encoders).__name__}")
         if len(encoders) < 2:
             raise ValueError(f"encoders must name at least two modalities, got {list(encoders)}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if coefficient not in COEFFICIENT_RULES:
-            raise ValueError(f"coefficient must be one of {COEFFICIENT_RULES}, got {coefficient!r}")
-        if noise not in NOISE_TARGETS:
-            raise ValueError(f"noise must be one of {NOISE_TARGETS}, got {noise!r}")
-        if ratio_reduce not in RATIO_REDUCTIONS:
-            raise ValueError(f"ratio_reduce must be one of {RATIO_REDUCTIONS}, got {ratio_reduce!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("coefficient", coefficient, COEFFICIENT_RULES)
+        check_choice("noise", noise, NOISE_TARGETS)
+        check_choice("ratio_reduce", ratio_reduce, RATIO_REDUCTIONS)
         if not isinstance(select, Mapping):
             check_select("select", select)
         self.mode = mode
-        self.alpha = _check_number("alpha", alpha, positive=True)
-        self.start_epoch = _check_epoch("start_epoch", start_epoch, allow_none=False)
-        self.end_epoch = _check_epoch("end_epoch", end_epoch, allow_none=True)
+        self.alpha = check_number("alpha", alpha, lo=0, lo_open=True)
+        self.start_epoch = check_number("start_epoch", start_epoch, integer=True, lo=0)
+        self.end_epoch = check_number("end_epoch", end_epoch, integer=True, lo=0, allow_none=True)
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError(
                 f"end_epoch ({end_epoch}) must not be before start_epoch ({start_epoch})"
@@ -223,7 +200,7 @@ class OGMGE:
     def is_active(self, epoch: int | None) -> bool:
         """Whether ``epoch`` lies in the inclusive modulation window (None: always)."""
         if epoch is not None:
-            _check_epoch("epoch", epoch, allow_none=False)
+            check_number("epoch", epoch, integer=True, lo=0)
         if self.mode == "Normal":
             return False
         if epoch is None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..validation import check_choice
+
 #: Floor of the denominator of a ratio, so a modality whose partners all
 #: score 0 gets a large but finite ratio (never NaN or inf).
 RATIO_EPS = 1e-8
@@ -99,8 +101,7 @@ def discrepancy_ratios(
     (and ``rho_a = 1 / rho_v``). The denominator is floored at ``eps`` so a
     zero score never yields NaN or inf.
     """
-    if reduce not in RATIO_REDUCTIONS:
-        raise ValueError(f"reduce must be one of {RATIO_REDUCTIONS}, got {reduce!r}")
+    check_choice("reduce", reduce, RATIO_REDUCTIONS)
     names = list(scores)
     if len(names) < 2:
         raise ValueError(f"OGM-GE needs at least two modalities, got {names}")
@@ -131,8 +132,7 @@ def modulation_coefficients(
     ``1 - tanh(alpha)``); ``rule="continuous"`` uses ``1 - tanh(alpha * (rho_u - 1))``
     for ``rho_u > 1``, which is 1 at ``rho = 1``.
     """
-    if rule not in COEFFICIENT_RULES:
-        raise ValueError(f"coefficient rule must be one of {COEFFICIENT_RULES}, got {rule!r}")
+    check_choice("rule", rule, COEFFICIENT_RULES)
     out: dict[str, Tensor] = {}
     for name, rho in ratios.items():
         arg = rho if rule == "paper" else rho - 1

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ogmge.data.collate import collate_samples
 from ogmge.data.splitting import group_split, stratified_split, subset
+from ogmge.data.views import ModalityView, set_epoch  # noqa: F401  (both re-exported here)
 
 from .config import PAPER_DATASETS, TrainConfig
 
@@ -41,50 +42,6 @@ class DataBundle:
     def class_names(self) -> list[str]:
         names = getattr(self.train, "class_names", None)
         return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
-
-
-class ModalityView(Dataset):
-    """The same samples with only the named modalities."""
-
-    def __init__(self, base: Dataset, names: Sequence[str]) -> None:
-        unknown = sorted(set(names) - set(base.modalities))
-        if unknown:
-            raise ValueError(f"modalities {unknown} are not in the dataset, which has {list(base.modalities)}")
-        self.base = base
-        self.names = list(names)
-        self.modalities = {n: base.modalities[n] for n in self.names}
-        for attr in ("num_classes", "class_names", "targets", "groups"):
-            setattr(self, attr, getattr(base, attr, None))
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._select(self.base[index])
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        """Batched fetch (what a DataLoader calls), through the base dataset's own when it has one."""
-        fetch = getattr(self.base, "__getitems__", None)
-        samples = fetch(list(indices)) if callable(fetch) else [self.base[i] for i in indices]
-        return [self._select(s) for s in samples]
-
-    def _select(self, sample: dict) -> dict:
-        out = {"inputs": {n: sample["inputs"][n] for n in self.names}, "label": sample["label"]}
-        lengths = sample.get("lengths") or {}
-        kept = {n: v for n, v in lengths.items() if n in self.names}
-        if kept:
-            out["lengths"] = kept
-        return out
-
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch(self.base, epoch)
-
-
-def set_epoch(dataset, epoch: int) -> None:
-    """Tell a dataset with per-epoch augmentations (``set_epoch``) which epoch it is."""
-    fn = getattr(dataset, "set_epoch", None)
-    if callable(fn):
-        fn(epoch)
 
 
 def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
