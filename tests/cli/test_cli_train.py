@@ -11,8 +11,8 @@ import yaml
 from cli_tiny import TINY
 
 from ogmge.interfaces.cli import SUBCOMMANDS, main
+from ogmge.interfaces.plots import PIXELS, comparison_figure
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run
-from ogmge.training.plots import PIXELS, comparison_figure
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def test_auto_optimizer_and_patience_by_builder():
         assert TrainConfig.load(preset).optimizer == "sgd"  # presets keep their (the paper's) optimiser
     with pytest.raises(ValueError, match="patience must be an integer >= 1, 'auto' or null, got 'soon'"):
         TrainConfig(patience="soon")
-    with pytest.raises(ValueError, match="patience must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="patience must be an integer >= 1, got 0"):
         TrainConfig(patience=0)
 
 

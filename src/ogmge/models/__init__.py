@@ -2,7 +2,7 @@
 logit estimators and the multimodal classifier (layer 2, docs/architecture.md)."""
 
 from .builders import build_model, build_paper_model
-from .classifier import ModelOutput, MultimodalClassifier, Prediction
+from .classifier import ModelOutput, MultimodalClassifier, Prediction, predict
 from .encoders import (
     AudioEncoder,
     FrameCNNEncoder,
@@ -58,5 +58,6 @@ __all__ = [
     "build_fusion",
     "build_model",
     "build_paper_model",
+    "predict",
     "shapley_weights",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..data.kinds import ModalitySpec
+from ..contracts import ModalitySpec
 from ..modulation import OPM
 from .classifier import MultimodalClassifier
 from .encoders import AudioEncoder, VisualEncoder, build_encoder

@@ -150,18 +150,34 @@ class MultimodalClassifier(nn.Module):
             opm=masks,
         )
 
-    @torch.no_grad()
     def predict(self, inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None) -> Prediction:
-        """Inference in eval mode without gradients (the mode is restored afterwards)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(inputs, lengths)
-        finally:
-            self.train(was_training)
-        probs = torch.softmax(out.logits, dim=-1)
-        return Prediction(
-            probabilities=probs,
-            classes=probs.argmax(dim=-1),
-            modality_probabilities={n: torch.softmax(v, dim=-1) for n, v in out.modality_logits.items()},
-        )
+        """Inference in eval mode without gradients (the mode is restored afterwards):
+        :func:`predict` on this model."""
+        return predict(self, inputs, lengths)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None
+) -> Prediction:
+    """The one inference path: ``model`` (any module returning the :class:`ModelOutput`
+    fields ``logits`` and ``modality_logits``) in eval mode, without gradients, on
+    ``inputs`` (``{modality: (B, ...)}``, moved to the model's device); the mode is
+    restored afterwards. Probabilities are softmaxes in float32, on the model's device.
+    ``ogmge.training.predict`` gives the same numbers as a dict of CPU tensors."""
+    device = next(model.parameters()).device
+    x = {k: torch.as_tensor(v).to(device) for k, v in inputs.items()}
+    lens = {k: torch.as_tensor(v).to(device) for k, v in (lengths or {}).items()} or None
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x, lengths=lens)
+    finally:
+        model.train(was_training)
+    probs = torch.softmax(out.logits.float(), dim=-1)
+    return Prediction(
+        probabilities=probs,
+        classes=probs.argmax(dim=-1),
+        modality_probabilities={n: torch.softmax(v.float(), dim=-1)
+                                for n, v in (out.modality_logits or {}).items()},
+    )

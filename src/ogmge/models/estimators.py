@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .resnet import _check_positive_int
+from ..validation import check_choice, check_number, check_positive_int
 
 ESTIMATORS = ("linear", "masking", "shapley", "probe")
 BASELINES = ("zeros", "mean")
@@ -86,16 +86,11 @@ class LogitEstimator(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if method not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {method!r}")
-        if baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
-        for field, value in (("exact_max", exact_max), ("permutations", permutations)):
-            _check_positive_int(field, value)
-        if exact_max > 16:
-            raise ValueError(f"exact_max must be <= 16 (2^N head evaluations), got {exact_max!r}")
+        check_choice("estimator", method, ESTIMATORS)
+        check_choice("baseline", baseline, BASELINES)
+        check_number("momentum", momentum, lo=0, hi=1, lo_open=True)
+        check_number("exact_max", exact_max, integer=True, lo=1, hi=16, unit=" (2^N head evaluations)")
+        check_positive_int("permutations", permutations)
         if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
             raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
         self.method = method

@@ -23,7 +23,6 @@ coefficients once, modulate the gradients in place).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..validation import check_choice, check_number
 from .generators import GeneratorPool
 from .scores import (
     COEFFICIENT_RULES,
@@ -67,6 +67,8 @@ class ModulationStats:
     ran: bool
     reason: str | None = None
     finite: Tensor | None = field(default=None)
+    #: 0-d bool: every score was finite (the step is a no-op otherwise, decided on the device).
+    scores_finite: Tensor | None = field(default=None)
 
     @property
     def modulated(self) -> bool:
@@ -77,6 +79,8 @@ class ModulationStats:
     def skip_reason(self) -> str | None:
         if self.reason is not None:
             return self.reason
+        if self.ran and self.scores_finite is not None and not bool(self.scores_finite):
+            return "non-finite scores"
         if self.ran and self.finite is not None and not bool(self.finite):
             return "non-finite gradients"
         return None
@@ -90,25 +94,6 @@ class ModulationStats:
         out["modulated"] = self.modulated
         out["skip_reason"] = self.skip_reason
         return out
-
-
-def _check_number(field_name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{field_name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{field_name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_epoch(field_name: str, value, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field_name} must be an integer epoch, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{field_name} must be a non-negative integer epoch, got {value!r}")
-    return value
 
 
 class OGMGE:
@@ -161,20 +146,16 @@ class OGMGE:
             raise TypeError(f"encoders must be a dict of modality name -> module, got {type(encoders).__name__}")
         if len(encoders) < 2:
             raise ValueError(f"encoders must name at least two modalities, got {list(encoders)}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if coefficient not in COEFFICIENT_RULES:
-            raise ValueError(f"coefficient must be one of {COEFFICIENT_RULES}, got {coefficient!r}")
-        if noise not in NOISE_TARGETS:
-            raise ValueError(f"noise must be one of {NOISE_TARGETS}, got {noise!r}")
-        if ratio_reduce not in RATIO_REDUCTIONS:
-            raise ValueError(f"ratio_reduce must be one of {RATIO_REDUCTIONS}, got {ratio_reduce!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("coefficient", coefficient, COEFFICIENT_RULES)
+        check_choice("noise", noise, NOISE_TARGETS)
+        check_choice("ratio_reduce", ratio_reduce, RATIO_REDUCTIONS)
         if not isinstance(select, Mapping):
             check_select("select", select)
         self.mode = mode
-        self.alpha = _check_number("alpha", alpha, positive=True)
-        self.start_epoch = _check_epoch("start_epoch", start_epoch, allow_none=False)
-        self.end_epoch = _check_epoch("end_epoch", end_epoch, allow_none=True)
+        self.alpha = check_number("alpha", alpha, lo=0, lo_open=True)
+        self.start_epoch = check_number("start_epoch", start_epoch, integer=True, lo=0)
+        self.end_epoch = check_number("end_epoch", end_epoch, integer=True, lo=0, allow_none=True)
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError(
                 f"end_epoch ({end_epoch}) must not be before start_epoch ({start_epoch})"
@@ -219,7 +200,7 @@ class OGMGE:
     def is_active(self, epoch: int | None) -> bool:
         """Whether ``epoch`` lies in the inclusive modulation window (None: always)."""
         if epoch is not None:
-            _check_epoch("epoch", epoch, allow_none=False)
+            check_number("epoch", epoch, integer=True, lo=0)
         if self.mode == "Normal":
             return False
         if epoch is None:
@@ -252,10 +233,13 @@ class OGMGE:
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="mode Normal")
         if not self.is_active(epoch):
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="outside window")
-        finite = self._modulate_(coeffs)
+        # Non-finite scores (e.g. NaN logits) make the step a no-op, like non-finite
+        # gradients: the flag joins the gradients' on the device, no host sync.
+        scores_ok = _all_finite(list(scores.values()))
+        finite = self._modulate_(coeffs, scores_ok=scores_ok)
         if finite is None:
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="no gradients")
-        return ModulationStats(scores, ratios, coeffs, ran=True, finite=finite)
+        return ModulationStats(scores, ratios, coeffs, ran=True, finite=finite, scores_finite=scores_ok)
 
     def step(
         self,
@@ -269,7 +253,7 @@ class OGMGE:
         self.accumulate(modality_logits, labels, sample_weight=sample_weight)
         return self.apply_(epoch=epoch)
 
-    def _modulate_(self, coeffs: Mapping[str, Tensor]) -> Tensor | None:
+    def _modulate_(self, coeffs: Mapping[str, Tensor], *, scores_ok: Tensor | None = None) -> Tensor | None:
         grads: dict[str, list[Tensor]] = {
             name: [p.grad for _, p in self.params[name] if p.grad is not None] for name in self.modalities
         }
@@ -288,6 +272,8 @@ class OGMGE:
             finite = _all_finite(
                 [n for gs in _group_by_device(flat).values() for n in torch._foreach_norm(gs)]
             )
+        if scores_ok is not None:
+            finite = finite & scores_ok.to(finite.device)
         for name in self.modalities:
             gs = grads[name]
             if not gs:

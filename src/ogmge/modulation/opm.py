@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..validation import check_number
 from .generators import GeneratorPool
 
 
@@ -75,14 +76,9 @@ class OPM:
         seed: int = 0,
         generator: torch.Generator | None = None,
     ) -> None:
-        for field_name, value in (("q_base", q_base), ("p_exe", p_exe)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"{field_name} must be a number in [0, 1], got {value!r}")
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
-            raise ValueError(f"lam must be a number >= 0, got {lam!r}")
-        self.q_base = float(q_base)
-        self.lam = float(lam)
-        self.p_exe = float(p_exe)
+        self.q_base = check_number("q_base", q_base, lo=0, hi=1)
+        self.lam = check_number("lam", lam, lo=0)
+        self.p_exe = check_number("p_exe", p_exe, lo=0, hi=1)
         self.generators = GeneratorPool(seed, generator)
 
     def sample(self, ratios: Mapping[str, Tensor], batch_size: int, device=None) -> OPMMasks:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from torch import Tensor, nn
 
+from ..validation import check_choice
+
 SELECTIONS = ("auto", "conv", "weights", "all")
 
 Selector = str | Callable[[str, Tensor], bool]
@@ -28,8 +30,7 @@ def _min_rank(select: str, params: list[tuple[str, Tensor]]) -> int:
 def check_select(field: str, select: Selector) -> None:
     if callable(select):
         return
-    if select not in SELECTIONS:
-        raise ValueError(f"{field} must be one of {SELECTIONS} or a callable, got {select!r}")
+    check_choice(field, select, SELECTIONS, also=" or a callable")
 
 
 def named_parameters_of(source: nn.Module | Iterable[Tensor]) -> list[tuple[str, Tensor]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ...validation import check_choice
 from .attention import AttentionFusion
 from .base import FusionHead
 from .concat import ConcatFusion
@@ -22,8 +23,7 @@ FUSIONS: dict[str, type[FusionHead]] = {
 
 def build_fusion(name: str, in_dims: Mapping[str, int], num_classes: int, **options) -> FusionHead:
     """The fusion head called ``name`` (one of ``FUSIONS``); ``options`` go to its constructor."""
-    if name not in FUSIONS:
-        raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {name!r}")
+    check_choice("fusion", name, FUSIONS)
     return FUSIONS[name](in_dims, num_classes, **options)
 
 

@@ -1,4 +1,4 @@
-"""Comparison figures of one or more runs (``ogmge plot``).
+"""Comparison figures of one or more runs (``ogmge plot``; layer 5, interfaces).
 
 One figure, :data:`FIGSIZE` inches at :data:`DPI` dots per inch, i.e.
 **1500 x 1000 pixels** (:data:`PIXELS`), three panels:
@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .api import Run, load_run  # noqa: E402
+from ogmge.training.api import Run, load_run  # noqa: E402
 
 FIGSIZE = (15.0, 10.0)
 DPI = 100
