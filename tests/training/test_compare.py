@@ -264,6 +264,10 @@ def test_changed_setting_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match=r"methods: unknown \['ogm-ge'\]"):
         compare({"dataset": "byo", "data": "mine.npz"}, out=tmp_path / "m", methods=["ogm-ge"], echo=None)
     assert not (tmp_path / "v").exists() and not (tmp_path / "m").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"is not empty and holds no comparison \(compare.yaml\)"):
+        compare({"dataset": "byo", "data": "mine.npz"}, out=tmp_path / "mine", echo=None)
 
 
 def test_top_level_compare_is_lazy():

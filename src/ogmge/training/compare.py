@@ -150,6 +150,9 @@ def _reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int
     """Merge with ``out``'s stored settings: methods and seeds extend; anything else must match."""
     path = out / SETTINGS
     if not path.is_file():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
+                             "into it: choose a new or empty directory")
         return methods, seeds
     stored = yaml.safe_load(path.read_text()) or {}
     try:
