@@ -16,6 +16,7 @@ from ogmge.training import TrainConfig, load_run, train
 from ogmge.training.compare import (
     SETTINGS,
     PlannedRun,
+    _save_settings,
     compare,
     neutral_config,
     run_config,
@@ -135,6 +136,7 @@ def test_interrupted_run_resumed_and_summary_equals_uninterrupted(tmp_path):
         if info["epoch"] == 0:
             raise Killed
 
+    _save_settings(out, base, ["normal"], [0], ["a", "b"])  # what compare writes before its first run
     with pytest.raises(Killed):  # killed after its first checkpoint: resumable
         train(run_config(base, PlannedRun("normal", 0), out), callbacks=[kill_after_first_epoch])
     cut = out / "normal" / "seed-0"
