@@ -60,3 +60,23 @@ def test_retired_imbalance_is_a_clear_error(capsys):
             main(command)
         assert exc.value.code == 2
         assert RETIRED_IMBALANCE in capsys.readouterr().err
+
+
+def test_eval_and_resume_of_a_run_pinned_to_another_version_are_refused(tmp_path, monkeypatch):
+    """A run made from a preset pins ``version`` in its saved configuration; under an
+    installation that generates another version, eval and resume refuse naming both."""
+    from ogmge.training import evaluate_checkpoint, train
+
+    cfg = TrainConfig(
+        dataset_options={"regime": "paper", "version": 2, **TINY}, model_options={"hidden": 4, "out_dim": 8},
+        modulation="Normal", epochs=1, batch_size=12, lr=0.01, device="cpu", progress=False,
+        out=str(tmp_path / "run"),
+    )
+    train(cfg)
+    assert evaluate_checkpoint(tmp_path / "run" / "best.pt")["n"] == 12
+    monkeypatch.setattr(builtin, "VERSION", 3)
+    message = "asks for built-in data version 2; this installation of ogmge generates version 3"
+    with pytest.raises(ValueError, match=message):
+        evaluate_checkpoint(tmp_path / "run" / "best.pt")
+    with pytest.raises(ValueError, match=message):
+        train(cfg.replace(epochs=2), resume=True)

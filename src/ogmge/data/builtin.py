@@ -110,7 +110,7 @@ LIGHT_TINT = 0.08
 CLASS_ORIENTATIONS = tuple(math.pi * c / NUM_CLASSES for c in range(NUM_CLASSES))
 
 SENSOR_DIM = 16
-SENSOR_STRENGTH = 1.5
+SENSOR_STRENGTH = 3.5
 SENSOR_OFFSET = 0.5
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
