@@ -38,21 +38,22 @@ def test_every_preset_loads_validates_and_builds(name):
         size = cfg.dataset_options.get("image_size", 224)
         specs = {"audio": ModalitySpec("audio", "spectrogram", (1, 257, 188)),
                  "visual": ModalitySpec("visual", "video", (frames, 3, size, size))}
-    else:
-        frames, size = cfg.dataset_options.get("frames", 2), 32
-        specs = {"audio": ModalitySpec("audio", "spectrogram", (1, 64, 64)),
-                 "visual": ModalitySpec("visual", "video", (frames, 3, size, size))}
+    else:  # the built-in data: the modalities of the preset's regime
+        from ogmge.data.builtin import make_builtin_dataset
+
+        opts = {k: v for k, v in cfg.dataset_options.items() if k in ("regime", "frames")}
+        specs = make_builtin_dataset("val", num_samples=6, **opts).modalities
     model, builder = build_model_from_config(cfg, specs, NUM_CLASSES[cfg.dataset])
     assert builder == ("paper" if cfg.dataset in PAPER_DATASETS else "generic")
-    assert set(model.encoders) == {"audio", "visual"}
+    assert set(model.encoders) == set(specs)
     if name.endswith("_cpu") or cfg.dataset == "builtin":  # small enough to run a forward pass here
         torch.manual_seed(0)
-        audio_t = 188 if cfg.dataset in PAPER_DATASETS else 64
-        x = {"audio": torch.randn(2, 1, specs["audio"].shape[1], audio_t),
-             "visual": torch.randn(2, frames, 3, size, size)}
+        x = {n: torch.randn(2, *s.shape) for n, s in specs.items()}
         out = model.eval()(x)
         assert out.logits.shape == (2, NUM_CLASSES[cfg.dataset])
-        assert set(out.modality_logits) == {"audio", "visual"}
+        assert set(out.modality_logits) == set(specs)
+    if cfg.dataset == "builtin":  # the estimator follows the fusion (a preset must not pin it)
+        assert cfg.estimator is None
 
 
 @pytest.mark.parametrize("name", [p for p in list_presets() if p.endswith("_cpu") and p != "builtin_cpu"])

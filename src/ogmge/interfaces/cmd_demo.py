@@ -19,6 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from .config_cli import _Retired
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -37,6 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=170.0, metavar="SECONDS",
                    help="skip the unimodal runs when they would not finish within this total time (default 170)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
+    p.add_argument("--imbalance", nargs="?", action=_Retired, help=argparse.SUPPRESS)  # built-in data v1's knob
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="runs trained at once, one process and one thread each (default: 2 on 2+ cores)")
     return p

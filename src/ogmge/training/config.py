@@ -40,6 +40,13 @@ METHOD_MODULATION = {
     "opm": ("Normal", True),
 }
 
+RETIRED_IMBALANCE = (
+    "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
+    "installation generates): a run made on version 1 cannot be evaluated or resumed here, retrain it; "
+    "for new runs choose a regime instead, e.g. dataset_options: {regime: paper} or {regime: weak_useless} "
+    "(presets builtin_paper, builtin_weak_useless, builtin_paper3; docs/data.md)"
+)
+
 #: Settings that may change between an interrupted run and its resumption
 #: without changing the result (where it runs, how it reports, how long).
 RESUMABLE_CHANGES = frozenset(
@@ -74,7 +81,6 @@ class TrainConfig:
     data: str | None = None
     modalities: list[str] | None = None
     val_fraction: float = 0.1
-    imbalance: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
     fusion: str = "concat"
@@ -152,7 +158,6 @@ class TrainConfig:
                 raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
             self.modalities = list(self.modalities)
         check_number("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
-        check_number("imbalance", self.imbalance, allow_none=True)
         check_number("width", self.width, integer=True, lo=1)
         check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
         check_number("opm_lam", self.opm_lam, lo=0)
@@ -224,6 +229,10 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise TypeError(f"a configuration must be a mapping of settings, got {type(values).__name__}")
+        if "imbalance" in values:  # built-in data v1's knob (retired in v2); old runs' configs carry it
+            values = dict(values)
+            if values.pop("imbalance") is not None or values.get("dataset", "builtin") == "builtin":
+                raise ValueError(RETIRED_IMBALANCE)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
