@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,7 +44,7 @@ def _in_one_storage(specs: Sequence[tuple[tuple[int, ...], torch.dtype]], *, sha
         total += math.prod(shape) * dtype.itemsize
     n = max(1, total)
     storage = torch.UntypedStorage._new_shared(n) if shared else torch.UntypedStorage(n)
-    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)
+    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)  # type: ignore[call-overload]
             for (shape, dtype), off in zip(specs, offsets)]
 
 
@@ -62,7 +63,7 @@ def batch_buffers(size: int, inputs: dict[str, tuple[Sequence[int], torch.dtype]
         bufs, labels = [torch.empty(shape, dtype=dtype) for shape, dtype in specs], None
     token = [labels]  # shared by the buffers of this batch (no reference back to them: no cycle)
     for buf in bufs:
-        buf._ogmge_batch = token  # its rows collate to it; the labels go to ``token[0]``
+        buf._ogmge_batch = token  # type: ignore[attr-defined]  # its rows collate to it; the labels go to ``token[0]``
     return dict(zip(inputs, bufs))
 
 
@@ -106,14 +107,14 @@ def collate_samples(samples: Sequence[dict]) -> dict:
             lens[name] = [int(s["lengths"][name]) for s in samples]
             plans.append((name, tensors, _variable_axis(name, tensors, lens[name])))
         else:
-            shapes = {tuple(t.shape) for t in tensors}
-            if len(shapes) > 1:
+            sample_shapes = {tuple(t.shape) for t in tensors}
+            if len(sample_shapes) > 1:
                 raise ValueError(
-                    f"modality {name!r} has samples of different shapes {sorted(shapes)[:3]} "
+                    f"modality {name!r} has samples of different shapes {sorted(sample_shapes)[:3]} "
                     "but no lengths; declare it variable-length"
                 )
             plans.append((name, tensors, None))
-    small = {"labels": [int(s["label"]) for s in samples]}
+    small: dict[str, Any] = {"labels": [int(s["label"]) for s in samples]}  # lists, then tensors
     small.update({f"lengths/{name}": v for name, v in lens.items()})
     if "index" in samples[0]:
         small["index"] = [int(s["index"]) for s in samples]
@@ -124,10 +125,10 @@ def collate_samples(samples: Sequence[dict]) -> dict:
         buf = _buffer_of(tensors) if axis is None else None
         if buf is not None:
             inputs[name] = buf
-            batches.add(id(buf._ogmge_batch))
+            batches.add(id(buf._ogmge_batch))  # type: ignore[attr-defined]
     rest = [p for p in plans if p[0] not in inputs]
     out: dict[str, Tensor] = {}
-    if len(batches) == 1 and not rest and (slot := buf._ogmge_batch[0]) is not None:
+    if len(batches) == 1 and not rest and (slot := buf._ogmge_batch[0]) is not None:  # type: ignore[union-attr]
         out["labels"] = slot  # the labels' place in the buffers' storage
     shapes = {}
     for name, tensors, axis in rest:

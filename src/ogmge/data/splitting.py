@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -86,7 +87,7 @@ class DatasetView(Dataset):
     (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)
     and forwarding ``set_epoch`` (per-epoch augmentations) to it."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:  # a contract dataset
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
         self.modalities = dict(dataset.modalities)
@@ -115,7 +116,7 @@ class DatasetView(Dataset):
             fn(epoch)
 
 
-def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+def subset(dataset: Any, indices: Sequence[int]) -> Dataset:
     """Rows ``indices`` of a contract dataset: its own ``subset`` when it has one, else a :class:`DatasetView`."""
     if hasattr(dataset, "subset"):
         return dataset.subset(list(indices))
@@ -123,7 +124,7 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
 
 
 def split_dataset(
-    dataset: Dataset,
+    dataset: Any,
     *,
     val_fraction: float = 0.1,
     seed: int | np.random.Generator = 0,

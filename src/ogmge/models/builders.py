@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from ..data.kinds import ModalitySpec
 from ..modulation import OPM
@@ -26,7 +27,8 @@ def build_paper_model(
     frames ``(B, T, 3, H, W)``), ``8 * width`` features each (512 at width 64), and a
     fusion head (``sum``, ``concat``, ``film``, ``gated``, ``attention``; FiLM and
     gated are conditioned on audio, as in the official code)."""
-    encoders = {"audio": AudioEncoder(width=width), "visual": VisualEncoder(width=width)}
+    encoders: dict[str, AudioEncoder | VisualEncoder] = {"audio": AudioEncoder(width=width),
+                                                         "visual": VisualEncoder(width=width)}
     in_dims = {n: e.out_dim for n, e in encoders.items()}
     head = build_fusion(fusion, in_dims, num_classes, **dict(fusion_options or {}))
     return MultimodalClassifier(encoders, head, estimator=estimator, opm=opm)
@@ -55,6 +57,6 @@ def build_model(
         if not isinstance(spec, ModalitySpec):
             raise TypeError(f"modalities[{name!r}] must be a ModalitySpec, got {type(spec).__name__}")
         encoders[name] = build_encoder(spec, out_dim=out_dim, hidden=hidden, **dict(encoder_options or {}))
-    in_dims = {n: e.out_dim for n, e in encoders.items()}
+    in_dims = {n: cast(int, e.out_dim) for n, e in encoders.items()}
     head = build_fusion(fusion, in_dims, num_classes, **dict(fusion_options or {}))
     return MultimodalClassifier(encoders, head, estimator=estimator, opm=opm)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -107,7 +108,7 @@ class MultimodalClassifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.fusion.num_classes)
+        return int(cast(int, self.fusion.num_classes))
 
     def get_extra_state(self) -> dict:
         return {"opm": None if self.opm is None else self.opm.state_dict()}

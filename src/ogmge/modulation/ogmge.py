@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -36,14 +37,20 @@ from .scores import (
     COEFFICIENT_RULES,
     RATIO_EPS,
     RATIO_REDUCTIONS,
+    CoefficientRule,
+    RatioReduce,
     batch_scores,
     discrepancy_ratios,
     modulation_coefficients,
 )
 from .selection import Selector, check_select, select_parameters
 
-MODES = ("Normal", "OGM", "OGM_GE")
-NOISE_TARGETS = ("all", "modulated")
+#: ``Normal`` measures only; ``OGM`` scales gradients (Eq. 10); ``OGM_GE`` adds GE noise.
+Mode = Literal["Normal", "OGM", "OGM_GE"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+#: Where GE noise goes: every selected tensor (``all``, the paper's code) or where k < 1.
+NoiseTarget = Literal["all", "modulated"]
+NOISE_TARGETS: tuple[NoiseTarget, ...] = get_args(NoiseTarget)
 #: Added to the standard deviation of the GE noise, as in the paper's code.
 SIGMA_EPS = 1e-8
 #: Largest number of noise values drawn at once (bounds the temporary buffer).
@@ -142,14 +149,14 @@ class OGMGE:
         self,
         encoders: Mapping[str, nn.Module | Iterable[Tensor]],
         *,
-        mode: str = "OGM_GE",
+        mode: Mode = "OGM_GE",
         alpha: float = 0.8,
         start_epoch: int = 0,
         end_epoch: int | None = 50,
         select: Selector | Mapping[str, Selector] = "auto",
-        coefficient: str = "paper",
-        noise: str = "all",
-        ratio_reduce: str = "mean",
+        coefficient: CoefficientRule = "paper",
+        noise: NoiseTarget = "all",
+        ratio_reduce: RatioReduce = "mean",
         sync_scores: bool = True,
         process_group=None,
         generator: torch.Generator | None = None,
@@ -173,7 +180,8 @@ class OGMGE:
             check_select("select", select)
         self.mode = mode
         self.alpha = _check_number("alpha", alpha, positive=True)
-        self.start_epoch = _check_epoch("start_epoch", start_epoch, allow_none=False)
+        _check_epoch("start_epoch", start_epoch, allow_none=False)
+        self.start_epoch = start_epoch
         self.end_epoch = _check_epoch("end_epoch", end_epoch, allow_none=True)
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError(

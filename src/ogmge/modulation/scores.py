@@ -9,6 +9,7 @@ synchronisation: inputs and outputs are tensors keyed by modality name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -17,8 +18,12 @@ from torch import Tensor
 #: score 0 gets a large but finite ratio (never NaN or inf).
 RATIO_EPS = 1e-8
 
-RATIO_REDUCTIONS = ("mean", "min", "max")
-COEFFICIENT_RULES = ("paper", "continuous")
+#: How the other modalities' scores are combined in Eq. 9 (N > 2).
+RatioReduce = Literal["mean", "min", "max"]
+RATIO_REDUCTIONS: tuple[RatioReduce, ...] = get_args(RatioReduce)
+#: Eq. 10 with its jump at rho = 1 (``paper``) or without (``continuous``).
+CoefficientRule = Literal["paper", "continuous"]
+COEFFICIENT_RULES: tuple[CoefficientRule, ...] = get_args(CoefficientRule)
 
 
 def check_logits_and_labels(name: str, logits: Tensor, labels: Tensor) -> None:
@@ -76,7 +81,7 @@ def batch_scores(
 
 
 def discrepancy_ratios(
-    scores: Mapping[str, Tensor], *, reduce: str = "mean", eps: float = RATIO_EPS
+    scores: Mapping[str, Tensor], *, reduce: RatioReduce = "mean", eps: float = RATIO_EPS
 ) -> dict[str, Tensor]:
     """Eq. 9 generalised to N modalities: ``rho_u = s_u / reduce_{w != u} s_w``.
 
@@ -103,7 +108,7 @@ def discrepancy_ratios(
 
 
 def modulation_coefficients(
-    ratios: Mapping[str, Tensor], *, alpha: float, rule: str = "paper"
+    ratios: Mapping[str, Tensor], *, alpha: float, rule: CoefficientRule = "paper"
 ) -> dict[str, Tensor]:
     """Eq. 10: ``k_u = 1 - tanh(alpha * rho_u)`` if ``rho_u > 1`` else 1.
 

@@ -11,12 +11,15 @@ and ``"weights"`` for one that has none, decided per modality.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-SELECTIONS = ("auto", "conv", "weights", "all")
+#: Named selections of an encoder's parameters (see :func:`select_parameters`).
+Selection = Literal["auto", "conv", "weights", "all"]
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
-Selector = str | Callable[[str, Tensor], bool]
+Selector = Selection | Callable[[str, Tensor], bool]
 
 
 def _min_rank(select: str, params: list[tuple[str, Tensor]]) -> int:

@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 from ogmge.modulation import MODES, SELECTIONS
+from ogmge.modulation.ogmge import Mode
+from ogmge.modulation.scores import CoefficientRule
+from ogmge.modulation.selection import Selection
 
 DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
 PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
@@ -85,12 +88,12 @@ class TrainConfig:
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
     # modulation
-    modulation: str = "OGM_GE"
+    modulation: Mode = "OGM_GE"
     alpha: float = 0.8
     modulation_starts: int = 0
     modulation_ends: int | None = 50
-    modulate_params: str | None = None
-    coefficient: str = "paper"
+    modulate_params: Selection | None = None
+    coefficient: CoefficientRule = "paper"
     # optimisation
     epochs: int = 100
     batch_size: int = 64
@@ -195,6 +198,7 @@ class TrainConfig:
     def _apply_method(self) -> None:
         """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
         follows the method; one set to something else contradicts it (an error naming both)."""
+        assert self.method is not None
         modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, wanted in (("modulation", modulation), ("opm", opm)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -20,9 +21,10 @@ from .config import PAPER_DATASETS, TrainConfig
 class DataBundle:
     """The splits of a run; ``val`` is None when ``val_fraction`` is 0."""
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
+    # contract datasets (docs/architecture.md): attributes beyond torch's Dataset
+    train: Any
+    val: Any | None
+    test: Any | None
 
     @property
     def modalities(self) -> dict:
@@ -41,7 +43,7 @@ class DataBundle:
 class ModalityView(Dataset):
     """The same samples with only the named modalities."""
 
-    def __init__(self, base: Dataset, names: Sequence[str]) -> None:
+    def __init__(self, base: Any, names: Sequence[str]) -> None:
         unknown = sorted(set(names) - set(base.modalities))
         if unknown:
             raise ValueError(f"modalities {unknown} are not in the dataset, which has {list(base.modalities)}")
@@ -82,7 +84,7 @@ def set_epoch(dataset, epoch: int) -> None:
         fn(epoch)
 
 
-def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+def holdout(dataset: Any, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
     """Seeded ``(rest, held_out)`` indices: whole groups when the dataset has
     ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
     groups = getattr(dataset, "groups", None)
@@ -91,7 +93,7 @@ def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int],
     return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
 
 
-def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> Dataset | None:
+def select_modalities(dataset: Any | None, names: Sequence[str] | None) -> Any | None:
     if dataset is None or names is None:
         return dataset
     if list(names) == list(dataset.modalities):
@@ -137,6 +139,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         from ogmge.data.byo import load_byo
 
         test_fraction = opts.pop("test_fraction", 0.2)
+        assert config.data is not None  # validate(): dataset byo needs data
         full = load_byo(config.data, **opts)
         splits = getattr(full, "splits", None)
         if splits is not None and "train" in splits:
@@ -147,7 +150,8 @@ def build_datasets(config: TrainConfig) -> DataBundle:
             rest, held = holdout(full, test_fraction, seed=config.seed + 1)
             train, test = subset(full, rest), subset(full, held)
     elif config.dataset in PAPER_DATASETS:
-        if not config.data_root:
+        data_root = config.data_root
+        if not data_root:
             raise ValueError(f"dataset {config.dataset!r} needs data_root (--data-root DIR)")
         from ogmge.data.paper import load_paper_dataset
 
@@ -156,7 +160,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
 
         def make(split):  # split_file is the training list; the test list is found in data_root
             split_file = config.split_file if split != "test" else None
-            return load_paper_dataset(config.dataset, config.data_root, split=split, split_file=split_file, **opts)
+            return load_paper_dataset(config.dataset, data_root, split=split, split_file=split_file, **opts)
 
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: d
 
     makers = {"audio": AudioEncoder, "visual": VisualEncoder}
     encoders = {n: makers[n](width=config.width) for n in names}
-    head = build_fusion(config.fusion, {n: e.out_dim for n, e in encoders.items()}, num_classes,
+    head = build_fusion(config.fusion, {n: cast(int, e.out_dim) for n, e in encoders.items()}, num_classes,
                         **dict(options.get("fusion_options") or {}))
     return MultimodalClassifier(encoders, head, estimator=config.estimator, opm=make_opm(config))
 

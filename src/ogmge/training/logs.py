@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOGGER = logging.getLogger("ogmge.training")
 METRICS = "metrics.jsonl"
@@ -64,10 +65,11 @@ class RunLog:
     def __init__(self, run_dir: Path | None, *, enabled: bool = True, tensorboard: bool = False) -> None:
         self.run_dir = run_dir
         self.enabled = enabled and run_dir is not None
-        self._metrics = self._trace = None
+        self._metrics: Any = None  # open text files when enabled
+        self._trace: Any = None
         self._handler: logging.Handler | None = None
         self.tb = None
-        if not self.enabled:
+        if not self.enabled or run_dir is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(run_dir / METRICS, "a")

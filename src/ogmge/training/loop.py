@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -206,7 +207,7 @@ class Trainer:
         }
         self.start_epoch = 0
         self.history: list[dict] = []
-        self.best = {"epoch": -1, "score": float("-inf"), "val": None}
+        self.best: dict[str, Any] = {"epoch": -1, "score": float("-inf"), "val": None}
         self.best_state: dict | None = None
         self.global_step = 0
         if self.ckpt is not None:
@@ -237,6 +238,7 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         ck = self.ckpt
+        assert ck is not None  # read in __init__ when resuming
         self.model.load_state_dict(ck["model"])
         load_extra_states(self.model, ck.get("extra_states", {}))
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -333,7 +335,7 @@ class Trainer:
             loss_sum += loss.detach() * n
             correct += (out.logits.detach().argmax(1) == labels).sum()
             if self.global_step % cfg.trace_every == 0 and log.enabled:
-                row = {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())}
+                row: dict[str, Any] = {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())}
                 if stats is not None:
                     row.update(stats.to_floats())
                 log.step(row)

@@ -143,7 +143,7 @@ def carve_validation(
         return records, []
     g = torch.Generator().manual_seed(int(seed))
     if by_group:
-        groups = sorted({r.group for r in records})
+        groups = sorted({r.group for r in records}, key=str)
         perm = torch.randperm(len(groups), generator=g).tolist()
         held = {groups[i] for i in perm[: math.floor(fraction * len(groups) + 0.5)]}
         return [r for r in records if r.group not in held], [r for r in records if r.group in held]
@@ -271,7 +271,7 @@ class NpyLayout:
 
 
 def _read_exactly(f, out: np.ndarray, path) -> None:
-    view = memoryview(out).cast("B")
+    view = memoryview(out).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
     got = f.readinto(view)
     while got is not None and 0 < got < len(view):
         more = f.readinto(view[got:])
@@ -527,6 +527,7 @@ class PaperDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
         g = self.generator_for(index)
+        path: str | Path
         if self.source == "cache":
             path = os.path.join(self._clips_dir, r.clip, "audio.npy")
             cached = self._layout(r.clip)[0].load(path)
