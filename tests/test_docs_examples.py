@@ -96,3 +96,27 @@ def test_docs_example_runs(block, tmp_path, monkeypatch):
     # padded so that line numbers in a traceback point into the markdown file
     code = compile("\n" * block.line + block.code, str(block.path), "exec")
     exec(code, {"__name__": f"docs_example_{block.line}"})
+
+
+def _public_objects():
+    import inspect
+
+    import ogmge
+    import ogmge.modulation
+    from ogmge.models import build_model, build_paper_model
+    from ogmge.training import TrainConfig
+
+    for module in (ogmge, ogmge.modulation):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                yield f"{module.__name__}.{name}", obj
+    for obj in (build_model, build_paper_model, TrainConfig):
+        yield f"{obj.__module__}.{obj.__name__}", obj
+
+
+def test_public_api_carries_doctest_examples():
+    """Every public class and function of ``ogmge`` and ``ogmge.modulation``, the model
+    builders and ``TrainConfig`` show a ``>>>`` example (run by --doctest-modules)."""
+    missing = sorted({name for name, obj in _public_objects() if ">>>" not in (obj.__doc__ or "")})
+    assert not missing, f"public objects without a >>> example: {missing}"

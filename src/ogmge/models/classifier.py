@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..modulation import OPM, OPMMasks, batch_scores, discrepancy_ratios
-from .estimators import LogitEstimator
+from .estimators import EstimatorName, LogitEstimator
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class MultimodalClassifier(nn.Module):
         self,
         encoders: Mapping[str, nn.Module],
         fusion: nn.Module,
-        estimator: str | LogitEstimator | None = None,
+        estimator: EstimatorName | LogitEstimator | None = None,
         opm: OPM | bool | None = None,
     ) -> None:
         super().__init__()

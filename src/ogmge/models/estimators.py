@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,11 @@ from torch import Tensor, nn
 
 from .resnet import _check_positive_int
 
-ESTIMATORS = ("linear", "masking", "shapley", "probe")
-BASELINES = ("zeros", "mean")
+#: How per-modality logits are estimated from a fusion head.
+EstimatorName = Literal["linear", "masking", "shapley", "probe"]
+ESTIMATORS: tuple[EstimatorName, ...] = get_args(EstimatorName)
+Baseline = Literal["zeros", "mean"]
+BASELINES: tuple[Baseline, ...] = get_args(Baseline)
 #: Largest number of rows (subsets x batch) the head is re-run on at once.
 MAX_ROWS = 1 << 16
 
@@ -77,9 +80,9 @@ class LogitEstimator(nn.Module):
 
     def __init__(
         self,
-        method: str = "shapley",
+        method: EstimatorName = "shapley",
         *,
-        baseline: str = "zeros",
+        baseline: Baseline = "zeros",
         momentum: float = 0.1,
         exact_max: int = 6,
         permutations: int = 256,

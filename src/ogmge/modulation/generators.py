@@ -17,7 +17,14 @@ from torch import Tensor
 
 
 class GeneratorPool:
-    """Lazily created generators keyed by device, all seeded with ``seed``."""
+    """Lazily created generators keyed by device, all seeded with ``seed``.
+
+    >>> import torch
+    >>> pool = GeneratorPool(seed=3)
+    >>> x = torch.rand(2, generator=pool.get("cpu"))
+    >>> torch.equal(x, torch.rand(2, generator=torch.Generator().manual_seed(3)))
+    True
+    """
 
     def __init__(self, seed: int = 0, generator: torch.Generator | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):

@@ -66,6 +66,12 @@ def select_parameters(
     Raises ValueError naming the modality when its selection is empty (the
     official code silently modulates nothing on such an encoder), and when a
     parameter belongs to two modalities.
+
+    >>> from torch import nn
+    >>> encoders = {"audio": nn.Sequential(nn.Conv1d(1, 2, 3), nn.Linear(2, 2)), "visual": nn.Linear(3, 2)}
+    >>> selected = select_parameters(encoders, "auto")  # conv kernels where there are any, else weights
+    >>> {m: [name for name, _ in params] for m, params in selected.items()}
+    {'audio': ['0.weight'], 'visual': ['weight']}
     """
     if isinstance(select, Mapping):
         missing = set(encoders) - set(select)

@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ogmge.modulation import MODES, SELECTIONS
-from ogmge.modulation.ogmge import Mode
-from ogmge.modulation.scores import CoefficientRule
-from ogmge.modulation.selection import Selection
+from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
+
+if TYPE_CHECKING:  # the model layer is imported only where a model is built
+    from ogmge.models import EstimatorName, FusionName
 
 DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
 PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
@@ -65,6 +65,14 @@ class TrainConfig:
     or a paper dataset (with ``data_root`` and optionally ``split_file``);
     ``modalities`` trains a subset; ``val_fraction`` of train (seeded,
     stratified) selects the model, 0 keeps the last epoch.
+
+    >>> cfg = TrainConfig.load("builtin_cpu").replace(epochs=2, modulation="OGM")
+    >>> cfg.dataset, cfg.modulation, cfg.alpha
+    ('builtin', 'OGM', 0.8)
+    >>> TrainConfig(alpha=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be ...
     """
 
     # data
@@ -77,8 +85,8 @@ class TrainConfig:
     imbalance: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
-    fusion: str = "concat"
-    estimator: str | None = None
+    fusion: FusionName = "concat"
+    estimator: EstimatorName | None = None
     width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
