@@ -120,3 +120,41 @@ def test_public_api_carries_doctest_examples():
     builders and ``TrainConfig`` show a ``>>>`` example (run by --doctest-modules)."""
     missing = sorted({name for name, obj in _public_objects() if ">>>" not in (obj.__doc__ or "")})
     assert not missing, f"public objects without a >>> example: {missing}"
+
+
+SECTIONS = ("Parameters", "Returns", "Yields", "Raises", "Warns", "Examples", "Notes", "Attributes",
+            "See Also", "References", "Other Parameters")
+
+
+def _docstrings():
+    import ast
+
+    for path in sorted((ROOT / "src" / "ogmge").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                if doc:
+                    yield f"{path.relative_to(ROOT)}:{getattr(node, 'name', '<module>')}", doc
+
+
+def check_sections(doc: str) -> list[str]:
+    """numpydoc section headers: a known name alone on its line, underlined by as many dashes."""
+    lines = doc.splitlines()
+    problems = []
+    for line, below in zip(lines, lines[1:]):
+        text, underline = line.strip(), below.strip()
+        if len(underline) >= 3 and set(underline) == {"-"} and (text not in SECTIONS or len(underline) != len(text)):
+            problems.append(f"{text!r} underlined by {len(underline)} dashes")
+    return problems
+
+
+def test_check_sections_finds_the_old_ogmge_header():
+    assert check_sections("Parameters (keyword-only after ``encoders``)\n----------\nx: y\n")
+    assert check_sections("Parameters\n-----\nx : int\n")
+    assert check_sections("Parameters\n----------\nx : int\n\nExamples\n--------\n>>> 1\n1\n") == []
+
+
+def test_docstring_sections_parse():
+    bad = {where: problems for where, doc in _docstrings() if (problems := check_sections(doc))}
+    assert not bad, bad
