@@ -11,7 +11,8 @@ class DataError(ValueError):
     """A bad input file (missing, empty, truncated, undecodable, wrong label/rate/shape, NaN/inf).
 
     ``path`` names the offending file (or clip) and ``kind`` is one of
-    ``missing``, ``empty``, ``truncated``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``.
+    ``missing``, ``empty``, ``truncated``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``;
+    for clips (:mod:`ogmge.data.clips`) also ``no_video``, ``no_audio`` and ``too_short``.
     """
 
     def __init__(self, path: str | PathLike | None, kind: str, message: str) -> None:

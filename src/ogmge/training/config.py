@@ -21,8 +21,8 @@ from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 if TYPE_CHECKING:  # the model layer is imported only where a model is built
     from ogmge.models import EstimatorName, FusionName
 
-DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
-PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
+DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave", "clips")
+PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave", "clips")
 FUSIONS = ("sum", "concat", "film", "gated", "attention")
 ESTIMATORS = ("linear", "masking", "shapley", "probe")
 OPTIMIZERS = ("sgd", "adam", "adamw")

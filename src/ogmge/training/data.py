@@ -149,6 +149,15 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         else:  # no split column: hold out a seeded test share (by group when groups are given)
             rest, held = holdout(full, test_fraction, seed=config.seed + 1)
             train, test = subset(full, rest), subset(full, held)
+    elif config.dataset == "clips":  # a `prepare clips` cache; splits: ogmge.data.clips_dataset
+        if not config.data_root:
+            raise ValueError("dataset 'clips' needs data_root (--data-root CACHE from `ogmge prepare clips`)")
+        from ogmge.data.clips_dataset import load_clips_splits
+
+        opts.setdefault("seed", config.seed)
+        parts = load_clips_splits(config.data_root, val_fraction=config.val_fraction, **opts)
+        train, test = parts["train"], parts["test"]
+        val = parts["val"] if config.val_fraction > 0 else None
     elif config.dataset in PAPER_DATASETS:
         data_root = config.data_root
         if not data_root:
