@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any, cast
 
 from .config_cli import _Retired
 
@@ -59,7 +60,7 @@ def _train_one(values: dict, threads: int | None) -> dict:
         "run_dir": str(result.run_dir),
         "test": result.test_metrics or {},
         "best_epoch": result.best_epoch,
-        "modalities": list(result.model.encoders),
+        "modalities": list(cast(Any, result.model).encoders),
         "seconds": time.perf_counter() - start,
     }
 

@@ -17,9 +17,10 @@ import yaml
 
 from ogmge.data.paper import DATASETS as _PAPER_READERS
 from ogmge.data.paper import SPLITS  # noqa: F401  (re-exported: the splits a config may name)
-from ogmge.models.estimators import ESTIMATORS
+from ogmge.models.estimators import ESTIMATORS, EstimatorName
 from ogmge.models.fusion import FUSIONS as _FUSION_HEADS
-from ogmge.modulation import MODES, SELECTIONS
+from ogmge.models.fusion import FusionName
+from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
@@ -72,6 +73,14 @@ class TrainConfig:
     or a paper dataset (with ``data_root`` and optionally ``split_file``);
     ``modalities`` trains a subset; ``val_fraction`` of train (seeded,
     stratified) selects the model, 0 keeps the last epoch.
+
+    >>> cfg = TrainConfig.load("builtin_cpu").replace(epochs=2, modulation="OGM")
+    >>> cfg.dataset, cfg.modulation, cfg.alpha
+    ('builtin', 'OGM', 0.8)
+    >>> TrainConfig(alpha=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be ...
     """
 
     # data
@@ -83,8 +92,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
-    fusion: str = "concat"
-    estimator: str | None = None
+    fusion: FusionName = "concat"
+    estimator: EstimatorName | None = None
     width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
@@ -94,12 +103,12 @@ class TrainConfig:
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
     # modulation
-    modulation: str = "OGM_GE"
+    modulation: Mode = "OGM_GE"
     alpha: float = 0.8
     modulation_starts: int = 0
     modulation_ends: int | None = 50
-    modulate_params: str | None = None
-    coefficient: str = "paper"
+    modulate_params: Selection | None = None
+    coefficient: CoefficientRule = "paper"
     # optimisation
     epochs: int = 100
     batch_size: int = 64
@@ -199,6 +208,7 @@ class TrainConfig:
     def _apply_method(self) -> None:
         """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
         follows the method; one set to something else contradicts it (an error naming both)."""
+        assert self.method is not None
         modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, wanted in (("modulation", modulation), ("opm", opm)):

@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -26,9 +27,10 @@ LOGGER = logging.getLogger("ogmge.training")
 class DataBundle:
     """The splits of a run; ``val`` is None when ``val_fraction`` is 0."""
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
+    # contract datasets (docs/architecture.md): attributes beyond torch's Dataset
+    train: Any
+    val: Any | None
+    test: Any | None
 
     @property
     def modalities(self) -> dict:
@@ -53,7 +55,7 @@ def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int],
     return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
 
 
-def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> Dataset | None:
+def select_modalities(dataset: Any | None, names: Sequence[str] | None) -> Any | None:
     if dataset is None or names is None:
         return dataset
     if list(names) == list(dataset.modalities):
@@ -98,6 +100,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         from ogmge.data.byo import load_byo
 
         test_fraction = opts.pop("test_fraction", 0.2)
+        assert config.data is not None  # validate(): dataset byo needs data
         full = load_byo(config.data, **opts)
         splits = getattr(full, "splits", None)
         if splits is not None:
@@ -126,7 +129,8 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         train, test = parts["train"], parts["test"]
         val = parts["val"] if config.val_fraction > 0 else None
     elif config.dataset in PAPER_DATASETS:
-        if not config.data_root:
+        data_root = config.data_root
+        if not data_root:
             raise ValueError(f"dataset {config.dataset!r} needs data_root (--data-root DIR)")
         from ogmge.data.paper import load_paper_dataset
 
@@ -135,7 +139,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
 
         def make(split):  # split_file is the training list; the test list is found in data_root
             split_file = config.split_file if split != "test" else None
-            return load_paper_dataset(config.dataset, config.data_root, split=split, split_file=split_file, **opts)
+            return load_paper_dataset(config.dataset, data_root, split=split, split_file=split_file, **opts)
 
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None
