@@ -372,6 +372,7 @@ def decode_clip(path: str | os.PathLike, settings: ClipSettings = ClipSettings()
         raise DataError(p, "undecodable", f"cannot decode ({type(exc).__name__}: {exc})") from exc
     if not frames:
         raise DataError(p, "undecodable", "no video frame could be decoded")
+    assert t0 is not None and t_last is not None  # set with the first frame
     wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if wave.size == 0:
         raise DataError(p, "no_audio", "the audio stream holds no sample")
@@ -391,7 +392,7 @@ def decode_clip(path: str | os.PathLike, settings: ClipSettings = ClipSettings()
         from PIL import Image
 
         frames = [f if f.shape[:2] == size else
-                  np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.BILINEAR)) for f in frames]
+                  np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.Resampling.BILINEAR)) for f in frames]
     keep = min(wave.size, int(math.ceil(need_audio * audio_rate)))
     audio = clip_audio_features(wave[:keep], audio_rate, settings).numpy()
     return ClipArrays(np.ascontiguousarray(audio, dtype=np.float32), np.stack(frames).astype(np.uint8, copy=False))

@@ -126,10 +126,10 @@ def clip_splits(
         if not out["val"] and val_fraction > 0:
             out["train"], out["val"] = _carve(out["train"], val_fraction, split_seed, by_group, "val", where)
         return out
-    rest, test = list(cache.records), []
+    rest, test = list(cache.records), list[Record]()
     if test_fraction > 0:
         rest, test = _carve(rest, test_fraction, split_seed, by_group, "test", where)
-    train, val = rest, []
+    train, val = rest, list[Record]()
     if val_fraction > 0:
         train, val = _carve(rest, val_fraction, split_seed, by_group, "val", where)
     return {"train": train, "val": val, "test": test}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,7 +46,7 @@ def _in_one_storage(specs: Sequence[tuple[tuple[int, ...], torch.dtype]], *, sha
         total += math.prod(shape) * dtype.itemsize
     n = max(1, total)
     storage = torch.UntypedStorage._new_shared(n) if shared else torch.UntypedStorage(n)
-    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)
+    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)  # type: ignore[call-overload]
             for (shape, dtype), off in zip(specs, offsets)]
 
 
@@ -133,14 +134,14 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
             lens[name] = [int(s["lengths"][name]) for s in samples]
             plans.append((name, tensors, _variable_axis(name, tensors, lens[name])))
         else:
-            shapes = {tuple(t.shape) for t in tensors}
-            if len(shapes) > 1:
+            sample_shapes = {tuple(t.shape) for t in tensors}
+            if len(sample_shapes) > 1:
                 raise ValueError(
-                    f"modality {name!r} has samples of different shapes {sorted(shapes)[:3]} "
+                    f"modality {name!r} has samples of different shapes {sorted(sample_shapes)[:3]} "
                     "but no lengths; declare it variable-length"
                 )
             plans.append((name, tensors, None))
-    small = {"labels": [int(s["label"]) for s in samples]}
+    small: dict[str, Any] = {"labels": [int(s["label"]) for s in samples]}  # lists, then tensors
     small.update({f"lengths/{name}": v for name, v in lens.items()})
     if "index" in samples[0]:
         small["index"] = [int(s["index"]) for s in samples]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ def group_split(
     return [i for i, x in enumerate(g) if x not in held], [i for i, x in enumerate(g) if x in held]
 
 
-def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+def subset(dataset: Any, indices: Sequence[int]) -> Dataset:
     """Rows ``indices`` of a contract dataset: its own ``subset`` when it has one, else a :class:`DatasetView`."""
     if hasattr(dataset, "subset"):
         return dataset.subset(list(indices))
@@ -98,7 +99,7 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
 
 
 def split_dataset(
-    dataset: Dataset,
+    dataset: Any,
     *,
     val_fraction: float = 0.1,
     seed: int | np.random.Generator = 0,

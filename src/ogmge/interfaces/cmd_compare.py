@@ -51,6 +51,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_list(text: str | None, what: str, cast=str) -> list | None:
+    """``"a,b"`` -> ``[cast("a"), cast("b")]``; None stays None.
+
+    >>> parse_list("0, 1,2", "seeds", int)
+    [0, 1, 2]
+    """
     if text is None:
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -84,7 +89,7 @@ def run(args) -> int:
         config,
         out=out,
         methods=parse_list(args.methods, "methods"),
-        seeds=parse_list(args.seeds, "seeds", int),
+        seeds=parse_list(args.seeds, "seeds", int) or [],
         jobs=args.jobs,
         tie_tolerance=args.tie_tolerance / 100.0,
         progress=config.progress,

@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .config_cli import _Retired
+
 #: The demo's fixed subset of methods (``normal`` and each modality alone come with compare).
 DEMO_METHODS = ("normal", "ogm_ge", "opm")
 DEMO_SEEDS = "0,1,2"
@@ -45,6 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     # retired flags: accepted, with a message
     p.add_argument("--unimodal", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
     p.add_argument("--budget", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--imbalance", nargs="?", action=_Retired, help=argparse.SUPPRESS)  # built-in data v1's knob
     return p
 
 
@@ -64,7 +67,7 @@ def run(args) -> int:
               "cores); ignored")
     if args.seed is not None and args.seeds is not None:
         raise ValueError(f"give one of --seed ({args.seed}) and --seeds ({args.seeds})")
-    seeds = [args.seed] if args.seed is not None else parse_list(args.seeds or DEMO_SEEDS, "seeds", int)
+    seeds = [args.seed] if args.seed is not None else (parse_list(args.seeds or DEMO_SEEDS, "seeds", int) or [])
     out = Path(args.out)
     if args.overwrite and out.exists():
         if not ((out / SETTINGS).is_file() or any((out / d).is_dir() for d in OLD_LAYOUT)):

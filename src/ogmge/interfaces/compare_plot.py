@@ -66,7 +66,10 @@ def comparison_figure(out: str | Path, summary: dict | None = None) -> Figure:
     ax_mod = fig.add_subplot(2, 2, 2)
     ax_val = fig.add_subplot(2, 1, 2)
 
-    labels, means, points, styles = [], [], [], []
+    labels: list[str] = []
+    means: list[float] = []
+    points: list[list] = []
+    styles: list[tuple[str, str | None, bool]] = []
     for i, (name, e) in enumerate(methods.items()):
         labels.append(name)
         means.append(_mean(e["test_fused"]))

@@ -15,13 +15,21 @@ from .encoders import (
     WaveformEncoder,
     build_encoder,
 )
-from .estimators import BASELINES, ESTIMATORS, Estimate, LogitEstimator, shapley_weights
+from .estimators import (
+    BASELINES,
+    ESTIMATORS,
+    Estimate,
+    EstimatorName,
+    LogitEstimator,
+    shapley_weights,
+)
 from .fusion import (
     FUSIONS,
     AttentionFusion,
     ConcatFusion,
     FiLMFusion,
     FusionHead,
+    FusionName,
     GatedFusion,
     SumFusion,
     build_fusion,
@@ -37,9 +45,11 @@ __all__ = [
     "BasicBlock",
     "ConcatFusion",
     "Estimate",
+    "EstimatorName",
     "FiLMFusion",
     "FrameCNNEncoder",
     "FusionHead",
+    "FusionName",
     "GatedFusion",
     "ImageEncoder",
     "LogitEstimator",

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ..modulation import OPM, OPMMasks, batch_scores, discrepancy_ratios
-from .estimators import LogitEstimator
+from .estimators import EstimatorName, LogitEstimator
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class MultimodalClassifier(nn.Module):
         self,
         encoders: Mapping[str, nn.Module],
         fusion: nn.Module,
-        estimator: str | LogitEstimator | None = None,
+        estimator: EstimatorName | LogitEstimator | None = None,
         opm: OPM | bool | None = None,
     ) -> None:
         super().__init__()
@@ -107,7 +108,7 @@ class MultimodalClassifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.fusion.num_classes)
+        return int(cast(int, self.fusion.num_classes))
 
     def get_extra_state(self) -> dict:
         return {"opm": None if self.opm is None else self.opm.state_dict()}

@@ -14,6 +14,7 @@ by the per-frame CNNs and packed away for the GRU.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -106,7 +107,8 @@ class MaskedConv1d(nn.Module):
         mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
         x = x * mask.to(x.dtype)
         for conv, norm in zip(self.convs, self.norms):
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            conv = cast(nn.Conv1d, conv)
+            k, s, p = conv.kernel_size[0], conv.stride[0], cast(tuple, conv.padding)[0]
             x = torch.relu(norm(conv(x).transpose(1, 2)).transpose(1, 2))
             lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
             mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
@@ -177,6 +179,9 @@ class VisualEncoder(nn.Module):
     what ``ogmge.data.transforms.normalize`` gives for uint8 frames; within 1e-6 of the
     float formula) -- the dataset then loads and moves a quarter of the bytes.
     """
+
+    pixel_scale: Tensor  # buffers
+    pixel_shift: Tensor
 
     def __init__(self, *, width: int = 64, in_channels: int = 3) -> None:
         super().__init__()

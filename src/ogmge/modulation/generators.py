@@ -19,7 +19,14 @@ from ..validation import check_number
 
 
 class GeneratorPool:
-    """Lazily created generators keyed by device, all seeded with ``seed``."""
+    """Lazily created generators keyed by device, all seeded with ``seed``.
+
+    >>> import torch
+    >>> pool = GeneratorPool(seed=3)
+    >>> x = torch.rand(2, generator=pool.get("cpu"))
+    >>> torch.equal(x, torch.rand(2, generator=torch.Generator().manual_seed(3)))
+    True
+    """
 
     def __init__(self, seed: int = 0, generator: torch.Generator | None = None) -> None:
         check_number("seed", seed, integer=True)

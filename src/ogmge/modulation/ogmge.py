@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -36,14 +37,20 @@ from .scores import (
     COEFFICIENT_RULES,
     RATIO_EPS,
     RATIO_REDUCTIONS,
+    CoefficientRule,
+    RatioReduce,
     batch_scores,
     discrepancy_ratios,
     modulation_coefficients,
 )
 from .selection import Selector, check_select, select_parameters
 
-MODES = ("Normal", "OGM", "OGM_GE")
-NOISE_TARGETS = ("all", "modulated")
+#: ``Normal`` measures only; ``OGM`` scales gradients (Eq. 10); ``OGM_GE`` adds GE noise.
+Mode = Literal["Normal", "OGM", "OGM_GE"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+#: Where GE noise goes: every selected tensor (``all``, the paper's code) or where k < 1.
+NoiseTarget = Literal["all", "modulated"]
+NOISE_TARGETS: tuple[NoiseTarget, ...] = get_args(NoiseTarget)
 #: Added to the standard deviation of the GE noise, as in the paper's code.
 SIGMA_EPS = 1e-8
 #: Largest number of noise values drawn at once (bounds the temporary buffer).
@@ -59,6 +66,14 @@ class ModulationStats:
     ``coefficients`` are Eq. 10's values; the gradients were scaled by them
     only if the step ran (``ran``) and every selected gradient was finite
     (``finite``). ``reason`` says, when known on the host, why it did not run.
+
+    >>> import torch
+    >>> one = {"audio": torch.tensor(1.0), "visual": torch.tensor(1.0)}
+    >>> stats = ModulationStats(one, one, one, ran=False, reason="outside window")
+    >>> stats.modulated, stats.skip_reason
+    (False, 'outside window')
+    >>> stats.to_floats()["coeff/audio"]
+    1.0
     """
 
     scores: dict[str, Tensor]
@@ -99,42 +114,71 @@ class ModulationStats:
 class OGMGE:
     """OGM / OGM-GE gradient modulation for any model with named encoders.
 
-    Parameters (keyword-only after ``encoders``)
+    Parameters
     ----------
-    encoders: ``{modality: nn.Module or iterable of parameters}``, two or more.
-    mode: ``"Normal"`` (measure only), ``"OGM"`` or ``"OGM_GE"``.
-    alpha: modulation strength of Eq. 10 (> 0). Paper: 0.8 CREMA-D, 0.1 VGGSound.
-    start_epoch, end_epoch: inclusive, 0-based window of epochs in which to
-        modulate (paper 0 and 50); ``end_epoch=None`` means no end.
-    select: ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
+    encoders : Mapping[str, nn.Module | Iterable[Tensor]]
+        ``{modality: module or iterable of parameters}``, two or more. Every
+        other parameter is keyword-only.
+    mode : {"Normal", "OGM", "OGM_GE"}
+        ``"Normal"`` measures only; ``"OGM"`` scales gradients; ``"OGM_GE"`` adds GE noise.
+    alpha : float
+        Modulation strength of Eq. 10 (> 0). Paper: 0.8 CREMA-D, 0.1 VGGSound.
+    start_epoch, end_epoch : int, int or None
+        Inclusive, 0-based window of epochs in which to modulate (paper 0 and
+        50); ``end_epoch=None`` means no end.
+    select : {"auto", "conv", "weights", "all"}, callable or dict
+        ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
         ``"all"``, ``"auto"`` (default: ``"conv"`` for an encoder with conv
         kernels, ``"weights"`` for one without), a callable ``(name, param) -> bool``,
         or a dict of these per modality.
-    coefficient: ``"paper"`` (Eq. 10 with its jump at rho = 1) or ``"continuous"``.
-    noise: GE noise on every selected tensor of every encoder (``"all"``, the
-        paper's code) or only on encoders with k < 1 (``"modulated"``).
-    ratio_reduce: how the other modalities' scores are combined for N > 2
-        (``"mean"``, ``"min"``, ``"max"``); any gives the paper's ratio for N = 2.
-    sync_scores: all-reduce accumulated scores over ranks when
-        ``torch.distributed`` is initialised, so every rank uses the same k.
-    process_group: the group for that all-reduce (default: the world).
-    generator: a ``torch.Generator`` for the noise (on the gradients' device);
-        by default the modulator owns one per device seeded with ``seed``, so
-        every rank draws the same noise.
+    coefficient : {"paper", "continuous"}
+        Eq. 10 with its jump at rho = 1, or ``1 - tanh(alpha (rho - 1))``.
+    noise : {"all", "modulated"}
+        GE noise on every selected tensor of every encoder (the paper's code) or
+        only on encoders with k < 1.
+    ratio_reduce : {"mean", "min", "max"}
+        How the other modalities' scores are combined for N > 2; any gives the
+        paper's ratio for N = 2.
+    sync_scores : bool
+        All-reduce accumulated scores over ranks when ``torch.distributed`` is
+        initialised, so every rank uses the same k.
+    process_group : optional
+        The group for that all-reduce (default: the world).
+    generator : torch.Generator, optional
+        The noise generator (on the gradients' device); by default the
+        modulator owns one per device seeded with ``seed``, so every rank draws
+        the same noise.
+    seed : int
+        Seed of the modulator's own generators.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> encoders = {"audio": nn.Linear(4, 3), "visual": nn.Linear(5, 3)}
+    >>> modulator = OGMGE(encoders, mode="OGM", alpha=0.8)
+    >>> for enc in encoders.values():
+    ...     enc.weight.grad = torch.ones_like(enc.weight)
+    >>> logits = {"audio": torch.tensor([[4.0, 0.0]]), "visual": torch.tensor([[0.0, 0.0]])}
+    >>> stats = modulator.step(modality_logits=logits, labels=torch.tensor([0]), epoch=0)
+    >>> round(float(stats.coefficients["audio"]), 4), float(stats.coefficients["visual"])
+    (0.0828, 1.0)
+    >>> round(float(encoders["audio"].weight.grad[0, 0]), 4)  # the dominant encoder's gradient, scaled
+    0.0828
     """
 
     def __init__(
         self,
         encoders: Mapping[str, nn.Module | Iterable[Tensor]],
         *,
-        mode: str = "OGM_GE",
+        mode: Mode = "OGM_GE",
         alpha: float = 0.8,
         start_epoch: int = 0,
         end_epoch: int | None = 50,
         select: Selector | Mapping[str, Selector] = "auto",
-        coefficient: str = "paper",
-        noise: str = "all",
-        ratio_reduce: str = "mean",
+        coefficient: CoefficientRule = "paper",
+        noise: NoiseTarget = "all",
+        ratio_reduce: RatioReduce = "mean",
         sync_scores: bool = True,
         process_group=None,
         generator: torch.Generator | None = None,

@@ -339,7 +339,17 @@ def compare(
     ``methods`` defaults to every method of ``METHODS``; ``normal`` is always included.
     ``jobs``: runs at once (default: one per CPU core with one thread each, or one per
     CUDA device). The figure is an interface: ``ogmge.interfaces.compare_plot.plot_comparison(out)``
-    (``ogmge compare`` writes it)."""
+    (``ogmge compare`` writes it).
+
+    Examples
+    --------
+    >>> import ogmge
+    >>> ogmge.compare.__module__
+    'ogmge.training.compare'
+    >>> summary = ogmge.compare(data="my.npz", out="compare-my", methods=["ogm_ge", "opm"])  # doctest: +SKIP
+    >>> summary["selected"], summary["fused_below_best_unimodal"]  # doctest: +SKIP
+    ('ogm_ge', False)
+    """
     say = echo or (lambda _msg: None)
     base = _base_config(config, settings)
     if base.val_fraction == 0:
@@ -652,7 +662,7 @@ def _verdict(summary: dict, refusals: dict[str, str], tol: float) -> None:
     else:
         selected = None
     summary["selected"] = selected
-    summary["selection"] = {"scores": scores, "best_score_method": max(scores, key=scores.get) if scores else None,
+    summary["selection"] = {"scores": scores, "best_score_method": max(scores, key=lambda m: scores[m]) if scores else None,
                             "within_tolerance": sorted((m for m, s in scores.items()
                                                         if scores and s >= max(scores.values()) - tol - 1e-12),
                                                        key=simplicity_rank)}

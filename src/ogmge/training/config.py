@@ -17,9 +17,10 @@ import yaml
 
 from ogmge.data.paper import DATASETS as _PAPER_READERS
 from ogmge.data.paper import SPLITS  # noqa: F401  (re-exported: the splits a config may name)
-from ogmge.models.estimators import ESTIMATORS
+from ogmge.models.estimators import ESTIMATORS, EstimatorName
 from ogmge.models.fusion import FUSIONS as _FUSION_HEADS
-from ogmge.modulation import MODES, SELECTIONS
+from ogmge.models.fusion import FusionName
+from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
@@ -47,6 +48,13 @@ METHOD_MODULATION = {
     "opm": ("Normal", True),
 }
 
+RETIRED_IMBALANCE = (
+    "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
+    "installation generates): a run made on version 1 cannot be evaluated or resumed here, retrain it; "
+    "for new runs choose a regime instead, e.g. dataset_options: {regime: paper} or {regime: weak_useless} "
+    "(presets builtin_paper, builtin_weak_useless, builtin_paper3; docs/data.md)"
+)
+
 #: Settings that may change between an interrupted run and its resumption
 #: without changing the result (where it runs, how it reports, how long).
 RESUMABLE_CHANGES = frozenset(
@@ -72,6 +80,14 @@ class TrainConfig:
     or a paper dataset (with ``data_root`` and optionally ``split_file``);
     ``modalities`` trains a subset; ``val_fraction`` of train (seeded,
     stratified) selects the model, 0 keeps the last epoch.
+
+    >>> cfg = TrainConfig.load("builtin_cpu").replace(epochs=2, modulation="OGM")
+    >>> cfg.dataset, cfg.modulation, cfg.alpha
+    ('builtin', 'OGM', 0.8)
+    >>> TrainConfig(alpha=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be ...
     """
 
     # data
@@ -81,11 +97,10 @@ class TrainConfig:
     data: str | None = None
     modalities: list[str] | None = None
     val_fraction: float = 0.1
-    imbalance: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
-    fusion: str = "concat"
-    estimator: str | None = None
+    fusion: FusionName = "concat"
+    estimator: EstimatorName | None = None
     width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
@@ -95,12 +110,12 @@ class TrainConfig:
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
     # modulation
-    modulation: str = "OGM_GE"
+    modulation: Mode = "OGM_GE"
     alpha: float = 0.8
     modulation_starts: int = 0
     modulation_ends: int | None = 50
-    modulate_params: str | None = None
-    coefficient: str = "paper"
+    modulate_params: Selection | None = None
+    coefficient: CoefficientRule = "paper"
     # optimisation
     epochs: int = 100
     batch_size: int = 64
@@ -163,7 +178,6 @@ class TrainConfig:
                 raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
             self.modalities = list(self.modalities)
         check_number("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
-        check_number("imbalance", self.imbalance, allow_none=True)
         check_number("width", self.width, integer=True, lo=1)
         check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
         check_number("opm_lam", self.opm_lam, lo=0)
@@ -209,6 +223,7 @@ class TrainConfig:
     def _apply_method(self) -> None:
         """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
         follows the method; one set to something else contradicts it (an error naming both)."""
+        assert self.method is not None
         modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, wanted in (("modulation", modulation), ("opm", opm)):
@@ -242,9 +257,9 @@ class TrainConfig:
         always off without a validation split)."""
         if self.val_fraction == 0:
             return None
-        if self.patience != "auto":
-            return self.patience
-        return AUTO_PATIENCE.get(builder, GENERIC_PATIENCE)
+        if self.patience == "auto":
+            return AUTO_PATIENCE.get(builder, GENERIC_PATIENCE)
+        return None if self.patience is None else int(self.patience)
 
     # ------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +269,10 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise TypeError(f"a configuration must be a mapping of settings, got {type(values).__name__}")
+        if "imbalance" in values:  # built-in data v1's knob (retired in v2); old runs' configs carry it
+            values = dict(values)
+            if values.pop("imbalance") is not None or values.get("dataset", "builtin") == "builtin":
+                raise ValueError(RETIRED_IMBALANCE)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

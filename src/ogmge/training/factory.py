@@ -7,6 +7,7 @@ Random components are seeded here, and only here, each from ``(config.seed, its 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -65,7 +66,7 @@ def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: d
 
     makers = {"audio": AudioEncoder, "visual": VisualEncoder}
     encoders = {n: makers[n](width=config.width) for n in names}
-    head = build_fusion(config.fusion, {n: e.out_dim for n, e in encoders.items()}, num_classes,
+    head = build_fusion(config.fusion, {n: cast(int, e.out_dim) for n, e in encoders.items()}, num_classes,
                         **dict(options.get("fusion_options") or {}))
     return MultimodalClassifier(encoders, head, estimator=make_estimator(config), opm=make_opm(config))
 

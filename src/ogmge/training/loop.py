@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,7 +219,7 @@ class Trainer:
         }
         self.start_epoch = 0
         self.history: list[dict] = []
-        self.best = {"epoch": -1, "score": float("-inf"), "val": None}
+        self.best: dict[str, Any] = {"epoch": -1, "score": float("-inf"), "val": None}
         self.best_state: dict | None = None
         self.global_step = 0
         self.consecutive_skips = 0
@@ -255,6 +256,7 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         ck = self.ckpt
+        assert ck is not None  # read in __init__ when resuming
         self.model.load_state_dict(ck["model"])
         load_extra_states(self.model, ck.get("extra_states", {}))
         self.optimizer.load_state_dict(ck["optimizer"])

@@ -88,6 +88,7 @@ def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.
     """Concatenated ``(logits, {modality: logits}, labels)`` on the CPU over all batches."""
     was_training = model.training
     model.eval()
+    per_mod: dict[str, list[Tensor]]
     fused, per_mod, labels = [], {}, []
     try:
         for batch in batches:

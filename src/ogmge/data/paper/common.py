@@ -239,7 +239,7 @@ class NpyLayout:
 
 
 def _read_exactly(f, out: np.ndarray, path) -> None:
-    view = memoryview(out).cast("B")
+    view = memoryview(out).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
     got = f.readinto(view)
     while got is not None and 0 < got < len(view):
         more = f.readinto(view[got:])
