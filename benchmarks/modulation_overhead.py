@@ -70,14 +70,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _time(fn, device, before=None) -> float:
+def _time(fn, device, before=None) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of ``fn()``: wall-clock, and the process's CPU time (all its
+    threads; on a shared machine the steadier of the two, as it leaves out the time the
+    process waited for a core)."""
     if before is not None:
         before()
     _sync(device)
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def _summary(values) -> str:
@@ -120,7 +123,7 @@ def main(argv=None):
     step_times = []
     if args.fwd_bwd_repeats > 0:
         forward_backward()  # warm-up
-        step_times = [_time(forward_backward, device) for _ in range(args.fwd_bwd_repeats)]
+        step_times = [_time(forward_backward, device)[0] for _ in range(args.fwd_bwd_repeats)]
 
     opt.zero_grad(set_to_none=True)
     out = model(inputs, labels=y)
@@ -152,23 +155,29 @@ def main(argv=None):
     }
     for fn in contenders.values():  # warm-up (allocations, the modulator's scratch buffer)
         _time(fn, device, before=restore)
-    times: dict[str, list[float]] = {k: [] for k in contenders}
+    wall: dict[str, list[float]] = {k: [] for k in contenders}
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(args.rounds):
         order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
         for key in order:
-            times[key].append(_time(contenders[key], device, before=restore) * 1e3)
-    ref, ours, low = (times[k] for k in contenders)
+            w, c = _time(contenders[key], device, before=restore)
+            wall[key].append(w * 1e3)
+            cpu[key].append(c * 1e3)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; batch {b}; mode {args.mode}; conv parameters per encoder: {conv}; "
           f"selected values {count:,}")
     print(f"{args.rounds} rounds, alternating order; times in ms")
-    for key, values in times.items():
-        print(f"{key:30s}: {_summary(values)}")
-    speed = [a / o for a, o in zip(ref, ours)]
-    over = [o / f for o, f in zip(ours, low)]
-    print(f"{'official-style / ours':30s}: {_summary(speed)}  (per round)")
-    print(f"{'ours / floor':30s}: {_summary(over)}  (per round)")
+    clocks = [("wall-clock", wall)] + ([("CPU time", cpu)] if device.type == "cpu" else [])
+    for label, times in clocks:
+        ref, ours, low = (times[k] for k in contenders)
+        print(f"-- {label}")
+        for key, values in times.items():
+            print(f"{key:30s}: {_summary(values)}")
+        print(f"{'official-style / ours':30s}: {_summary([a / o for a, o in zip(ref, ours)])}  (per round)")
+        print(f"{'ours / floor':30s}: {_summary([o / f for o, f in zip(ours, low)])}  (per round)")
+    ours = wall["ogmge OGMGE.step"]
+    ref = wall["official-style modulation"]
     if step_times:
         fb = statistics.median(step_times) * 1e3
         print(f"{'forward+backward':30s}: {_summary([t * 1e3 for t in step_times])}")

@@ -121,7 +121,9 @@ class OGMGE:
     process_group: the group for that all-reduce (default: the world).
     generator: a ``torch.Generator`` for the noise (on the gradients' device);
         by default the modulator owns one per device seeded with ``seed``, so
-        every rank draws the same noise.
+        every rank draws the same noise. The noise is drawn chunk by chunk
+        (:func:`noise_chunk`: cache-sized on a CPU, large on an accelerator), in
+        the order of the modalities and their selected tensors.
     """
 
     def __init__(
