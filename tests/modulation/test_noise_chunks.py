@@ -29,7 +29,7 @@ def logits():
     return {"audio": strong, "visual": torch.zeros(16, 4)}, y
 
 
-@pytest.mark.parametrize("limit", [1, 100, 1200, 1 << 19])
+@pytest.mark.parametrize("limit", [1, 100, 1200, 1 << 20])
 def test_chunked_noise_is_the_equation(limit, monkeypatch):
     monkeypatch.setattr(ogmge_mod, "NOISE_CHUNK_CPU", limit)
     enc = encoders()

@@ -50,9 +50,9 @@ SIGMA_EPS = 1e-8
 #: Largest number of noise values drawn at once on an accelerator (few, large launches).
 NOISE_CHUNK = 1 << 25
 #: ... and on a CPU, where a chunk's gradients and noise should stay in the core's cache
-#: between the draw and the update (2 x 2 MiB of float32). A tensor larger than the chunk
+#: between the draw and the update (2 x 4 MiB of float32). A tensor larger than the chunk
 #: is drawn alone.
-NOISE_CHUNK_CPU = 1 << 19
+NOISE_CHUNK_CPU = 1 << 20
 
 
 @dataclass(frozen=True)
