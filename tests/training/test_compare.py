@@ -252,6 +252,14 @@ def test_cross_fitting_used_and_required(tmp_path):
                                                             selection_score=0.59)},
                      {"audio": three(0.5, 0.5), "visual": three(0.4, 0.4)})
     assert summarize(out2)["selected"] == "normal"
+    # the methods' own convention: val.acc itself is the cross-fitted score
+    out3 = fabricate(tmp_path / "e", {"normal": three(0.60, 0.60),
+                                      "gblend": three(0.62, 0.70, val_protocol="cross-fit"),
+                                      "uni_ensemble": three(0.64, 0.50, val_protocol="plain")},
+                     {"audio": three(0.5, 0.5), "visual": three(0.4, 0.4)})
+    s3 = summarize(out3)
+    assert s3["methods"]["gblend"]["selection_score"] == pytest.approx([0.61, 0.62, 0.63])
+    assert s3["selected"] == "gblend" and "uni_ensemble" in s3["not_selectable"]
 
 
 def test_changed_setting_refused_naming_it(tmp_path):

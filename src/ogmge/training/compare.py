@@ -20,10 +20,11 @@ the epoch its validation split selected (``results.json``: ``val.acc``). A metho
 that fits anything on the validation split (``CROSS_FIT``: the unimodal
 ensemble's weights, G-Blending's weights) must be scored by cross-fitting (fit on
 one half of the validation split, score on the other, and the reverse): its runs
-write ``"val_protocol": "cross-fit"`` and the cross-fitted accuracy as
-``"selection_score"`` in ``results.json``, and that score is used. Any run whose
-``results.json`` says ``val_protocol: "cross-fit"`` is scored that way. A
-``CROSS_FIT`` method whose runs do not is never selected (the reason is recorded).
+write ``"val_protocol": "cross-fit"`` in ``results.json`` and report cross-fitted
+validation metrics (``val.acc``; a separate ``"selection_score"``, when present,
+takes precedence), and that score is used. Any run whose ``results.json`` says
+``val_protocol: "cross-fit"`` is scored that way. A ``CROSS_FIT`` method whose
+runs do not is never selected (the reason is recorded).
 
 The selected method has the best mean score over seeds, except that methods within
 ``tie_tolerance`` (default 0.5 points of accuracy) of the best go to the simplest
@@ -540,11 +541,10 @@ def selection_entry(method: str, results: dict) -> tuple[float | None, str, str 
     """``(score, protocol, refusal)`` of one run for selection (module docstring)."""
     protocol = results.get("val_protocol") or "plain"
     val = (results.get("val") or {}).get("acc")
-    if protocol == "cross-fit":
-        score = results.get("selection_score")
+    if protocol == "cross-fit":  # the run's validation metrics are cross-fitted (or a separate score)
+        score = results.get("selection_score", val)
         if score is None:
-            return None, protocol, (f"{method}: results.json says val_protocol 'cross-fit' but gives no "
-                                    "selection_score; not selected")
+            return None, protocol, f"{method}: results.json says val_protocol 'cross-fit' but gives no score"
         return float(score), protocol, None
     if method in CROSS_FIT:
         return None, protocol, (
