@@ -84,6 +84,12 @@ class TrainConfig:
     opm_p_exe: float = 0.7
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
+    # hyper-parameters of the methods of ``ogmge.methods`` (docs/methods.md), prefixed by method
+    gblend_super_epoch: int = 2
+    gblend_w_min: float = 0.05
+    gblend_delta_o_min: float = 0.01
+    mdrop_p: float = 0.5
+    mmpareto_scale: float = 1.5
     # modulation
     modulation: str = "OGM_GE"
     alpha: float = 0.8
@@ -155,6 +161,11 @@ class TrainConfig:
         _number("opm_q_base", self.opm_q_base, lo=0.0, hi=1.0)
         _number("opm_lam", self.opm_lam, lo=0.0)
         _number("opm_p_exe", self.opm_p_exe, lo=0.0, hi=1.0)
+        _integer("gblend_super_epoch", self.gblend_super_epoch, lo=1)
+        _number("gblend_w_min", self.gblend_w_min, lo=0.0, hi=1.0 / 3)
+        _number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0.0, lo_open=True)
+        _number("mdrop_p", self.mdrop_p, lo=0.0, hi=1.0)
+        _number("mmpareto_scale", self.mmpareto_scale, lo=0.0, lo_open=True)
         _number("alpha", self.alpha, lo=0.0, lo_open=True)
         _integer("modulation_starts", self.modulation_starts, lo=0)
         if self.modulation_ends is not None:

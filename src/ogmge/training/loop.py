@@ -180,7 +180,8 @@ class Trainer:
         else:
             self.model, builder = build_model_from_config(self.config, self.data.modalities, self.data.num_classes)
         self.model.to(self.device)
-        self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder)
+        self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder,
+                               self.model)
         self.modulator = build_modulator(self.config, self.model)
         if self.modulator is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
