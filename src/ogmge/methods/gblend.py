@@ -190,6 +190,7 @@ class GBlending(BalancingMethod):
             "epochs_in_interval": self.epochs_in_interval,
             "estimates": self.estimates,
             "heads": list(self.heads),
+            "last": dict(self.last),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -200,6 +201,7 @@ class GBlending(BalancingMethod):
         self.start = None if start is None else {h: (float(start[h][0]), float(start[h][1])) for h in self.heads}
         self.epochs_in_interval = int(state["epochs_in_interval"])
         self.estimates = int(state["estimates"])
+        self.last = dict(state.get("last", {}))
 
     def trace_row(self) -> dict[str, float]:
         row = {f"gblend_w/{h}": w for h, w in self.weights.items()}

@@ -142,6 +142,9 @@ class MultimodalClassifier(nn.Module):
         self.prediction = prediction
         if prediction == "ensemble":
             self.register_buffer("ensemble_weights", torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
+            # the ensemble never runs the fusion head or the estimator: frozen, so optimisers and DDP skip them
+            for p in (*self.fusion.parameters(), *self.estimator.parameters()):
+                p.requires_grad_(False)
         if feature_transform is not None and not callable(getattr(feature_transform, "transform_features", None)):
             raise TypeError(f"feature_transform must have transform_features(), got {type(feature_transform).__name__}")
         self.feature_transform = feature_transform

@@ -8,6 +8,14 @@ One optimiser step::
     scaler.unscale_(optimizer)                       # AMP on CUDA only
     stats = modulator.step(modality_logits=..., labels=..., epoch=epoch)
     clip_grad_norm_ (if grad_clip); optimizer.step()
+
+A balancing method (``--method``, docs/methods.md) acts at the same points: its
+``loss`` gives the total and the per-head terms, its ``backward`` replaces
+``loss.backward()``, ``after_backward`` follows the modulator (which runs for every
+method, measure-only outside OGM/OGM-GE), ``before_step`` precedes the step; after
+each epoch, ``end_epoch`` gets the per-head training and validation losses and the
+validation split is scored by cross-fitting for methods that fit on it
+(``training/balancing.py``).
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from tqdm.auto import tqdm
 
 from ogmge.data.collate import collate_samples
 
+from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from .config import TrainConfig
 from .data import DataBundle, EpochSampler, build_datasets, epoch_seed, set_epoch
 from .factory import (
+    build_method,
     build_model_from_config,
     build_modulator,
     build_optimizer,
@@ -155,8 +165,6 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.config = TrainConfig.from_dict(config.to_dict())
-        if self.config.resolved_method not in ("normal", "ogm", "ogm_ge", "opm", "ogm+opm", "ogm_ge+opm"):
-            raise NotImplementedError(f"method {self.config.method!r} is not wired into the training loop yet")
         self.resume = resume
         self.callbacks = list(callbacks)
         self.ctx = distrib.setup(self.config.device)
@@ -183,6 +191,11 @@ class Trainer:
         self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder,
                                self.model)
         self.modulator = build_modulator(self.config, self.model)
+        self.method = build_method(self.config, self.model)  # OGM/OGM-GE/OPM: the modulator / the model
+        balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None)
+        self.val_protocol = balancing.val_protocol(self.method, self.data.val is not None)
+        self.train_head_losses: dict | None = None
+        self.val_head_losses: dict | None = None
         if self.modulator is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
@@ -246,6 +259,8 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         if self.modulator is not None and ck.get("modulator"):
             self.modulator.load_state_dict(ck["modulator"])
+        if ck.get("method"):
+            self.method.load_state_dict(ck["method"])
         self.start_epoch = int(ck["epoch"]) + 1
         self.global_step = int(ck.get("global_step", 0))
         self.history = list(ck.get("history", []))
@@ -278,6 +293,8 @@ class Trainer:
                             list(self.data.modalities), cfg.modulation if self.modulator else "none")
             if self.start_epoch >= cfg.epochs and self.is_main:
                 LOGGER.info("nothing to train: the run already completed %d epochs", self.start_epoch)
+            if self.start_epoch == 0:
+                self._begin_method()
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
@@ -285,6 +302,16 @@ class Trainer:
         finally:
             log.close()
             distrib.teardown(self.ctx)
+
+    def _begin_method(self) -> None:
+        """The initial model's per-head losses for methods that want them (G-Blending)."""
+        if self.is_main:
+            train_eval = make_loader(self.data.train, self.config, shuffle=False, device=self.device)[0]
+            start = balancing.initial_losses(self.method, self.model, train_eval, self.eval_loaders.get("val"),
+                                             self.device, amp=self.amp, seed=self.config.seed)
+            if start is not None:
+                self.method.begin(train_losses=start[0], val_losses=start[1])
+        balancing.share_state(self.method, self.model, self.ctx)
 
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
@@ -294,6 +321,7 @@ class Trainer:
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
         seen = 0
         t_start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
@@ -305,14 +333,15 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self.amp):
                 out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=labels)
             _check_output(out)
-            loss = _batch_loss(out, labels)
+            total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
+                                            sample_keep=getattr(out, "sample_keep", None))
+            loss = terms["fused"]
             extra = probe_loss(self.model, out, labels)  # probe heads' own loss (detached features)
-            total = loss if extra is None else loss + extra
+            if extra is not None:
+                total, terms = total + extra, {**terms, "probe": extra}
+            self.method.backward(total, terms, scaler=self.scaler)
             if self.scaler is not None:
-                self.scaler.scale(total).backward()
                 self.scaler.unscale_(self.optimizer)
-            else:
-                total.backward()
             stats = None
             if self.modulator is not None:
                 keep = getattr(out, "sample_keep", None)
@@ -322,8 +351,10 @@ class Trainer:
                     epoch=epoch,
                     sample_weight=None if keep is None else keep.float(),
                 )
+            self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch)
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.method.before_step(self.optimizer)
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -333,10 +364,13 @@ class Trainer:
             seen += n
             loss_sum += loss.detach() * n
             correct += (out.logits.detach().argmax(1) == labels).sum()
+            for head in ("fused", *(getattr(out, "head_logits", None) or {})):
+                head_sums[head] = head_sums.get(head, 0) + terms[head].detach().float() * n
             if self.global_step % cfg.trace_every == 0 and log.enabled:
                 row = {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())}
                 if stats is not None:
                     row.update(stats.to_floats())
+                row.update(self.method.trace_row())
                 log.step(row)
             if bar.disable is False and self.global_step % 5 == 0:
                 elapsed = max(time.perf_counter() - t_start, 1e-9)
@@ -344,11 +378,16 @@ class Trainer:
             self.global_step += 1
         bar.close()
         seconds = time.perf_counter() - t_start
+        heads = list(head_sums)
         if self.ctx.enabled:  # totals over every rank's shard
-            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device),
+                                  *[head_sums[h] for h in heads]])
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+            head_sums = dict(zip(heads, totals[3:]))
+        self.train_head_losses = {h: float(head_sums[h]) / max(seen, 1) for h in heads}
         return {
+            **({f"train/loss/{h}": v for h, v in self.train_head_losses.items()} if len(heads) > 1 else {}),
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train/loss": float(loss_sum) / max(seen, 1),
@@ -361,13 +400,20 @@ class Trainer:
         loader = self.eval_loaders.get(split)
         if loader is None:
             return None
+        if split == "val":  # cross-fitted for methods that fit on it; refits the ensemble's w
+            metrics, self.val_head_losses = balancing.evaluate_validation(
+                self.method, self.model, loader, self.device, amp=self.amp, seed=self.config.seed)
+            return metrics
         return evaluate(self.model, loader, self.device, amp=self.amp)
 
     def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
         cfg = self.config
         self.scheduler.step()
         if self.is_main:
+            self.val_head_losses = None
             val = self._evaluate("val")
+            self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=self.val_head_losses)
+            row.update(self.method.trace_row())
             # Per-epoch curves are validation's; test is evaluated once, at the end, on the
             # selected checkpoint (``_finish``), unless asked for every epoch. Without a
             # validation split the last epoch is kept whatever the curves show, so test is
@@ -392,6 +438,7 @@ class Trainer:
             LOGGER.info(msg)
         else:
             improved = False
+        balancing.share_state(self.method, self.model, self.ctx)
         rng_all = distrib.gather_objects(ckpt_mod.capture_rng(), self.ctx)
         if self.is_main:
             state = self._checkpoint(epoch, rng_all)
@@ -419,6 +466,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "modulator": self.modulator.state_dict() if self.modulator is not None else None,
+            "method": self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
             "history": self.history,
@@ -442,6 +490,8 @@ class Trainer:
             results = {
                 "best_epoch": self.best["epoch"],
                 "selected_by": selected_by,
+                "method": cfg.resolved_method,
+                "val_protocol": self.val_protocol,
                 "epochs": cfg.epochs,
                 "val": self.best["val"],
                 "test": test,
