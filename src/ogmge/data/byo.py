@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +35,8 @@ SPLITS = ("train", "val", "test")
 #: Array names with a fixed meaning; they cannot name a modality.
 RESERVED = ("labels", "split", "group", "__meta__")
 LENGTHS_SUFFIX = ".lengths"
+#: The dtype the loader hands to the model; finiteness is checked after casting to it.
+MODEL_DTYPE = np.float32
 MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -246,6 +249,10 @@ def validate_byo(
     if labels.min() < 0:
         raise ValueError(f"array 'labels' holds a negative label ({int(labels.min())})")
     if class_names is not None:
+        if isinstance(class_names, (str, bytes, np.ndarray)) and np.ndim(class_names) == 0 or isinstance(
+            class_names, Mapping
+        ):
+            raise ValueError(f"class_names must be a list of names, one per class, got {class_names!r}")
         class_names = [str(c) for c in class_names]
         if labels.max() >= len(class_names):
             raise ValueError(
@@ -277,9 +284,16 @@ def validate_byo(
         has_lengths = name in lengths and lengths[name] is not None
         kind = kinds.get(name) or infer_kind(sample_shape, has_lengths=has_lengths)
         _check_kind(name, kind, sample_shape, has_lengths)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = int(np.nonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0][0])
-            raise ValueError(f"array {name!r} contains NaN or inf (first in sample {bad})")
+        if arr.dtype.kind == "f":
+            # what the model sees: float32 (1e300 is finite in float64, inf in float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                seen = arr.astype(MODEL_DTYPE, copy=False)
+            if not np.isfinite(seen).all():
+                bad = int(np.nonzero(~np.isfinite(seen.reshape(n, -1)).all(axis=1))[0][0])
+                raw_ok = np.isfinite(arr.reshape(n, -1)[bad]).all()
+                detail = (f"values beyond the {np.dtype(MODEL_DTYPE).name} range the model computes in "
+                          f"(max {np.finfo(MODEL_DTYPE).max:.3g})") if raw_ok else "NaN or inf"
+                raise ValueError(f"array {name!r} contains {detail} (first in sample {bad})")
         if has_lengths:
             lens = np.asarray(lengths[name])
             key = name + LENGTHS_SUFFIX
@@ -389,9 +403,40 @@ def save_byo(
 
 
 # ------------------------------------------------------------------------- loading
+def _load_npy(path: Path, name: str) -> np.ndarray:
+    """One ``.npy`` file; a ValueError naming the array and file when it cannot be read."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ValueError(f"array {name!r} ({path}) holds Python objects; store a numeric array") from None
+        raise ValueError(f"array {name!r}: {path} is not a readable .npy file ({exc})") from None
+    except (EOFError, OSError) as exc:
+        raise ValueError(f"array {name!r}: {path} is empty or truncated ({type(exc).__name__}: {exc})") from None
+
+
 def _read_npz(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        files = {k: z[k] for k in z.files}
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a .npz file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path} is not a readable .npz file (truncated or not a NumPy archive: {type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array (.npy), not a .npz archive with 'labels' and modalities")
+    files = {}
+    with z:
+        for key in z.files:
+            try:
+                files[key] = z[key]
+            except ValueError as exc:
+                if "pickle" in str(exc).lower():
+                    raise ValueError(f"{path}: array {key!r} holds Python objects; store a numeric array") from None
+                raise ValueError(f"{path}: array {key!r} cannot be read ({exc})") from None
+            except (EOFError, OSError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{path}: array {key!r} is truncated or corrupt ({type(exc).__name__})") from None
     meta: dict = {}
     if "__meta__" in files:
         try:
@@ -400,6 +445,10 @@ def _read_npz(path: Path) -> dict:
             raise ValueError(f"{path}: array '__meta__' is not valid JSON ({e})") from None
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: array '__meta__' must be a JSON object")
+        if meta.get("kinds") is not None and not isinstance(meta["kinds"], dict):
+            raise ValueError(
+                f"{path}: '__meta__' field 'kinds' must map modality name -> kind, got {meta['kinds']!r}"
+            )
     labels = files.pop("labels", None)
     split = files.pop("split", None)
     groups = files.pop("group", None)
@@ -416,11 +465,20 @@ def _read_dir(path: Path) -> dict:
         raise ValueError(f"{path}: no manifest ({' / '.join(MANIFEST_NAMES)}) in this directory")
     text = manifest_path.read_text()
     if manifest_path.suffix == ".json":
-        manifest = json.loads(text)
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{manifest_path}, line {e.lineno}: not valid JSON ({e.msg})") from None
     else:
         import yaml
 
-        manifest = yaml.safe_load(text)
+        try:
+            manifest = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"{manifest_path}{line}: not valid YAML ({problem})") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"{manifest_path}: the manifest must be a mapping")
 
@@ -432,7 +490,7 @@ def _read_dir(path: Path) -> dict:
             file = path / value
             if not file.is_file():
                 raise ValueError(f"array {key!r}: file {file} named in {manifest_path.name} does not exist")
-            return np.load(file, allow_pickle=False)
+            return _load_npy(file, key)
         return np.asarray(value)
 
     mods = manifest.get("modalities")
@@ -446,14 +504,15 @@ def _read_dir(path: Path) -> dict:
         file = path / entry["file"]
         if not file.is_file():
             raise ValueError(f"array {name!r}: file {file} does not exist")
-        arrays[name] = np.load(file, allow_pickle=False)
+        arrays[name] = _load_npy(file, name)
         if entry.get("kind") is not None:
             kinds[name] = entry["kind"]
         if entry.get("lengths") is not None:
             lfile = path / entry["lengths"] if isinstance(entry["lengths"], str) else None
             if lfile is not None and not lfile.is_file():
                 raise ValueError(f"array {name + LENGTHS_SUFFIX!r}: file {lfile} does not exist")
-            lengths[name] = np.load(lfile, allow_pickle=False) if lfile is not None else np.asarray(entry["lengths"])
+            lengths[name] = (_load_npy(lfile, name + LENGTHS_SUFFIX) if lfile is not None
+                             else np.asarray(entry["lengths"]))
     return {
         "arrays": arrays, "labels": column("labels"), "kinds": kinds, "lengths": lengths,
         "split": column("split"), "groups": column("group"), "class_names": manifest.get("class_names"),
@@ -482,13 +541,16 @@ def load_byo(
     else:
         raise FileNotFoundError(f"no bring-your-own data at {path}")
     raw["kinds"] = {**raw["kinds"], **dict(kinds or {})}
-    content = validate_byo(
-        raw["arrays"], raw["labels"], kinds=raw["kinds"], lengths=raw["lengths"],
-        split=raw["split"], groups=raw["groups"], class_names=raw["class_names"],
-    )
+    try:
+        content = validate_byo(
+            raw["arrays"], raw["labels"], kinds=raw["kinds"], lengths=raw["lengths"],
+            split=raw["split"], groups=raw["groups"], class_names=raw["class_names"],
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     groups = content["groups"]
     dataset = ArrayDataset(
-        {n: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for n, a in content["arrays"].items()},
+        {n: torch.from_numpy(np.ascontiguousarray(a, dtype=MODEL_DTYPE)) for n, a in content["arrays"].items()},
         torch.from_numpy(content["labels"]),
         kinds=content["kinds"],
         lengths={n: torch.from_numpy(v) for n, v in content["lengths"].items()},

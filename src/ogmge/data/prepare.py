@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io_utils import atomic_write_text
 from .errors import DataError, check_on_error
 from .paper import DATASETS
 from .paper.common import (
@@ -61,9 +62,7 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _stack_frames(images: list[np.ndarray], where) -> np.ndarray:

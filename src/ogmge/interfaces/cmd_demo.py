@@ -72,6 +72,7 @@ def _train_many(jobs: list[tuple[str, dict]], n_jobs: int) -> dict[str, dict]:
 def run(args) -> int:
     from ogmge.training import TrainConfig
     from ogmge.training.plots import PIXELS, plot_runs
+    from ogmge.training.rundir import is_run_dir
 
     from .cmd_train import setup_logging
 
@@ -87,8 +88,8 @@ def run(args) -> int:
             changes[key] = getattr(args, key)
     base = base.replace(**changes)
     subdirs = ["normal", "ogm_ge"] + [f"{m}_only" for m in ("audio", "visual")]
-    for sub in subdirs:
-        if (out / sub / "last.pt").exists():
+    for sub in subdirs:  # --overwrite: the flag `ogmge train` shares (ogmge.training.rundir)
+        if is_run_dir(out / sub):
             if not args.overwrite:
                 raise ValueError(f"{out / sub} already holds a run; use --overwrite or another --out")
             shutil.rmtree(out / sub)

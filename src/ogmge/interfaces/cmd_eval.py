@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ogmge.io_utils import atomic_write_text
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -20,17 +22,22 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="FILE", help="bring-your-own data file, if moved")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="evaluate although the data differ from the run's (fingerprint)")
     return p
 
 
 def run(args) -> int:
     from ogmge.training import evaluate_checkpoint
+    from ogmge.training.checkpoint import best_checkpoint_path
 
     path = Path(args.checkpoint)
     if path.is_dir():
-        path = path / "best.pt"
-    overrides = {k: getattr(args, k) for k in ("data_root", "split_file", "data") if getattr(args, k)}
-    metrics = evaluate_checkpoint(path, split=args.split, overrides=overrides, device=args.device)
+        path = best_checkpoint_path(path)
+    overrides = {k: str(Path(getattr(args, k)).absolute()) for k in ("data_root", "split_file", "data")
+                 if getattr(args, k)}
+    metrics = evaluate_checkpoint(path, split=args.split, overrides=overrides, device=args.device,
+                                  allow_data_change=args.allow_data_change)
     print(f"{path} on {args.split} ({metrics['n']} samples)")
     print(f"  accuracy  {metrics['acc']:.4f}")
     print(f"  macro-F1  {metrics['macro_f1']:.4f}")
@@ -44,6 +51,9 @@ def run(args) -> int:
     per_class = ", ".join("-" if v is None else f"{v:.3f}" for v in metrics["per_class_acc"])
     print(f"  per class [{per_class}]")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(metrics, indent=2) + "\n")
+        except OSError as exc:
+            raise ValueError(f"cannot write --json {args.json}: {exc.strerror or exc}") from None
         print(f"metrics written to {args.json}")
     return 0

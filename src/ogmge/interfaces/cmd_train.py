@@ -19,6 +19,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         "go to --out RUN_DIR. Under torchrun it trains with DDP (only rank 0 writes).",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: delete the earlier run in --out first (only an ogmge run directory)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the data differ from the run's (fingerprint)")
     p.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved YAML and exit")
     add_config_flags(p)
@@ -53,8 +57,11 @@ def run(args) -> int:
     if config.out is None:
         raise ValueError("train needs --out RUN_DIR (or out: in the config)")
     setup_logging()
+    if args.overwrite and args.resume:
+        raise ValueError("--overwrite starts a run over and --resume continues it: give one of them")
     try:
-        result = train(config, resume=bool(args.resume))
+        result = train(config, resume=bool(args.resume), overwrite=args.overwrite,
+                       allow_data_change=args.allow_data_change)
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
     if result.run_dir is not None and os.environ.get("RANK", "0") != "0":

@@ -142,8 +142,9 @@ class BalancingMethod:
         if state:
             raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
 
-    def trace_row(self) -> dict[str, float]:
-        """Plain numbers about the last step/epoch for the trace (e.g. ``gblend_w/<head>``)."""
+    def trace_row(self) -> dict:
+        """Numbers (floats or 0-d tensors, read at the trace's next flush) about the last
+        step/epoch for the trace (e.g. ``gblend_w/<head>``)."""
         return {}
 
     def __repr__(self) -> str:

@@ -88,8 +88,9 @@ class ModalityDropout(BalancingMethod):
                              f"{list(self.modalities)}")
         self.generators.load_state_dict(state["generators"])
 
-    def trace_row(self) -> dict[str, float]:
-        return {f"mdrop_keep/{n}": float(v) for n, v in self.kept_fraction().items()}
+    def trace_row(self) -> dict[str, Tensor]:
+        """``mdrop_keep/<m>``: the last batch's kept fraction (0-d tensors; no host sync)."""
+        return {f"mdrop_keep/{n}": v for n, v in self.kept_fraction().items()}
 
     def __repr__(self) -> str:
         return f"ModalityDropout(modalities={list(self.modalities)}, p={self.p})"

@@ -148,9 +148,10 @@ class MMPareto(BalancingMethod):
                 p.grad = g if old is None else (old if g is None else g.add_(old))
             i += len(ps)
 
-    def trace_row(self) -> dict[str, float]:
-        row = {f"mmpareto_cos/{n}": float(v) for n, v in self.cos.items()}
-        row.update({f"mmpareto_w_mm/{n}": float(v) for n, v in self.w_mm.items()})
+    def trace_row(self) -> dict[str, Tensor]:
+        """Per encoder: ``mmpareto_cos/<m>`` and ``mmpareto_w_mm/<m>`` (0-d tensors; no host sync)."""
+        row = {f"mmpareto_cos/{n}": v.detach() for n, v in self.cos.items()}
+        row.update({f"mmpareto_w_mm/{n}": v.detach() for n, v in self.w_mm.items()})
         return row
 
     def __repr__(self) -> str:

@@ -67,6 +67,8 @@ class ModulationStats:
     ran: bool
     reason: str | None = None
     finite: Tensor | None = field(default=None)
+    #: 0-d bool: every score was finite (the step is a no-op otherwise, decided on the device).
+    scores_finite: Tensor | None = field(default=None)
 
     @property
     def modulated(self) -> bool:
@@ -77,6 +79,8 @@ class ModulationStats:
     def skip_reason(self) -> str | None:
         if self.reason is not None:
             return self.reason
+        if self.ran and self.scores_finite is not None and not bool(self.scores_finite):
+            return "non-finite scores"
         if self.ran and self.finite is not None and not bool(self.finite):
             return "non-finite gradients"
         return None
@@ -252,10 +256,13 @@ class OGMGE:
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="mode Normal")
         if not self.is_active(epoch):
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="outside window")
-        finite = self._modulate_(coeffs)
+        # Non-finite scores (e.g. NaN logits) make the step a no-op, like non-finite
+        # gradients: the flag joins the gradients' on the device, no host sync.
+        scores_ok = _all_finite(list(scores.values()))
+        finite = self._modulate_(coeffs, scores_ok=scores_ok)
         if finite is None:
             return ModulationStats(scores, ratios, coeffs, ran=False, reason="no gradients")
-        return ModulationStats(scores, ratios, coeffs, ran=True, finite=finite)
+        return ModulationStats(scores, ratios, coeffs, ran=True, finite=finite, scores_finite=scores_ok)
 
     def step(
         self,
@@ -269,7 +276,7 @@ class OGMGE:
         self.accumulate(modality_logits, labels, sample_weight=sample_weight)
         return self.apply_(epoch=epoch)
 
-    def _modulate_(self, coeffs: Mapping[str, Tensor]) -> Tensor | None:
+    def _modulate_(self, coeffs: Mapping[str, Tensor], *, scores_ok: Tensor | None = None) -> Tensor | None:
         grads: dict[str, list[Tensor]] = {
             name: [p.grad for _, p in self.params[name] if p.grad is not None] for name in self.modalities
         }
@@ -288,6 +295,8 @@ class OGMGE:
             finite = _all_finite(
                 [n for gs in _group_by_device(flat).values() for n in torch._foreach_norm(gs)]
             )
+        if scores_ok is not None:
+            finite = finite & scores_ok.to(finite.device)
         for name in self.modalities:
             gs = grads[name]
             if not gs:

@@ -38,6 +38,19 @@ def check_logits_and_labels(name: str, logits: Tensor, labels: Tensor) -> None:
         raise TypeError(f"labels must be an integer tensor of class indices, got dtype {labels.dtype}")
 
 
+def check_label_range(labels: Tensor, num_classes: int) -> None:
+    """Labels must lie in ``[0, num_classes)``. On the CPU a ValueError names the first
+    value outside; on an accelerator the check is queued on the device (no host sync)
+    and fails at the next synchronisation."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if labels.device.type == "cpu":
+        if bool(bad.any()):
+            value = int(labels[bad][0])
+            raise ValueError(f"labels hold {value}, outside [0, {num_classes}) for logits of {num_classes} classes")
+    else:
+        torch._assert_async(~bad.any(), f"labels outside [0, {num_classes}) for logits of {num_classes} classes")
+
+
 def batch_scores(
     modality_logits: Mapping[str, Tensor],
     labels: Tensor,
@@ -57,6 +70,8 @@ def batch_scores(
     classes = {name: logits.shape[1] for name, logits in modality_logits.items()}
     if len(set(classes.values())) > 1:
         raise ValueError(f"modality_logits disagree on the number of classes: {classes}")
+    if classes and labels.numel():
+        check_label_range(labels, next(iter(classes.values())))
     scores: dict[str, Tensor] = {}
     for name, logits in modality_logits.items():
         logits = logits.detach()
@@ -91,8 +106,13 @@ def discrepancy_ratios(
         raise ValueError(f"OGM-GE needs at least two modalities, got {names}")
     stacked = torch.stack([torch.as_tensor(scores[n]) for n in names])
     n = len(names)
-    if reduce == "mean":
-        others = (stacked.sum() - stacked) / (n - 1)
+    if n == 2:  # the paper's ratio: each modality against the other's score
+        others = stacked.flip(0)
+    elif reduce == "mean":
+        # s_u + mean_{w != u}(s_w - s_u): the differences are exactly 0 for equal
+        # scores, so equal scores give rho = 1 exactly ((sum - s_u) / (N - 1) may not).
+        diffs = stacked.unsqueeze(0) - stacked.unsqueeze(1)  # [u, w] = s_w - s_u (0 on the diagonal)
+        others = stacked + diffs.sum(dim=1) / (n - 1)
     else:
         eye = torch.eye(n, dtype=torch.bool, device=stacked.device)
         fill = float("inf") if reduce == "min" else float("-inf")

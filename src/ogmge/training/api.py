@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt_mod
+from .checkpoint import load_extra_states
 from .config import TrainConfig
-from .data import build_datasets
+from .data import build_datasets, make_loader
 from .factory import build_model_from_config, specs_from
+from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, METRICS, RESULTS, TRACE, read_jsonl
-from .loop import load_extra_states, make_loader
 from .metrics import evaluate
 
 
@@ -49,7 +50,7 @@ class Run:
     def checkpoint_path(self, which: str = "best") -> Path:
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-        return self.run_dir / (ckpt_mod.BEST if which == "best" else ckpt_mod.LAST)
+        return ckpt_mod.best_checkpoint_path(self.run_dir) if which == "best" else self.run_dir / ckpt_mod.LAST
 
     def load_model(self, which: str = "best", *, map_location="cpu", model: nn.Module | None = None) -> LoadedCheckpoint:
         return load_checkpoint(self.checkpoint_path(which), map_location=map_location, model=model)
@@ -95,17 +96,26 @@ def evaluate_checkpoint(
     device: str = "cpu",
     model: nn.Module | None = None,
     datasets=None,
+    allow_data_change: bool = False,
 ) -> dict:
     """Metrics of a checkpoint on a split of its run's data (``ogmge eval``).
 
-    ``overrides`` may move the data (``data_root``, ``split_file``, ``data``).
+    ``overrides`` may move the data (``data_root``, ``split_file``, ``data``). Data
+    whose fingerprint differs from the one the checkpoint recorded are refused unless
+    ``allow_data_change``; data of other modalities, feature sizes or class count always are.
     """
     loaded = load_checkpoint(path, map_location=device, model=model)
     config = loaded.config.replace(**dict(overrides or {}))
+    if datasets is None:
+        check_same_data(loaded.checkpoint.get("data_fingerprint"), data_fingerprint(config),
+                        what=f"cannot evaluate {path}", allow=allow_data_change)
     bundle = datasets if datasets is not None else build_datasets(config)
     ds = getattr(bundle, split)
     if ds is None:
         raise ValueError(f"the run's data have no {split!r} split")
+    if len(ds) == 0:
+        raise ValueError(f"cannot evaluate {path}: the {split} split is empty (0 samples)")
+    check_same_shapes(loaded.checkpoint["model_spec"], bundle, what=f"cannot evaluate {path}")
     loader, _ = make_loader(ds, config, shuffle=False, device=device)
     return evaluate(loaded.model, loader, torch.device(device))
 

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes (temporary file + ``os.replace``), loading, RNG states.
+"""Checkpoints: atomic writes (temporary file + ``os.replace``), the order of an epoch's
+writes, loading, RNG states, and the state of helpers a model owns.
 
 A checkpoint is a dict saved with ``torch.save``::
 
@@ -18,6 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from ogmge.io_utils import TMP_TAG, atomic_write, fsync_dir
 
 FORMAT = "ogmge-checkpoint"
 #: 2: models may carry per-modality heads / an ensemble buffer / a feature transform
@@ -26,27 +30,91 @@ VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 BEST = "best.pt"
 LAST = "last.pt"
+#: ``best.pt`` of an epoch whose ``last.pt`` is not yet written (see ``write_epoch_checkpoints``).
+PENDING_PREFIX = ".best-pending-"
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+    """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over
+    ``path`` (``ogmge.io_utils.atomic_write``).
 
     If anything fails before the rename, ``path`` keeps its previous content
     and the temporary file is removed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+# --------------------------------------------------------- writing an epoch
+def pending_best_name(epoch: int) -> str:
+    """The name ``best.pt`` has while the epoch that produced it is not yet committed."""
+    return f"{PENDING_PREFIX}{epoch}.pt"
+
+
+def write_epoch_checkpoints(run_dir: Path, state: dict, *, improved: bool) -> None:
+    """Write one epoch's checkpoints so that no kill point leaves them disagreeing.
+
+    ``last.pt`` is the commit point and records the best epoch (``state["best"]``):
+    a new best is written first as ``.best-pending-<epoch>.pt``, then ``last.pt``,
+    then the pending file is renamed to ``best.pt``. A kill before ``last.pt`` leaves
+    the previous ``last.pt``/``best.pt`` pair; a kill after it leaves a pending file
+    that ``settle_best`` promotes (``last.pt`` names its epoch as the best).
+    """
+    epoch = int(state["epoch"])
+    pending = run_dir / pending_best_name(epoch)
+    if improved:
+        atomic_save(state, pending)
+    atomic_save(state, run_dir / LAST)
+    if improved:
+        os.replace(pending, run_dir / BEST)
+        fsync_dir(run_dir)
+
+
+def settle_best(run_dir: Path, best_epoch: int | None) -> None:
+    """Finish an interrupted ``write_epoch_checkpoints``: promote the pending best that
+    ``last.pt`` committed (``best_epoch``), delete pending files it did not commit."""
+    for path in sorted(run_dir.glob(f"{PENDING_PREFIX}*.pt")):
+        try:
+            epoch = int(path.stem[len(PENDING_PREFIX):])
+        except ValueError:
+            continue
+        if best_epoch is not None and epoch == best_epoch:
+            os.replace(path, run_dir / BEST)
+        else:
+            path.unlink(missing_ok=True)
+    for tmp in run_dir.glob(f".*{TMP_TAG}*"):  # temporary files of a killed write
         tmp.unlink(missing_ok=True)
-        raise
-    return path
+    fsync_dir(run_dir)
+
+
+def best_checkpoint_path(run_dir: str | Path) -> Path:
+    """``best.pt`` of a run, or the pending best that ``last.pt`` already committed
+    (a run killed between the two writes of an epoch), without changing the directory."""
+    run_dir = Path(run_dir)
+    pending = sorted(run_dir.glob(f"{PENDING_PREFIX}*.pt"))
+    if pending and (run_dir / LAST).is_file():
+        best = (load_checkpoint_file(run_dir / LAST).get("best") or {}).get("epoch")
+        for path in pending:
+            if path.name == pending_best_name(best if best is not None else -1):
+                return path
+    return run_dir / BEST
+
+
+# ------------------------------------------------- helpers the model owns
+def extra_states(model: nn.Module) -> dict:
+    """State of helpers the model owns that are not modules (OPM generators, estimator)."""
+    out = {}
+    for attr in ("opm", "estimator"):
+        obj = getattr(model, attr, None)
+        if obj is not None and not isinstance(obj, nn.Module) and hasattr(obj, "state_dict"):
+            out[attr] = obj.state_dict()
+    return out
+
+
+def load_extra_states(model: nn.Module, states: dict) -> None:
+    for attr, state in states.items():
+        obj = getattr(model, attr, None)
+        if obj is not None and hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(state)
 
 
 def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

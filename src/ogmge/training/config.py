@@ -253,12 +253,9 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        tmp.replace(path)
-        return path
+        from ogmge.io_utils import atomic_write_text
+
+        return atomic_write_text(path, self.to_yaml())
 
     @classmethod
     def load(cls, path_or_preset: str | Path) -> TrainConfig:

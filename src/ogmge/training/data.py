@@ -1,19 +1,24 @@
 """Datasets for a run: train / val / test from a config, validation carving,
-modality subsets, and a seeded sampler whose order is a function of the epoch.
+modality subsets, checks of what is trainable, and the loaders: a seeded sampler
+whose order is a function of the epoch.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ogmge.data.collate import collate_samples
 from ogmge.data.splitting import group_split, stratified_split, subset
 
 from .config import PAPER_DATASETS, TrainConfig
+
+LOGGER = logging.getLogger("ogmge.training")
 
 
 @dataclass
@@ -139,10 +144,19 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         test_fraction = opts.pop("test_fraction", 0.2)
         full = load_byo(config.data, **opts)
         splits = getattr(full, "splits", None)
-        if splits is not None and "train" in splits:
+        if splits is not None:
+            counts = {v: splits.count(v) for v in ("train", "val", "test")}
+            if counts["train"] == 0:
+                raise ValueError(
+                    f"{config.data}: the 'split' column has no 'train' rows (rows per value: {counts}); "
+                    "mark the training rows 'train', or drop the column to hold out a test share"
+                )
+            if counts["test"] == 0:
+                LOGGER.warning("%s: the 'split' column has no 'test' rows (rows per value: %s): "
+                               "this run has no test evaluation", config.data, counts)
             train = full.split("train")
-            test = full.split("test") if "test" in splits else None
-            val = full.split("val") if "val" in splits and config.val_fraction > 0 else None
+            test = full.split("test") if counts["test"] else None
+            val = full.split("val") if counts["val"] and config.val_fraction > 0 else None
         else:  # no split column: hold out a seeded test share (by group when groups are given)
             rest, held = holdout(full, test_fraction, seed=config.seed + 1)
             train, test = subset(full, rest), subset(full, held)
@@ -167,6 +181,45 @@ def build_datasets(config: TrainConfig) -> DataBundle:
     return DataBundle(
         select_modalities(train, names), select_modalities(val, names), select_modalities(test, names)
     )
+
+
+def check_trainable(bundle: DataBundle) -> None:
+    """Refuse data a classifier cannot be trained on: an empty split, or fewer than two
+    classes present in training (a ValueError naming the split and what it holds)."""
+    for split in ("train", "val", "test"):
+        ds = getattr(bundle, split)
+        if ds is not None and len(ds) == 0:
+            raise ValueError(f"the {split} split is empty (0 samples); check the data's split column or fractions")
+    targets = getattr(bundle.train, "targets", None)
+    if targets is not None:
+        present = sorted({int(t) for t in targets})
+        if len(present) < 2:
+            raise ValueError(
+                f"the training split holds a single class ({bundle.class_names[present[0]]!r}, label "
+                f"{present[0]}, {len(targets)} samples): a classifier needs at least two classes present in training"
+            )
+
+
+def make_loader(
+    dataset, config: TrainConfig, *, shuffle: bool, ctx=None, device=None
+) -> tuple[DataLoader, EpochSampler]:
+    """A DataLoader over ``dataset`` with the run's seeded ``EpochSampler`` (sharded
+    over ranks when ``shuffle``; ``ctx`` is the ``distributed.DistContext``)."""
+    rank, world = (ctx.rank, ctx.world_size) if (ctx is not None and shuffle) else (0, 1)
+    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=shuffle, rank=rank, world_size=world)
+    batch = config.batch_size if shuffle else (config.eval_batch_size or config.batch_size)
+    gen = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        collate_fn=collate_samples,
+        num_workers=config.num_workers,
+        pin_memory=device is not None and torch.device(device).type == "cuda",
+        generator=gen,
+        persistent_workers=False,
+    )
+    return loader, sampler
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -16,7 +16,14 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ogmge.io_utils import atomic_write_text, flush_and_sync
 
 LOGGER = logging.getLogger("ogmge.training")
 METRICS = "metrics.jsonl"
@@ -50,12 +57,56 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
-    """Rewrite ``path`` with only the rows ``keep`` accepts (used on resume)."""
+    """Rewrite ``path`` (atomically) with only the rows ``keep`` accepts (used on resume)."""
     if path.is_file():
         rows = [r for r in read_jsonl(path) if keep(r)]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A trace value decided on the device: ``if_true`` when the 0-d ``flag`` is true, else
+    ``if_false`` (which may be another Choice); resolved at the next flush, not per step."""
+
+    flag: Tensor
+    if_true: Any
+    if_false: Any
+
+
+def _tensors(value, found: list[Tensor]) -> None:
+    if isinstance(value, Tensor):
+        found.append(value)
+    elif isinstance(value, Choice):
+        found.append(value.flag)
+        _tensors(value.if_true, found)
+        _tensors(value.if_false, found)
+
+
+def _resolve(value, read: dict[int, float]):
+    if isinstance(value, Tensor):
+        return bool(read[id(value)]) if value.dtype == torch.bool else read[id(value)]
+    if isinstance(value, Choice):
+        return _resolve(value.if_true if read[id(value.flag)] else value.if_false, read)
+    return value
+
+
+def to_host(rows: list[dict]) -> list[dict]:
+    """Rows whose values may be 0-d device tensors or ``Choice`` -> plain Python rows,
+    with one device-to-host transfer for all of them."""
+    found: list[Tensor] = []
+    for row in rows:
+        for value in row.values():
+            _tensors(value, found)
+    read: dict[int, float] = {}
+    if found:
+        dtype = torch.float32
+        for t in found:
+            if t.is_floating_point():
+                dtype = torch.promote_types(dtype, t.dtype)
+        device = found[0].device
+        values = torch.stack([t.detach().reshape(()).to(device=device, dtype=dtype) for t in found]).tolist()
+        read = {id(t): v for t, v in zip(found, values)}
+    return [{k: _resolve(v, read) for k, v in row.items()} for row in rows]
 
 
 class RunLog:
@@ -65,6 +116,7 @@ class RunLog:
         self.run_dir = run_dir
         self.enabled = enabled and run_dir is not None
         self._metrics = self._trace = None
+        self._pending: list[dict] = []
         self._handler: logging.Handler | None = None
         self.tb = None
         if not self.enabled:
@@ -97,16 +149,37 @@ class RunLog:
             self.tb.flush()
 
     def step(self, row: dict) -> None:
+        """Queue one trace row; 0-d tensors and ``Choice`` values stay on the device until ``flush_steps``."""
+        if self.enabled:
+            self._pending.append(row)
+
+    def flush_steps(self) -> list[dict]:
+        """Write the queued trace rows (one device-to-host transfer for all); return them."""
+        if not self.enabled or not self._pending:
+            return []
+        rows, self._pending = to_host(self._pending), []
+        self._trace.write("".join(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n" for row in rows))
+        if self.tb is not None:
+            for row in rows:
+                for key, value in row.items():
+                    if key.startswith(("coeff/", "ratio/", "score/")) or key == "loss":
+                        if isinstance(value, float) and math.isfinite(value):
+                            self.tb.add_scalar(f"step/{key}", value, row["step"])
+        return rows
+
+    def sync(self) -> None:
+        """Write every queued row and fsync ``metrics.jsonl`` and ``trace.jsonl`` (before a checkpoint)."""
         if not self.enabled:
             return
-        self._trace.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self.flush_steps()
+        for fh in (self._metrics, self._trace):
+            flush_and_sync(fh)
         if self.tb is not None:
-            for key, value in row.items():
-                if key.startswith(("coeff/", "ratio/", "score/")) or key == "loss":
-                    if isinstance(value, float) and math.isfinite(value):
-                        self.tb.add_scalar(f"step/{key}", value, row["step"])
+            self.tb.flush()
 
     def close(self) -> None:
+        if self.enabled and self._trace is not None:
+            self.flush_steps()
         for fh in (self._metrics, self._trace):
             if fh is not None:
                 fh.close()

@@ -1,21 +1,32 @@
 """The training loop: seeded, resumable, OGM-GE wired between backward and step.
 
-One optimiser step::
+One optimiser step (``Trainer._train_step``), in the paper's order::
 
-    out = model(inputs, lengths, labels)             # OPM (if any) runs inside the model
-    loss = CE over out.sample_keep samples (+ probe loss with the "probe" estimator)
-    loss.backward()                                  # scaler.scale(loss).backward() under AMP
-    scaler.unscale_(optimizer)                       # AMP on CUDA only
-    stats = modulator.step(modality_logits=..., labels=..., epoch=epoch)
-    clip_grad_norm_ (if grad_clip); optimizer.step()
+    out = _forward(batch)          # model(inputs, lengths, labels): features, fused and
+                                   #   per-modality logits; OPM / modality dropout act on
+                                   #   features here, the ensemble's prediction too
+    loss = _loss(out, labels)      # method.loss: total and per-head terms (+ the probe heads' loss)
+    _backward(loss)                # method.backward (MMPareto owns it); scaled under AMP
+    _after_backward(...)           # AMP: scaler.unscale_; _balance_gradients (OGM-GE on the
+                                   #   encoders' gradients, then method.after_backward);
+                                   #   non-finite guard; clip_grad_norm_
+    _optimizer_step(skip)          # method.before_step; optimizer.step(), unless skipped
 
-A balancing method (``--method``, docs/methods.md) acts at the same points: its
-``loss`` gives the total and the per-head terms, its ``backward`` replaces
-``loss.backward()``, ``after_backward`` follows the modulator (which runs for every
-method, measure-only outside OGM/OGM-GE), ``before_step`` precedes the step; after
-each epoch, ``end_epoch`` gets the per-head training and validation losses and the
-validation split is scored by cross-fitting for methods that fit on it
-(``training/balancing.py``).
+The balancing method (``--method``, docs/methods.md; ``training/balancing.py``)
+acts at these points, one call each; the OGM-GE modulator runs for every method
+(measure-only outside OGM/OGM-GE) so every trace has scores, ratios and k. After
+each epoch, ``method.end_epoch`` gets the per-head training losses (running means)
+and validation losses; methods that fit on the validation split are scored on it
+by cross-fitting.
+
+Non-finite guard: a step whose loss or any gradient is NaN/inf is skipped -- no
+``optimizer.step()``, so neither the weights nor the optimizer's state (momentum,
+Adam moments) see it -- counted in ``train/skipped_steps`` and traced with its
+``skip_reason``. After ``MAX_CONSECUTIVE_SKIPS`` skipped steps in a row the run stops
+with ``NonFiniteError`` naming the step and the first non-finite tensor; the last
+checkpoint, written at the end of an earlier epoch, is untouched. The skip decision
+is the step's one device-to-host read (a 0-d bool); every other step statistic
+stays on the device and reaches the host once per trace flush.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,17 +44,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ogmge.data.collate import collate_samples
+from ogmge.io_utils import atomic_write_text
 
 from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
+from .checkpoint import extra_states, load_extra_states  # noqa: F401  (re-exported: old import path)
 from .config import TrainConfig
-from .data import DataBundle, EpochSampler, build_datasets, epoch_seed, set_epoch
+from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
 from .factory import (
     build_method,
     build_model_from_config,
@@ -51,8 +63,36 @@ from .factory import (
     build_scheduler,
     model_spec,
 )
-from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, RunLog, _clean, truncate_jsonl
+from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
+from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, _clean, truncate_jsonl
 from .metrics import evaluate, to_device
+from .rundir import check_resume_dir, prepare_new_run_dir
+
+#: Skipped (non-finite) steps in a row after which the run stops. Under AMP the
+#: scaler's first overflow steps count too; they halve the scale each time, so 25
+#: in a row means the loss itself is not finite.
+MAX_CONSECUTIVE_SKIPS = 25
+#: Steps between two flushes of the trace rows to the host (and the progress bar's loss).
+TRACE_FLUSH_EVERY = 50
+#: Paths in the config stored resolved, so a run resumes and evaluates from any directory.
+PATH_SETTINGS = ("data", "data_root", "split_file")
+
+
+class NonFiniteError(ValueError):
+    """Training stopped: too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class StepResult:
+    """What one training step leaves (device tensors, except ``skip_reason``)."""
+
+    loss: Tensor
+    logits: Tensor
+    labels: Tensor
+    stats: object | None
+    skip_reason: str | None
+    head_losses: dict = field(default_factory=dict)  # {"fused"/modality: detached per-head loss}
+
 
 ModelArg = nn.Module | Callable[[DataBundle, TrainConfig], nn.Module] | None
 Callback = Callable[[str, dict], None]
@@ -81,49 +121,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_loader(
-    dataset, config: TrainConfig, *, shuffle: bool, ctx: distrib.DistContext | None = None, device=None
-) -> tuple[DataLoader, EpochSampler]:
-    ctx = ctx or distrib.DistContext()
-    sampler = EpochSampler(
-        len(dataset),
-        seed=config.seed,
-        shuffle=shuffle,
-        rank=ctx.rank if shuffle else 0,
-        world_size=ctx.world_size if shuffle else 1,
-    )
-    batch = config.batch_size if shuffle else (config.eval_batch_size or config.batch_size)
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch,
-        sampler=sampler,
-        collate_fn=collate_samples,
-        num_workers=config.num_workers,
-        pin_memory=device is not None and torch.device(device).type == "cuda",
-        generator=gen,
-        persistent_workers=False,
-    )
-    return loader, sampler
-
-
-def extra_states(model: nn.Module) -> dict:
-    """State of helpers the model owns that are not modules (OPM generators, estimator)."""
-    out = {}
-    for attr in ("opm", "estimator"):
-        obj = getattr(model, attr, None)
-        if obj is not None and not isinstance(obj, nn.Module) and hasattr(obj, "state_dict"):
-            out[attr] = obj.state_dict()
-    return out
-
-
-def load_extra_states(model: nn.Module, states: dict) -> None:
-    for attr, state in states.items():
-        obj = getattr(model, attr, None)
-        if obj is not None and hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(state)
 
 
 def probe_loss(model: nn.Module, out, labels: torch.Tensor) -> torch.Tensor | None:
@@ -163,23 +160,30 @@ class Trainer:
         datasets: DataBundle | None = None,
         model: ModelArg = None,
         callbacks: Sequence[Callback] = (),
+        overwrite: bool = False,
+        allow_data_change: bool = False,
     ) -> None:
-        self.config = TrainConfig.from_dict(config.to_dict())
+        values = config.to_dict()
+        for key in PATH_SETTINGS:  # resolved: a resume or eval from another directory finds the data
+            if values.get(key):
+                values[key] = os.path.abspath(os.path.expanduser(values[key]))
+        self.config = TrainConfig.from_dict(values)
         self.resume = resume
         self.callbacks = list(callbacks)
         self.ctx = distrib.setup(self.config.device)
         self.device = distrib.resolve_device(self.config.device, self.ctx)
         self.run_dir = Path(self.config.out) if self.config.out else None
         self.is_main = self.ctx.is_main
-        self.ckpt = self._read_resume_checkpoint() if resume else None
-        if self.run_dir is not None and not resume and (self.run_dir / ckpt_mod.LAST).exists():
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run ({ckpt_mod.LAST}); resume it with --resume "
-                f"{self.run_dir} or choose another --out"
-            )
+        self.fingerprint = {"kind": "custom"} if datasets is not None else data_fingerprint(self.config)
+        self.ckpt = self._read_resume_checkpoint(allow_data_change) if resume else None
+        if self.run_dir is not None and not resume and self.is_main:
+            prepare_new_run_dir(self.run_dir, overwrite=overwrite)
 
         seed_everything(self.config.seed)
         self.data = datasets if datasets is not None else build_datasets(self.config)
+        check_trainable(self.data)
+        if self.ckpt is not None:
+            check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
         torch.manual_seed(self.config.seed)  # model init independent of how the data were built
         if isinstance(model, nn.Module):
             self.model, builder = model, "custom"
@@ -223,22 +227,28 @@ class Trainer:
         self.best = {"epoch": -1, "score": float("-inf"), "val": None}
         self.best_state: dict | None = None
         self.global_step = 0
+        self.consecutive_skips = 0
+        self.max_consecutive_skips = MAX_CONSECUTIVE_SKIPS
         if self.ckpt is not None:
             self._load_resume_state()
 
     # ------------------------------------------------------------- resume
-    def _read_resume_checkpoint(self) -> dict:
+    def _read_resume_checkpoint(self, allow_data_change: bool) -> dict:
         if self.run_dir is None:
             raise ValueError("resume needs the run directory (out / --resume RUN_DIR)")
-        if not self.run_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: run directory {self.run_dir} does not exist")
+        check_resume_dir(self.run_dir)
         path = self.run_dir / ckpt_mod.LAST
         if not path.is_file():
             raise FileNotFoundError(
-                f"cannot resume {self.run_dir}: its checkpoint {path} is missing (deleted or never written); "
-                "restore it, or start a new run with another --out"
+                f"cannot resume {self.run_dir}: its checkpoint {path} is missing (the run stopped before its "
+                "first checkpoint, or the file was deleted); restore it, start over with --overwrite, "
+                "or start a new run with another --out"
             )
         ckpt = ckpt_mod.load_checkpoint_file(path)
+        if self.is_main:  # finish an epoch's checkpoint writes interrupted by a kill
+            ckpt_mod.settle_best(self.run_dir, (ckpt.get("best") or {}).get("epoch"))
+        check_same_data(ckpt.get("data_fingerprint"), self.fingerprint, what=f"cannot resume {self.run_dir}",
+                        allow=allow_data_change)
         saved = TrainConfig.from_dict(ckpt["config"])
         diffs = saved.differences(self.config)
         if diffs:
@@ -322,60 +332,31 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
-        seen = 0
+        seen = skipped = 0
         t_start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         for batch in bar:
-            b = to_device(batch, self.device)
-            labels = b["labels"]
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, enabled=self.amp):
-                out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=labels)
-            _check_output(out)
-            total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
-                                            sample_keep=getattr(out, "sample_keep", None))
-            loss = terms["fused"]
-            extra = probe_loss(self.model, out, labels)  # probe heads' own loss (detached features)
-            if extra is not None:
-                total, terms = total + extra, {**terms, "probe": extra}
-            self.method.backward(total, terms, scaler=self.scaler)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            stats = None
-            if self.modulator is not None:
-                keep = getattr(out, "sample_keep", None)
-                stats = self.modulator.step(
-                    modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
-                    labels=labels,
-                    epoch=epoch,
-                    sample_weight=None if keep is None else keep.float(),
-                )
-            self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch)
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.method.before_step(self.optimizer)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+            step = self._train_step(batch, epoch)
+            if step.skip_reason is None:
+                n = step.labels.shape[0]
+                seen += n
+                loss_sum += step.loss * n
+                correct += (step.logits.argmax(1) == step.labels).sum()
+                for head, value in step.head_losses.items():
+                    head_sums[head] = head_sums.get(head, 0) + value * n
             else:
-                self.optimizer.step()
-            n = labels.shape[0]
-            seen += n
-            loss_sum += loss.detach() * n
-            correct += (out.logits.detach().argmax(1) == labels).sum()
-            for head in ("fused", *(getattr(out, "head_logits", None) or {})):
-                head_sums[head] = head_sums.get(head, 0) + terms[head].detach().float() * n
+                skipped += 1
             if self.global_step % cfg.trace_every == 0 and log.enabled:
-                row = {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())}
-                if stats is not None:
-                    row.update(stats.to_floats())
-                row.update(self.method.trace_row())
-                log.step(row)
-            if bar.disable is False and self.global_step % 5 == 0:
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", sps=f"{seen * self.ctx.world_size / elapsed:.0f}")
+                log.step(self._trace_row(epoch, step))
             self.global_step += 1
+            if self.global_step % TRACE_FLUSH_EVERY == 0:
+                rows = log.flush_steps()
+                if not bar.disable:
+                    elapsed = max(time.perf_counter() - t_start, 1e-9)
+                    loss = rows[-1]["loss"] if rows else None
+                    bar.set_postfix(loss="-" if loss is None else f"{loss:.3f}",
+                                    sps=f"{seen * self.ctx.world_size / elapsed:.0f}")
         bar.close()
         seconds = time.perf_counter() - t_start
         heads = list(head_sums)
@@ -394,7 +375,145 @@ class Trainer:
             "train/acc": float(correct) / max(seen, 1),
             "train/samples_per_s": seen / max(seconds, 1e-9),
             "train/seconds": seconds,
+            "train/skipped_steps": skipped,
         }
+
+    # ------------------------------------------------------------- one step
+    def _train_step(self, batch, epoch: int) -> StepResult:
+        """forward -> loss -> backward -> [unscale] -> balancing -> guard -> clip -> step."""
+        b = to_device(batch, self.device)
+        labels = b["labels"]
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self._forward(b)
+        loss, total, terms = self._loss(out, labels)
+        self._backward(total, terms)
+        stats, skip_reason = self._after_backward(out, labels, total, epoch)
+        self._optimizer_step(skip_reason)
+        heads = ("fused", *(getattr(out, "head_logits", None) or {}))
+        return StepResult(loss.detach(), out.logits.detach(), labels, stats, skip_reason,
+                          {h: terms[h].detach().float() for h in heads})
+
+    def _forward(self, b: dict):
+        """The model's output: fused logits, per-modality logits, features (OPM acts inside)."""
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"])
+        _check_output(out)
+        return out
+
+    def _loss(self, out, labels: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
+        (the method's total plus the probe heads' own loss on detached features) and the
+        method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
+        total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
+                                        sample_keep=getattr(out, "sample_keep", None))
+        extra = probe_loss(self.model, out, labels)
+        if extra is not None:
+            total, terms = total + extra, {**terms, "probe": extra}
+        return terms["fused"], total, terms
+
+    def _backward(self, total: Tensor, terms: dict) -> None:
+        """The method's backward (``total.backward()``, scaled under AMP, unless it owns it)."""
+        self.method.backward(total, terms, scaler=self.scaler)
+
+    def _after_backward(self, out, labels: Tensor, total: Tensor, epoch: int):
+        """Between backward and the optimizer: unscale (AMP), balance the gradients,
+        the non-finite guard, clipping. Returns ``(modulation stats, skip reason)``."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        stats = self._balance_gradients(out, labels, epoch)
+        skip_reason = self._nonfinite_guard(total, epoch)
+        if skip_reason is None and self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        return stats, skip_reason
+
+    def _balance_gradients(self, out, labels: Tensor, epoch: int):
+        """OGM-GE on the encoders' gradients (measures only outside its window / in Normal mode)."""
+        stats = None
+        if self.modulator is not None:
+            keep = getattr(out, "sample_keep", None)
+            stats = self.modulator.step(
+                modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
+                labels=labels,
+                epoch=epoch,
+                sample_weight=None if keep is None else keep.float(),
+            )
+        self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch)
+        return stats
+
+    def _nonfinite_guard(self, total: Tensor, epoch: int) -> str | None:
+        """None when the loss and every gradient are finite, else why the step is skipped."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        ok = torch.isfinite(total.detach())
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for g in grads:
+            by_device.setdefault(g.device, []).append(g)
+        for gs in by_device.values():  # max |g| is finite iff every entry is (no overflow, unlike a norm)
+            ok = ok & torch.stack(torch._foreach_norm(gs, float("inf"))).isfinite().all().to(ok.device)
+        if self.ctx.enabled:  # every rank takes the same decision
+            flag = ok.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            ok = flag.bool()
+        # The step's one device-to-host read: whether optimizer.step() may run must be
+        # known on the host, or non-finite values would reach the weights and the
+        # optimizer's state (without AMP nothing else would stop them).
+        if bool(ok):
+            self.consecutive_skips = 0
+            return None
+        self.consecutive_skips += 1
+        what = self._first_nonfinite(total)
+        LOGGER.warning("step %d (epoch %d): non-finite %s; step skipped (weights and optimizer state unchanged)",
+                       self.global_step, epoch, what)
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            where = (f"the last checkpoint, {self.run_dir / ckpt_mod.LAST}, is intact"
+                     if self.run_dir is not None and (self.run_dir / ckpt_mod.LAST).is_file()
+                     else "no checkpoint was written")
+            raise NonFiniteError(
+                f"training stopped at step {self.global_step} (epoch {epoch}): {self.consecutive_skips} consecutive "
+                f"steps had a non-finite loss or gradient (first non-finite tensor of the last one: the {what}); "
+                f"{where}. Check the data and lower the learning rate (or enable grad_clip)"
+            )
+        return f"non-finite {what}"
+
+    def _first_nonfinite(self, total: Tensor) -> str:
+        """Name of the first non-finite tensor (host scan; only on a skipped step)."""
+        if not bool(torch.isfinite(total.detach())):
+            return "loss"
+        for name, p in self.model.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return f"gradient of {name}"
+        return "gradient (on another rank)"
+
+    def _optimizer_step(self, skip_reason: str | None) -> None:
+        if skip_reason is None:
+            self.method.before_step(self.optimizer)
+        if self.scaler is not None:
+            if skip_reason is None:
+                self.scaler.step(self.optimizer)
+            self.scaler.update()  # backs the scale off after an overflow
+        elif skip_reason is None:
+            self.optimizer.step()
+        if skip_reason is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def _trace_row(self, epoch: int, step: StepResult) -> dict:
+        """One trace row; its values stay on the device until the next flush."""
+        row: dict = {"epoch": epoch, "step": self.global_step, "loss": step.loss}
+        stats = step.stats
+        if stats is not None:
+            for key, values in (("score", stats.scores), ("ratio", stats.ratios), ("coeff", stats.coefficients)):
+                for name, value in values.items():
+                    row[f"{key}/{name}"] = value
+            if not stats.ran:
+                row["modulated"], row["skip_reason"] = False, stats.reason
+            else:
+                grads_reason = Choice(stats.finite, None, "non-finite gradients")
+                row["modulated"] = stats.finite
+                row["skip_reason"] = (grads_reason if stats.scores_finite is None
+                                      else Choice(stats.scores_finite, grads_reason, "non-finite scores"))
+        if step.skip_reason is not None:
+            row["modulated"], row["skip_reason"] = False, step.skip_reason
+        row.update(self.method.trace_row())
+        return row
 
     def _evaluate(self, split: str) -> dict | None:
         loader = self.eval_loaders.get(split)
@@ -413,7 +532,7 @@ class Trainer:
             self.val_head_losses = None
             val = self._evaluate("val")
             self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=self.val_head_losses)
-            row.update(self.method.trace_row())
+            row.update({k: float(v) for k, v in self.method.trace_row().items()})
             # Per-epoch curves are validation's; test is evaluated once, at the end, on the
             # selected checkpoint (``_finish``), unless asked for every epoch. Without a
             # validation split the last epoch is kept whatever the curves show, so test is
@@ -429,6 +548,7 @@ class Trainer:
             row["best"] = improved
             self.history.append(row)
             log.epoch(row)
+            log.sync()  # this epoch's metrics and trace rows are on disk before its checkpoint
             msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train/loss']:.4f} acc {row['train/acc']:.3f}"
             if val:
                 msg += f" | val acc {val['acc']:.3f}"
@@ -443,9 +563,7 @@ class Trainer:
         if self.is_main:
             state = self._checkpoint(epoch, rng_all)
             if self.run_dir is not None:
-                ckpt_mod.atomic_save(state, self.run_dir / ckpt_mod.LAST)
-                if improved:
-                    ckpt_mod.atomic_save(state, self.run_dir / ckpt_mod.BEST)
+                ckpt_mod.write_epoch_checkpoints(self.run_dir, state, improved=improved)
             elif improved:
                 self.best_state = copy.deepcopy(state["model"])
         distrib.barrier(self.ctx)
@@ -470,6 +588,7 @@ class Trainer:
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
             "history": self.history,
+            "data_fingerprint": self.fingerprint,
         }
 
     def _finish(self, log: RunLog, t0: float) -> RunResult:
@@ -501,9 +620,7 @@ class Trainer:
             if self.run_dir is not None:
                 clean = {k: ({kk: _clean(vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
                          for k, v in results.items()}
-                tmp = self.run_dir / (RESULTS + ".tmp")
-                tmp.write_text(json.dumps(clean, indent=2) + "\n")
-                tmp.replace(self.run_dir / RESULTS)
+                atomic_write_text(self.run_dir / RESULTS, json.dumps(clean, indent=2) + "\n")
             if test is not None:
                 LOGGER.info("selected epoch %d (%s): test acc %.4f", self.best["epoch"] + 1, selected_by, test["acc"])
         return RunResult(
@@ -529,15 +646,20 @@ def train(
     datasets: DataBundle | None = None,
     model: ModelArg = None,
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
+    allow_data_change: bool = False,
 ) -> RunResult:
     """Train (or, with ``resume=True``, continue the run in ``config.out``).
 
     ``datasets`` and ``model`` (a module, or ``fn(datasets, config) -> module``)
     replace the ones the config would build, for custom models and data.
     ``callbacks`` are called as ``cb("epoch_end", {"epoch", "metrics", "trainer"})``
-    after each epoch's checkpoint is written.
+    after each epoch's checkpoint is written. ``overwrite`` empties ``config.out``
+    first when it is an earlier run (``ogmge.training.rundir``); ``allow_data_change``
+    lets a resumed run continue on data whose fingerprint differs from the checkpoint's.
     """
-    return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks).fit()
+    return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks,
+                   overwrite=overwrite, allow_data_change=allow_data_change).fit()
 
 
 logging.getLogger("ogmge").addHandler(logging.NullHandler())

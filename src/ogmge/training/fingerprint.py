@@ -1,0 +1,101 @@
+"""A fingerprint of a run's data, recorded in its checkpoints and checked on resume and eval.
+
+* bring-your-own data: SHA-256 of the full content (the ``.npz`` file, or every
+  file of the directory: relative path and bytes);
+* a prepared paper-dataset cache: SHA-256 of its index -- ``manifest.json``, the
+  split files in ``splits/`` and the sorted clip names in ``clips/`` (not the clips'
+  bytes, which would mean reading tens of gigabytes); an extracted layout: the split
+  file given and the sorted names at the top of ``data_root``;
+* the built-in data: their generation settings (``dataset_options``, ``imbalance``).
+
+``{"kind": ..., "sha256": ..., "source": ...}``; ``kind`` is ``byo``, ``paper-cache``,
+``paper-layout``, ``builtin`` or ``custom`` (data passed to ``train`` directly: not checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .config import PAPER_DATASETS, TrainConfig
+
+#: The flag (``ogmge train --resume`` / ``ogmge eval``) and keyword that accept other data.
+OVERRIDE_FLAG = "--allow-data-change"
+_CHUNK = 1 << 20
+
+
+def _hash_file(h, path: Path) -> None:
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            h.update(block)
+
+
+def data_fingerprint(config: TrainConfig) -> dict:
+    """The fingerprint of the data ``config`` names (see the module docstring)."""
+    h = hashlib.sha256()
+    if config.dataset == "byo":
+        path = Path(config.data)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                h.update(str(file.relative_to(path)).encode() + b"\0")
+                _hash_file(h, file)
+        elif path.is_file():
+            _hash_file(h, path)
+        kind, source = "byo", str(path)
+    elif config.dataset in PAPER_DATASETS and config.data_root:
+        root = Path(config.data_root)
+        if (root / "manifest.json").is_file():
+            kind = "paper-cache"
+            h.update((root / "manifest.json").read_bytes())
+            for file in sorted((root / "splits").glob("*")) if (root / "splits").is_dir() else []:
+                h.update(file.name.encode() + b"\0")
+                _hash_file(h, file)
+            clips = root / "clips"
+            names = sorted(p.name for p in clips.iterdir()) if clips.is_dir() else []
+            h.update("\n".join(names).encode())
+        else:
+            kind = "paper-layout"
+            if config.split_file and Path(config.split_file).is_file():
+                _hash_file(h, Path(config.split_file))
+            names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+            h.update("\n".join(names).encode())
+        source = str(root)
+    else:
+        kind, source = "builtin", "built-in data"
+        settings = {"dataset_options": config.dataset_options, "imbalance": config.imbalance}
+        h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return {"kind": kind, "sha256": h.hexdigest(), "source": source}
+
+
+def check_same_data(recorded: dict | None, current: dict, *, what: str, allow: bool) -> None:
+    """Refuse data whose fingerprint differs from the recorded one, naming both, unless ``allow``."""
+    if allow or not recorded or recorded.get("kind") == "custom" or current.get("kind") == "custom":
+        return
+    if recorded.get("sha256") == current.get("sha256"):
+        return
+    raise ValueError(
+        f"{what}: the data differ from the data the run was trained on -- trained on {recorded.get('source')} "
+        f"(sha256 {str(recorded.get('sha256'))[:16]}...), now {current.get('source')} "
+        f"(sha256 {current['sha256'][:16]}...). If the change is deliberate, pass {OVERRIDE_FLAG} "
+        "(Python: allow_data_change=True)"
+    )
+
+
+def check_same_shapes(spec: dict, bundle, *, what: str) -> None:
+    """Refuse data whose modalities, feature sizes or class count differ from a checkpoint's model."""
+    saved_classes = int(spec["num_classes"])
+    if int(bundle.num_classes) != saved_classes:
+        raise ValueError(
+            f"{what}: the data have {bundle.num_classes} classes, the checkpoint's model {saved_classes}"
+        )
+    saved = {n: (d["kind"], tuple(d["shape"])) for n, d in spec["modalities"].items()}
+    now = {n: (s.kind, tuple(s.shape)) for n, s in bundle.modalities.items()}
+    if set(saved) != set(now):
+        raise ValueError(f"{what}: the data have modalities {sorted(now)}, the checkpoint's model {sorted(saved)}")
+    for name in saved:
+        if saved[name] != now[name]:
+            raise ValueError(
+                f"{what}: modality {name!r} is {now[name][0]} of per-sample shape {now[name][1]} in the data, "
+                f"{saved[name][0]} of shape {saved[name][1]} in the checkpoint's model"
+            )
