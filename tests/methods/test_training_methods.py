@@ -169,3 +169,42 @@ def test_ddp_two_ranks_identical_or_refused(tmp_path, method):
         if torch.is_tensor(v):
             assert torch.equal(v, r1["model"][k]), k
     assert r0["method"] == r1["method"]
+
+
+def test_gblend_first_estimate_starts_on_the_initial_model(tmp_path):
+    run = train(_cfg(tmp_path, "gblend", epochs=1), datasets=tiny_bundle(), model=model_fn)
+    row = run.history[0]
+    assert "gblend_dG/fused" in row  # estimated after epoch 0: the interval started on the initial model
+    state = load_checkpoint_file(run.run_dir / "last.pt")["method"]
+    assert state["estimates"] == 1 and abs(sum(state["weights"].values()) - 1) < 1e-12
+
+
+def test_ensemble_validation_is_cross_fitted_by_hand():
+    from method_helpers import batch, tiny_model
+
+    from ogmge.methods import UnimodalEnsemble, ensemble_logits, fit_simplex_weights
+    from ogmge.training.balancing import evaluate_validation
+
+    names = ("audio", "visual")
+    model = tiny_model(names, prediction="ensemble", dtype=torch.float32)
+    batches = []
+    for i in range(3):
+        x, y = batch(names, n=10, dtype=torch.float32, seed=40 + i)
+        batches.append({"inputs": x, "labels": y, "lengths": {}})
+    method = UnimodalEnsemble(list(names))
+    metrics, losses = evaluate_validation(method, model, batches, torch.device("cpu"), amp=False, seed=5)
+    model.eval()
+    with torch.no_grad():
+        outs = [model(b["inputs"]) for b in batches]
+    heads = {n: torch.cat([o.head_logits[n] for o in outs]) for n in names}
+    y = torch.cat([b["labels"] for b in batches])
+    a, b = halves(30, 5)
+    correct = 0
+    for fit_on, score_on in ((a, b), (b, a)):
+        w = fit_simplex_weights({n: heads[n][fit_on] for n in names}, y[fit_on], names)
+        pred = ensemble_logits({n: heads[n][score_on] for n in names}, w, names).argmax(1)
+        correct += int((pred == y[score_on]).sum())
+    assert metrics["acc"] == pytest.approx(correct / 30, abs=1e-12)
+    w_all = fit_simplex_weights(heads, y, names)
+    assert torch.allclose(model.ensemble_weights.double(), w_all, atol=1e-7)  # the model keeps the full fit
+    assert losses is None
