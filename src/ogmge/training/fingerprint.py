@@ -1,7 +1,7 @@
 """A fingerprint of a run's data, recorded in its checkpoints and checked on resume and eval.
 
 * bring-your-own data: SHA-256 of the full content (the ``.npz`` file, or every
-  file of the directory: relative path and bytes);
+  file of the directory: relative path and bytes, plus files its manifest names elsewhere);
 * a prepared paper-dataset cache: SHA-256 of its index -- ``manifest.json``, the
   split files in ``splits/`` and the sorted clip names in ``clips/`` (not the clips'
   bytes, which would mean reading tens of gigabytes); an extracted layout: the split
@@ -31,6 +31,36 @@ def _hash_file(h, path: Path) -> None:
             h.update(block)
 
 
+def _files_named_outside(root: Path) -> list[Path]:
+    """Files a bring-your-own manifest names outside its directory (sorted, existing ones)."""
+    import yaml
+
+    found: set[Path] = set()
+    for name in ("manifest.json", "manifest.yaml", "manifest.yml"):
+        if not (root / name).is_file():
+            continue
+        try:
+            manifest = yaml.safe_load((root / name).read_text())  # JSON is YAML
+        except yaml.YAMLError:
+            return []
+
+        def walk(value):
+            if isinstance(value, str):
+                file = (root / value).resolve()
+                if file.is_file() and root.resolve() not in file.parents:
+                    found.add(file)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+
+        walk(manifest)
+        break
+    return sorted(found)
+
+
 def data_fingerprint(config: TrainConfig) -> dict:
     """The fingerprint of the data ``config`` names (see the module docstring)."""
     h = hashlib.sha256()
@@ -39,6 +69,9 @@ def data_fingerprint(config: TrainConfig) -> dict:
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 h.update(str(file.relative_to(path)).encode() + b"\0")
+                _hash_file(h, file)
+            for file in _files_named_outside(path):  # a manifest may name files elsewhere
+                h.update(str(file).encode() + b"\0")
                 _hash_file(h, file)
         elif path.is_file():
             _hash_file(h, path)

@@ -66,7 +66,7 @@ from .factory import (
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, _clean, truncate_jsonl
 from .metrics import evaluate, to_device
-from .rundir import check_resume_dir, prepare_new_run_dir
+from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 
 #: Skipped (non-finite) steps in a row after which the run stops. Under AMP the
 #: scaler's first overflow steps count too; they halve the scale each time, so 25
@@ -176,14 +176,17 @@ class Trainer:
         self.is_main = self.ctx.is_main
         self.fingerprint = {"kind": "custom"} if datasets is not None else data_fingerprint(self.config)
         self.ckpt = self._read_resume_checkpoint(allow_data_change) if resume else None
-        if self.run_dir is not None and not resume and self.is_main:
-            prepare_new_run_dir(self.run_dir, overwrite=overwrite)
+        new_dir = self.run_dir is not None and not resume and self.is_main
+        if new_dir:  # fail fast; the directory is created once the data have passed their checks
+            check_new_run_dir(self.run_dir, overwrite=overwrite)
 
         seed_everything(self.config.seed)
         self.data = datasets if datasets is not None else build_datasets(self.config)
         check_trainable(self.data)
         if self.ckpt is not None:
             check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
+        if new_dir:
+            prepare_new_run_dir(self.run_dir, overwrite=overwrite)
         torch.manual_seed(self.config.seed)  # model init independent of how the data were built
         if isinstance(model, nn.Module):
             self.model, builder = model, "custom"

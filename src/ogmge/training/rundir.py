@@ -13,7 +13,10 @@ saying what is there and what to do:
 * one of ours left by a run that stopped before its first checkpoint
   (no ``last.pt``): nothing to resume; start over or choose another directory.
 
-Directories written before the marker existed count as ours when they hold ``last.pt``.
+Directories written before the marker existed count as ours when they hold ``last.pt``;
+a directory holding only the marker (a run refused or killed before writing anything
+else) counts as empty. The checks run before the data are loaded; the directory is
+created, and the marker written, once the data have passed theirs.
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ def _listing(path: Path, limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def prepare_new_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
-    """Check that a new run may use ``path`` (see the module docstring), create it and
-    write the marker. Raises ValueError naming the directory and the way out."""
+def _leftovers_only(path: Path) -> bool:
+    """Only the marker (or its temporary file): a run that stopped before writing anything else."""
+    return all(p.name == MARKER or p.name.startswith(f".{MARKER}{TMP_TAG}") for p in path.iterdir())
+
+
+def check_new_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Raise a RunDirError (naming the directory and the way out) unless a new run may use
+    ``path``; changes nothing on disk."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path} is a file, not a directory; choose a directory for the run")
-    if path.is_dir():  # a marker write killed half way leaves only its temporary file
-        for tmp in path.glob(f".{MARKER}{TMP_TAG}*"):
-            tmp.unlink(missing_ok=True)
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and not _leftovers_only(path):
         if not is_run_dir(path):
             raise RunDirError(
                 f"--out {path} is not empty ({_listing(path)}) and is not an ogmge run directory (no {MARKER}); "
@@ -72,6 +77,13 @@ def prepare_new_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
                 f"{path} holds a run that stopped before its first checkpoint ({_listing(path)}; no {LAST}), "
                 f"so there is nothing to resume; start over with --overwrite (deletes it) or choose another --out"
             )
+    return path
+
+
+def prepare_new_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``check_new_run_dir``, then empty it (``overwrite``, ours only), create it and write the marker."""
+    path = check_new_run_dir(path, overwrite=overwrite)
+    if path.is_dir() and any(path.iterdir()):  # ours: an earlier run, or only a marker left behind
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
