@@ -69,3 +69,12 @@ def test_cli_flags_reach_the_config():
             cfg.mmpareto_scale) == ("gblend", 3, 0.1, 0.05, 0.25, 2.0)
     with pytest.raises(ValueError, match="mdrop_p"):
         config_from_args(p.parse_args(["--mdrop-p", "2"]))
+
+
+def test_a_config_saved_before_the_method_fields_resumes_without_differences():
+    new = TrainConfig(method="gblend")
+    old_values = {k: v for k, v in new.to_dict().items()
+                  if not k.startswith(("gblend_", "mdrop_", "mmpareto_"))}
+    old = TrainConfig.from_dict(old_values)
+    assert old.differences(new) == {}
+    assert new.replace(mdrop_p=0.3).differences(new) == {"mdrop_p": (0.3, 0.5)}
