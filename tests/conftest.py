@@ -1,5 +1,14 @@
 import pytest
 import torch
+from hypothesis import HealthCheck, Phase, settings
+
+#: Property tests (tests/modulation/test_properties.py): derandomized, so every run tries
+#: the same examples; few of them, and no per-example deadline (CPU time is shared).
+settings.register_profile(
+    "ci", derandomize=True, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)

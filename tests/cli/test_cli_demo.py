@@ -6,8 +6,8 @@ import yaml
 from cli_tiny import TINY
 
 from ogmge.interfaces.cli import main
+from ogmge.interfaces.plots import comparison_figure
 from ogmge.training import TrainConfig, load_run
-from ogmge.training.plots import comparison_figure
 
 
 def test_demo_prints_table_and_writes_plot(tmp_path, capsys):

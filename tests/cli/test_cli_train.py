@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 
 import matplotlib.image
@@ -10,9 +12,9 @@ import torch
 import yaml
 from cli_tiny import TINY
 
-from ogmge.interfaces.cli import SUBCOMMANDS, main
+from ogmge.interfaces.cli import SUBCOMMANDS, build_parser, main
+from ogmge.interfaces.plots import PIXELS, comparison_figure
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run
-from ogmge.training.plots import PIXELS, comparison_figure
 
 
 @pytest.fixture
@@ -35,7 +37,13 @@ def _check_tensorboard(tb_dir, metrics):
 
 
 def test_subcommands_listed():
-    assert {"prepare", "train", "eval", "demo", "plot"} <= set(SUBCOMMANDS)
+    """The parser registers every listed subcommand, each with its own ``run``, and no other."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(SUBCOMMANDS)
+    assert {"prepare", "train", "eval", "demo", "plot"} <= set(sub.choices)
+    for name in SUBCOMMANDS:
+        assert sub.choices[name].get_default("_run") is importlib.import_module(f"ogmge.interfaces.cmd_{name}").run
 
 
 def test_train_eval_plot_end_to_end(tmp_path, tiny_yaml, capsys):

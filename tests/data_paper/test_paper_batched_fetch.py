@@ -8,7 +8,7 @@ import torch
 from paper_rawdata import make_cremad, make_kinetics
 from torch.utils.data import DataLoader
 
-from ogmge.data.collate import batch_buffers, collate_samples
+from ogmge.data.collate import BufferedSamples, batch_buffers, collate_samples
 from ogmge.data.paper import load_paper_dataset
 from ogmge.data.prepare import prepare_dataset
 
@@ -78,10 +78,17 @@ def test_batch_buffers_rows_collate_to_the_buffers():
     bufs = batch_buffers(3, {"a": ((2,), torch.float32), "b": ((1, 4), torch.uint8)})
     bufs["a"].copy_(torch.arange(6.0).view(3, 2))
     bufs["b"].fill_(7)
-    samples = [{"inputs": {"a": bufs["a"][k], "b": bufs["b"][k]}, "label": k} for k in range(3)]
-    batch = collate_samples(samples)
+    rows = [{"inputs": {"a": bufs["a"][k], "b": bufs["b"][k]}, "label": k} for k in range(3)]
+    batch = collate_samples(BufferedSamples(rows, bufs))
     assert batch["inputs"]["a"] is bufs["a"] and batch["inputs"]["b"] is bufs["b"]
     assert batch["labels"].tolist() == [0, 1, 2]
+    # the same rows in a plain list, or other tensors declared as the rows, are copied
+    plain = collate_samples(list(rows))
+    assert plain["inputs"]["a"] is not bufs["a"] and torch.equal(plain["inputs"]["a"], bufs["a"])
+    others = [{"inputs": {"a": bufs["a"][k].clone(), "b": bufs["b"][k]}, "label": k} for k in range(3)]
+    mixed = collate_samples(BufferedSamples(others, bufs))
+    assert mixed["inputs"]["a"] is not bufs["a"] and mixed["inputs"]["b"] is bufs["b"]
+    assert torch.equal(mixed["inputs"]["a"], bufs["a"])
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -121,5 +128,7 @@ def test_modality_views_forward_the_batched_fetch(caches):
     view = ModalityView(ds, ["audio"])
     batched = view.__getitems__([2, 0])
     assert [list(s["inputs"]) for s in batched] == [["audio"], ["audio"]]
+    ordered = view.__getitems__([0, 1, 2])  # the buffers' rows in order: collated without a copy
+    assert collate_samples(ordered)["inputs"]["audio"].data_ptr() == ordered[0]["inputs"]["audio"].data_ptr()
     for s, i in zip(batched, [2, 0]):
         assert torch.equal(s["inputs"]["audio"], ds[i]["inputs"]["audio"]) and s["label"] == ds[i]["label"]

@@ -9,7 +9,7 @@ from paper_rawdata import REFERENCE
 
 from ogmge.data.errors import DataError
 from ogmge.data.paper import ave, cremad, kinetics_sounds, vggsound
-from ogmge.data.paper.common import Record, carve_validation, group_split, select_frames
+from ogmge.data.paper.common import Record, carve_validation, select_frames
 
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "cremad" / "train.csv").is_file(), reason=f"official split files not found in {REFERENCE}"
@@ -43,11 +43,11 @@ def test_reference_kinetics_counts_and_ids():
 def test_reference_speaker_independent_split_is_actor_disjoint_and_seeded():
     pool = (cremad.parse_split(REFERENCE / "cremad" / "train.csv").records
             + cremad.parse_split(REFERENCE / "cremad" / "test.csv").records)
-    tr, te = group_split(pool, test_fraction=0.1, seed=3)
+    tr, te = carve_validation(pool, fraction=0.1, seed=3, by_group=True)
     assert not {r.group for r in tr} & {r.group for r in te}
     assert len({r.group for r in te}) == round(0.1 * 91) and len(tr) + len(te) == 7442
-    assert group_split(pool, test_fraction=0.1, seed=3) == (tr, te)
-    assert group_split(pool, test_fraction=0.1, seed=4) != (tr, te)
+    assert carve_validation(pool, fraction=0.1, seed=3, by_group=True) == (tr, te)
+    assert carve_validation(pool, fraction=0.1, seed=4, by_group=True) != (tr, te)
 
 
 def test_carve_validation_stratified_seeded_and_zero():

@@ -141,10 +141,28 @@ def test_normal_mode_traces_coefficients_without_modulating(tmp_path):
     assert all({"score/a", "ratio/b", "coeff/a"} <= set(t) for t in trace)
 
 
-@pytest.mark.parametrize("opt", ["adam", "adamw"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
 def test_other_optimizers_train(tmp_path, opt):
-    r = train(tiny_config(tmp_path, epochs=1, optimizer=opt, lr=1e-2), datasets=tiny_bundle(), model=tiny_model)
-    assert r.history[0]["train/loss"] > 0
+    """The named optimizer is the one that stepped (its state in the checkpoint), and it moved
+    the parameters."""
+    bundle = tiny_bundle()
+    model = tiny_model(bundle, None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = train(tiny_config(tmp_path, epochs=1, optimizer=opt, lr=1e-2, weight_decay=0.01, val_fraction=0.0),
+              datasets=bundle, model=model)
+    saved = load_checkpoint_file(r.run_dir / "last.pt")["optimizer"]
+    group = saved["param_groups"][0]
+    state_keys = {k for s in saved["state"].values() for k in s}
+    if opt == "sgd":
+        assert "momentum_buffer" in state_keys and "exp_avg" not in state_keys
+        assert group["momentum"] == 0.9
+    else:
+        assert {"exp_avg", "exp_avg_sq"} <= state_keys and "momentum_buffer" not in state_keys
+        assert group["decoupled_weight_decay"] is (opt == "adamw")
+    assert group["weight_decay"] == 0.01
+    after = r.model.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k].to(before[k].device))]
+    assert moved == list(before), f"parameters the {opt} step left unchanged: {set(before) - set(moved)}"
 
 
 def test_unimodal_subset_trains_without_modulator(tmp_path):

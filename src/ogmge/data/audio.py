@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..validation import check_number, check_positive_int
 from .errors import DataError
 
 #: Added before the logarithm of a magnitude spectrogram, as in the paper's pipeline.
@@ -135,9 +136,7 @@ def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
 
 
 def _check_rate(field: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{field} must be a positive integer (Hz), got {value!r}")
-    return int(value)
+    return check_number(field, value, integer=True, lo=1, unit=" (Hz)")
 
 
 def sinc_kernel(d, cutoff: float, width: int):
@@ -175,8 +174,7 @@ def resample(
     """
     orig_rate = _check_rate("orig_rate", orig_rate)
     new_rate = _check_rate("new_rate", new_rate)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
+    check_positive_int("width", width)
     if not 0 < rolloff <= 1:
         raise ValueError(f"rolloff must be in (0, 1], got {rolloff!r}")
     x = torch.as_tensor(waveform)

@@ -20,6 +20,7 @@ import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class ArrayDataset(Dataset):
     def __init__(
         self,
         arrays: Mapping[str, Tensor],
-        labels: Sequence[int] | Tensor,
+        labels: Sequence[int] | Tensor | np.ndarray,
         *,
         kinds: Mapping[str, str],
         lengths: Mapping[str, Sequence[int] | Tensor] | None = None,
@@ -111,7 +112,7 @@ class ArrayDataset(Dataset):
                 raise ValueError(
                     f"array {name!r} has shape {tuple(arr.shape)}; expected ({len(self.labels)}, ...) like 'labels'"
                 )
-            shape = list(arr.shape[1:])
+            shape: list[int | None] = list(arr.shape[1:])
             axis = _variable_axis(kinds[name], len(shape)) if name in self.lengths else None
             if axis is not None:
                 shape[axis] = None
@@ -134,7 +135,7 @@ class ArrayDataset(Dataset):
             x = arr[index]
             if name in self.lengths:
                 n = int(self.lengths[name][index])
-                x = x.narrow(self.modalities[name].variable_axis, 0, n)
+                x = x.narrow(cast(int, self.modalities[name].variable_axis), 0, n)
                 lens[name] = n
             inputs[name] = x
         sample = {"inputs": inputs, "label": int(self.labels[index])}
@@ -203,7 +204,7 @@ def _pad_ragged(name: str, samples: Sequence, kind: str | None) -> tuple[np.ndar
     kind = kind or infer_kind(arrs[0].shape, has_lengths=True)
     if kind not in KINDS or KINDS[kind][1] is None:
         raise ValueError(f"array {name!r}: samples of different shapes need a variable-length kind, got {kind!r}")
-    axis = KINDS[kind][1] % max(rank, 1)
+    axis = cast(int, KINDS[kind][1]) % max(rank, 1)
     if any(a.ndim != rank for a in arrs):
         raise ValueError(f"array {name!r}: samples have different ranks")
     longest = max(a.shape[axis] for a in arrs)
@@ -216,7 +217,7 @@ def _pad_ragged(name: str, samples: Sequence, kind: str | None) -> tuple[np.ndar
             raise ValueError(f"array {name!r}: sample {i} has shape {a.shape}, which differs off the variable axis")
         index = [slice(None)] * rank
         index[axis] = slice(0, a.shape[axis])
-        out[(i, *index)] = a
+        out[tuple([i, *index])] = a  # type: ignore[index]
     return out, np.asarray([a.shape[axis] for a in arrs], dtype=np.int64)
 
 
@@ -301,7 +302,7 @@ def validate_byo(
                 raise ValueError(f"array {key!r} must be 1-D with {n} entries, got shape {lens.shape}")
             if lens.dtype.kind not in "iu":
                 raise ValueError(f"array {key!r} must hold integers, got dtype {lens.dtype}")
-            axis = _variable_axis(kind, len(sample_shape))
+            axis = cast(int, _variable_axis(kind, len(sample_shape)))  # a variable-length kind
             size = sample_shape[axis]
             if lens.min() < 1 or lens.max() > size:
                 raise ValueError(
@@ -347,7 +348,7 @@ def save_byo(
     """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
-    lengths = {n: np.asarray(v) for n, v in (lengths or {}).items()}
+    length_arrays = {n: np.asarray(v) for n, v in (lengths or {}).items()}
     for name, value in modalities.items():
         if isinstance(value, Tensor):
             value = value.detach().cpu().numpy()
@@ -355,14 +356,14 @@ def save_byo(
             shapes = {np.shape(v) for v in value}
             if len(shapes) > 1:
                 value, auto = _pad_ragged(name, value, (kinds or {}).get(name))
-                if name in lengths and not np.array_equal(lengths[name], auto):
+                if name in length_arrays and not np.array_equal(length_arrays[name], auto):
                     raise ValueError(f"array {name + LENGTHS_SUFFIX!r} disagrees with the sample lengths given")
-                lengths[name] = auto
+                length_arrays[name] = auto
         arrays[name] = np.asarray(value)
     if isinstance(labels, Tensor):
         labels = labels.cpu().numpy()
     content = validate_byo(
-        arrays, labels, kinds=kinds, lengths=lengths, split=split, groups=groups, class_names=class_names
+        arrays, labels, kinds=kinds, lengths=length_arrays, split=split, groups=groups, class_names=class_names
     )
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": content["kinds"]}
     if content["class_names"] is not None:
@@ -377,7 +378,7 @@ def save_byo(
         files["group"] = content["groups"]
     if path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, __meta__=np.asarray(json.dumps(meta)), **files)
+        np.savez(path, __meta__=np.asarray(json.dumps(meta)), **files)  # type: ignore[arg-type]
         return path
     path.mkdir(parents=True, exist_ok=True)
     for key, arr in files.items():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
+
+from ..contracts import Batch, Sample
 
 
 def pad_stack(tensors: Sequence[Tensor], axis: int) -> Tensor:
@@ -43,43 +46,68 @@ def _in_one_storage(specs: Sequence[tuple[tuple[int, ...], torch.dtype]], *, sha
         total += math.prod(shape) * dtype.itemsize
     n = max(1, total)
     storage = torch.UntypedStorage._new_shared(n) if shared else torch.UntypedStorage(n)
-    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)
+    return [torch.empty(0, dtype=dtype).set_(storage, off // dtype.itemsize, shape)  # type: ignore[call-overload]
             for (shape, dtype), off in zip(specs, offsets)]
 
 
-def batch_buffers(size: int, inputs: dict[str, tuple[Sequence[int], torch.dtype]]) -> dict[str, Tensor]:
+class BatchBuffers(Mapping[str, Tensor]):
+    """The uninitialised batch tensors of :func:`batch_buffers`, by input name, and ``labels``:
+    the labels' place in their shared storage (inside a DataLoader worker), else None."""
+
+    def __init__(self, tensors: dict[str, Tensor], labels: Tensor | None) -> None:
+        self.tensors = tensors
+        self.labels = labels
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def holds_rows(self, name: str, tensors: Sequence[Tensor]) -> bool:
+        """Whether ``tensors`` are, in order, exactly the rows of buffer ``name``."""
+        buf = self.tensors.get(name)
+        if buf is None or buf.shape[0] != len(tensors):
+            return False
+        step, start = buf.stride(0), buf.storage_offset()
+        return all(
+            t._base is buf and t.storage_offset() == start + k * step and t.shape == buf.shape[1:]
+            and t.dtype == buf.dtype and t.stride() == buf.stride()[1:]
+            for k, t in enumerate(tensors)
+        )
+
+
+class BufferedSamples(list):
+    """Samples that a dataset's batched fetch wrote into the rows of :class:`BatchBuffers`
+    (``buffers``): :func:`collate_samples` hands those buffers on as the batch, without a
+    copy. A plain list (a reordering, a slice) is collated by copying, with the same values."""
+
+    def __init__(self, samples: Iterable[dict], buffers: BatchBuffers) -> None:
+        super().__init__(samples)
+        self.buffers = buffers
+
+
+def batch_buffers(size: int, inputs: dict[str, tuple[Sequence[int], torch.dtype]]) -> BatchBuffers:
     """Uninitialised batch tensors ``(size, *shape)`` of each input ``name: (shape, dtype)``, for a
-    dataset's batched fetch (``__getitems__``) to write its samples into. Samples whose inputs
-    are, in order, the rows ``buf[0], ..., buf[size - 1]`` of these buffers collate
-    (:func:`collate_samples`) to the buffers themselves, without a copy. In a DataLoader worker
-    they live in shared memory, in one storage with room for the batch's labels (as
-    :func:`collate_samples` lays a batch out there); elsewhere each is a plain tensor."""
+    dataset's batched fetch (``__getitems__``) to write its samples into and return them as
+    :class:`BufferedSamples`: samples whose inputs are, in order, the rows ``buf[0], ...,
+    buf[size - 1]`` of these buffers then collate (:func:`collate_samples`) to the buffers
+    themselves, without a copy. In a DataLoader worker they live in shared memory, in one
+    storage with room for the batch's labels (as :func:`collate_samples` lays a batch out
+    there); elsewhere each is a plain tensor."""
     size = int(size)
     specs = [((size, *(int(n) for n in shape)), dtype) for shape, dtype in inputs.values()]
     if get_worker_info() is not None:
         *bufs, labels = _in_one_storage([*specs, ((size,), torch.long)], shared=True)
     else:
         bufs, labels = [torch.empty(shape, dtype=dtype) for shape, dtype in specs], None
-    token = [labels]  # shared by the buffers of this batch (no reference back to them: no cycle)
-    for buf in bufs:
-        buf._ogmge_batch = token  # its rows collate to it; the labels go to ``token[0]``
-    return dict(zip(inputs, bufs))
+    return BatchBuffers(dict(zip(inputs, bufs)), labels)
 
 
-def _buffer_of(tensors: Sequence[Tensor]) -> Tensor | None:
-    """The :func:`batch_buffers` buffer whose rows ``tensors`` are, in order, if any."""
-    buf = tensors[0]._base
-    if buf is None or getattr(buf, "_ogmge_batch", None) is None or buf.shape[0] != len(tensors):
-        return None
-    step, start = buf.stride(0), buf.storage_offset()
-    for k, t in enumerate(tensors):
-        if (t._base is not buf or t.storage_offset() != start + k * step or t.shape != buf.shape[1:]
-                or t.dtype != buf.dtype or t.stride() != buf.stride()[1:]):
-            return None
-    return buf
-
-
-def collate_samples(samples: Sequence[dict]) -> dict:
+def collate_samples(samples: Sequence[Sample]) -> Batch:
     """Stack a list of samples into a batch (see docs/architecture.md).
 
     Modalities listed in a sample's ``"lengths"`` are zero-padded along their
@@ -90,9 +118,9 @@ def collate_samples(samples: Sequence[dict]) -> dict:
     are written straight into shared memory, as ``default_collate`` does, so the
     batch is not copied again on its way to the main process -- all of them in
     one storage, so that it travels as one file descriptor; the values are the
-    same as in the main process. A modality whose samples are, in order, the
-    rows of a :func:`batch_buffers` buffer (a dataset's batched fetch wrote them
-    there) collates to that buffer, without a copy: same values.
+    same as in the main process. When ``samples`` are :class:`BufferedSamples`, a
+    modality whose samples are, in order, the rows of its buffer collates to that
+    buffer, without a copy: same values.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -106,29 +134,28 @@ def collate_samples(samples: Sequence[dict]) -> dict:
             lens[name] = [int(s["lengths"][name]) for s in samples]
             plans.append((name, tensors, _variable_axis(name, tensors, lens[name])))
         else:
-            shapes = {tuple(t.shape) for t in tensors}
-            if len(shapes) > 1:
+            sample_shapes = {tuple(t.shape) for t in tensors}
+            if len(sample_shapes) > 1:
                 raise ValueError(
-                    f"modality {name!r} has samples of different shapes {sorted(shapes)[:3]} "
+                    f"modality {name!r} has samples of different shapes {sorted(sample_shapes)[:3]} "
                     "but no lengths; declare it variable-length"
                 )
             plans.append((name, tensors, None))
-    small = {"labels": [int(s["label"]) for s in samples]}
+    small: dict[str, Any] = {"labels": [int(s["label"]) for s in samples]}  # lists, then tensors
     small.update({f"lengths/{name}": v for name, v in lens.items()})
     if "index" in samples[0]:
         small["index"] = [int(s["index"]) for s in samples]
 
     inputs: dict[str, Tensor] = {}
-    batches = set()
-    for name, tensors, axis in plans:
-        buf = _buffer_of(tensors) if axis is None else None
-        if buf is not None:
-            inputs[name] = buf
-            batches.add(id(buf._ogmge_batch))
+    buffers = samples.buffers if isinstance(samples, BufferedSamples) else None
+    if buffers is not None:
+        for name, tensors, axis in plans:
+            if axis is None and buffers.holds_rows(name, tensors):
+                inputs[name] = buffers[name]
     rest = [p for p in plans if p[0] not in inputs]
     out: dict[str, Tensor] = {}
-    if len(batches) == 1 and not rest and (slot := buf._ogmge_batch[0]) is not None:
-        out["labels"] = slot  # the labels' place in the buffers' storage
+    if buffers is not None and not rest and buffers.labels is not None:
+        out["labels"] = buffers.labels  # the labels' place in the buffers' storage
     shapes = {}
     for name, tensors, axis in rest:
         if axis is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from os import PathLike
 
+from ..validation import check_choice
+
 ON_ERROR = ("raise", "skip")
 
 
@@ -11,7 +13,8 @@ class DataError(ValueError):
     """A bad input file (missing, empty, truncated, undecodable, wrong label/rate/shape, NaN/inf).
 
     ``path`` names the offending file (or clip) and ``kind`` is one of
-    ``missing``, ``empty``, ``truncated``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``.
+    ``missing``, ``empty``, ``truncated``, ``undecodable``, ``label``, ``sample_rate``, ``shape``, ``non_finite``;
+    for clips (:mod:`ogmge.data.clips`) also ``no_video``, ``no_audio`` and ``too_short``.
     """
 
     def __init__(self, path: str | PathLike | None, kind: str, message: str) -> None:
@@ -26,6 +29,4 @@ class DataError(ValueError):
 
 
 def check_on_error(value: str) -> str:
-    if value not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {value!r}")
-    return value
+    return check_choice("on_error", value, ON_ERROR)

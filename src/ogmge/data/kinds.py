@@ -1,47 +1,6 @@
-"""Modality kinds and their per-sample shapes (see docs/architecture.md).
+"""Modality kinds and :class:`ModalitySpec` -- re-exported from :mod:`ogmge.contracts`,
+where they live now (the bottom layer, so that models need not import ``ogmge.data``)."""
 
-A per-sample array's shape alone is ambiguous ((24, 30, 40) may be a
-grayscale clip or a 24-channel image), so every modality declares its kind.
-"""
+from ..contracts import KINDS, ModalitySpec
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-#: kind -> (accepted per-sample ranks, index of the variable-length axis or None)
-KINDS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "vector": ((1,), None),
-    "sequence": ((2,), 0),
-    "image": ((3,), None),
-    "video": ((4,), 0),
-    "waveform": ((1, 2), -1),
-    "spectrogram": ((3,), None),
-}
-
-
-@dataclass(frozen=True)
-class ModalitySpec:
-    """A modality's name, kind and per-sample shape (``None`` on a variable axis)."""
-
-    name: str
-    kind: str
-    shape: tuple[int | None, ...]
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"modality {self.name!r}: unknown kind {self.kind!r}; known kinds: {sorted(KINDS)}")
-        ranks, _ = KINDS[self.kind]
-        if len(self.shape) not in ranks:
-            raise ValueError(
-                f"modality {self.name!r} of kind {self.kind!r} needs a per-sample rank in {ranks}, "
-                f"got shape {self.shape}"
-            )
-
-    @property
-    def variable_axis(self) -> int | None:
-        """The per-sample axis along which lengths vary, or None."""
-        axis = KINDS[self.kind][1]
-        if axis is None:
-            return None
-        axis = axis % len(self.shape)
-        return axis if self.shape[axis] is None else None
+__all__ = ["KINDS", "ModalitySpec"]

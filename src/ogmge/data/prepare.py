@@ -13,6 +13,7 @@ the file (``on_error="raise"``) or are skipped, counted and listed in ``skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io_utils import atomic_write_text
+from ..validation import check_choice, check_positive_int
 from .errors import DataError, check_on_error
 from .paper import DATASETS
 from .paper.common import (
@@ -90,17 +92,63 @@ def prepare_clip(name: str, source: str, out: str, clip: str) -> tuple[str, str 
         audio = compute_audio(spec, audio_src, decoded if audio_src == frame_src else None)
     except DataError as exc:
         return clip, exc.path, exc.kind, exc.reason
-    tmp = final.with_name(f"{TMP_PREFIX}{clip}.{os.getpid()}")
+    write_clip(final, {"audio": audio, "frames": frames})
+    return clip, None, None, None
+
+
+def write_clip(final: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as ``<name>.npy`` into a temporary folder beside ``final`` and rename it
+    into place, so the clip folder is either complete or absent."""
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    _save_array(tmp / "audio.npy", audio)
-    _save_array(tmp / "frames.npy", frames)
+    for name, array in arrays.items():
+        _save_array(tmp / f"{name}.npy", array)
     try:
         os.rename(tmp, final)
     except OSError:  # another run finished it first
         shutil.rmtree(tmp, ignore_errors=True)
-    return clip, None, None, None
+
+
+def remove_stale(clips_dir: Path) -> None:
+    """Remove the temporary clip folders a killed run left in ``clips_dir``."""
+    for stale in clips_dir.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def run_jobs(func, args: list[tuple], *, workers: int, on_result, desc: str, progress: bool) -> None:
+    """``on_result(func(*a))`` for every ``a`` in ``args`` (in completion order), in this process
+    (``workers == 1``) or in a pool of ``workers`` processes, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(args), desc=desc, unit="clip", disable=not progress)
+    try:
+        if workers == 1 or len(args) <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # per-clip tensors are small: threads only contend (as in workers)
+            try:
+                for a in args:
+                    result = func(*a)
+                    bar.update(1)
+                    on_result(result)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            with ctx.Pool(workers, initializer=_init_worker) as pool:
+                for result in pool.imap_unordered(functools.partial(_star, func), args, chunksize=1):
+                    bar.update(1)
+                    on_result(result)
+    finally:
+        bar.close()
+
+
+def _star(func, a):
+    return func(*a)
 
 
 def _init_worker() -> None:
@@ -124,10 +172,8 @@ def prepare_dataset(
     ``workers`` processes work in parallel (1: in this process). Writes ``manifest.json``,
     ``splits/``, ``clips/``, ``prepare_report.json`` and ``skipped.txt`` (``clip<TAB>kind<TAB>reason``).
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_choice("dataset", name, sorted(DATASETS))
+    check_positive_int("workers", workers)
     check_on_error(on_error)
     module = DATASETS[name]
     spec = module.SPEC
@@ -154,19 +200,14 @@ def prepare_dataset(
         "shorter_side": SHORTER_SIDE,
     }
     _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    for stale in (out / "clips").glob(f"{TMP_PREFIX}*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(out / "clips")
 
     todo = [c for c in clips if not (out / "clips" / c).is_dir()]
     report.already_done = len(clips) - len(todo)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(todo), desc=f"prepare {name}", unit="clip", disable=not progress)
     args = [(name, str(source), str(out), c) for c in todo]
 
     def handle(result) -> None:
         clip, path, kind, reason = result
-        bar.update(1)
         if path is None and kind is None:
             report.prepared += 1
             return
@@ -174,26 +215,16 @@ def prepare_dataset(
             raise DataError(path, kind, f"clip {clip!r}: {reason}")
         report.skipped.append((clip, kind, f"{path}: {reason}"))
 
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for a in args:
-                handle(prepare_clip(*a))
-        else:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
-                for result in pool.imap_unordered(_star_prepare, args, chunksize=1):
-                    handle(result)
-    finally:
-        bar.close()
+    run_jobs(prepare_clip, args, workers=workers, on_result=handle, desc=f"prepare {name}", progress=progress)
     report.seconds = time.perf_counter() - t0
+    write_report(out, report)
+    return report
+
+
+def write_report(out: Path, report: PrepareReport) -> None:
+    """``skipped.txt`` (``clip<TAB>kind<TAB>reason`` lines) and ``prepare_report.json``."""
     lines = [f"{clip}\t{kind}\t{reason}" for clip, kind, reason in report.skipped]
     _atomic_write_text(out / "skipped.txt", "".join(line + "\n" for line in lines))
     data = asdict(report)
     data["skipped_count"] = len(report.skipped)
     _atomic_write_text(out / "prepare_report.json", json.dumps(data, indent=1) + "\n")
-    return report
-
-
-def _star_prepare(a):
-    return prepare_clip(*a)

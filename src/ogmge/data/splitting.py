@@ -1,4 +1,6 @@
-"""Seeded train/validation splits: stratified by class, or group-aware (speaker/subject).
+"""Seeded train/validation splits, stratified by class or group-aware (speaker/subject):
+the package's one split implementation (bring-your-own data, the training loop's
+hold-outs and the paper datasets' validation carve all use it).
 
 Every function takes ``seed``: an ``int`` or an explicit ``numpy.random.Generator``.
 Indices come back sorted, so the same seed always gives the same split.
@@ -8,114 +10,88 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
+
+from ..validation import check_number
+from .views import DatasetView  # noqa: F401  (re-exported: its home was here)
 
 SplitIndices = tuple[list[int], list[int]]
 
 
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
+def _seed(seed: int | np.random.Generator) -> int:
+    """The integer seed of the split's ``torch.Generator`` (a numpy Generator gives one draw)."""
     if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(int(seed))
+        return int(seed.integers(0, 2**63 - 1))
+    return check_number("seed", seed, integer=True, lo=0)
 
 
-def _check_fraction(val_fraction: float) -> float:
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    return float(val_fraction)
+def _fraction(field: str, value: float, allow_zero: bool) -> float:
+    return check_number(field, value, lo=0, hi=1, lo_open=not allow_zero, hi_open=True)
 
 
 def stratified_split(
-    targets: Sequence[int], *, val_fraction: float = 0.1, seed: int | np.random.Generator = 0
+    targets: Sequence[int], *, val_fraction: float = 0.1, seed: int | np.random.Generator = 0,
+    allow_zero: bool = False, field: str = "val_fraction",
 ) -> SplitIndices:
-    """``(train, val)`` indices with each class split in the ratio ``val_fraction``.
+    """``(train, val)`` indices, each class split in the ratio ``val_fraction``.
 
-    Every class with at least two samples puts at least one in each side.
+    ``n_val = floor(val_fraction * N + 1/2)`` samples go to val, shared among the
+    classes in proportion to their sizes (each class gets the floor of its quota, the
+    rest go by largest remainder, ties to the smaller label); in each class, in label
+    order, a permutation from one ``torch.Generator`` seeded with ``seed`` picks them.
+    This is the paper datasets' validation carve: it must not change, or resumed runs
+    would switch splits (``tests/data_paper/test_split_pinned.py``). ``allow_zero``
+    accepts ``val_fraction = 0`` (everything to train).
     """
-    frac = _check_fraction(val_fraction)
-    rng = _rng(seed)
-    y = np.asarray(targets)
-    if y.ndim != 1 or len(y) < 2:
-        raise ValueError(f"targets must be 1-D with at least two entries, got shape {y.shape}")
-    val: list[int] = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        rng.shuffle(members)
-        k = int(round(len(members) * frac))
-        if len(members) >= 2:
-            k = min(max(k, 1), len(members) - 1)
-        val.extend(members[:k].tolist())
-    val_set = set(val)
-    return [i for i in range(len(y)) if i not in val_set], sorted(val)
+    fraction = _fraction(field, val_fraction, allow_zero)
+    g = torch.Generator().manual_seed(_seed(seed))
+    y = list(targets)
+    if fraction == 0 or not y:
+        return list(range(len(y))), []
+    labels = sorted(set(y))
+    members = {c: [i for i, t in enumerate(y) if t == c] for c in labels}
+    quota = {c: fraction * len(members[c]) for c in labels}
+    take = {c: math.floor(q) for c, q in quota.items()}
+    extra = math.floor(fraction * len(y) + 0.5) - sum(take.values())
+    for c in sorted(labels, key=lambda c: (-(quota[c] - take[c]), c))[: max(0, extra)]:
+        take[c] += 1
+    val: set[int] = set()
+    for c in labels:
+        perm = torch.randperm(len(members[c]), generator=g).tolist()
+        val.update(members[c][j] for j in perm[: take[c]])
+    return [i for i in range(len(y)) if i not in val], sorted(val)
 
 
 def group_split(
-    groups: Sequence, *, val_fraction: float = 0.1, seed: int | np.random.Generator = 0
+    groups: Sequence, *, val_fraction: float = 0.1, seed: int | np.random.Generator = 0,
+    allow_zero: bool = False, field: str = "val_fraction",
 ) -> SplitIndices:
-    """``(train, val)`` indices with every group (speaker, subject) wholly on one side.
+    """``(train, val)`` indices with every group (speaker, actor, subject) wholly on one side.
 
-    Groups are shuffled and moved to validation until it holds at least
-    ``val_fraction`` of the samples; both sides get at least one group.
+    Of the ``G`` distinct groups (sorted), a permutation from a ``torch.Generator`` seeded
+    with ``seed`` picks ``floor(val_fraction * G + 1/2)`` for val, at least one and at most
+    ``G - 1`` (the paper datasets' actor-disjoint carve, unchanged). ``allow_zero``
+    accepts ``val_fraction = 0`` (everything to train).
     """
-    frac = _check_fraction(val_fraction)
-    rng = _rng(seed)
-    g = np.asarray(groups)
-    if g.ndim != 1:
-        raise ValueError(f"groups must be 1-D, got shape {g.shape}")
-    unique = np.unique(g)
+    fraction = _fraction(field, val_fraction, allow_zero)
+    g = list(groups)
+    if fraction == 0 or not g:
+        return list(range(len(g))), []
+    unique = sorted(set(g))
     if len(unique) < 2:
         raise ValueError(f"groups must hold at least two distinct groups, got {len(unique)}")
-    order = rng.permutation(len(unique))
-    target = math.ceil(frac * len(g))
-    chosen, count = [], 0
-    for j in order[:-1]:
-        if count >= target:
-            break
-        chosen.append(unique[j])
-        count += int((g == unique[j]).sum())
-    in_val = np.isin(g, np.asarray(chosen))
-    return np.flatnonzero(~in_val).tolist(), np.flatnonzero(in_val).tolist()
+    gen = torch.Generator().manual_seed(_seed(seed))
+    perm = torch.randperm(len(unique), generator=gen).tolist()
+    count = min(max(math.floor(fraction * len(unique) + 0.5), 1), len(unique) - 1)
+    held = {unique[i] for i in perm[:count]}
+    return [i for i, x in enumerate(g) if x not in held], [i for i, x in enumerate(g) if x in held]
 
 
-class DatasetView(Dataset):
-    """Rows ``indices`` of a dataset, keeping its contract attributes
-    (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)
-    and forwarding ``set_epoch`` (per-epoch augmentations) to it."""
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
-        self.dataset = dataset
-        self.indices = [int(i) for i in indices]
-        self.modalities = dict(dataset.modalities)
-        self.num_classes = int(dataset.num_classes)
-        self.class_names = list(getattr(dataset, "class_names", [str(c) for c in range(self.num_classes)]))
-        targets = list(dataset.targets)
-        self.targets = [targets[i] for i in self.indices]
-        groups = getattr(dataset, "groups", None)
-        self.groups = None if groups is None else [groups[i] for i in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.dataset[self.indices[index]]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        """Batched fetch (what a DataLoader calls), through the dataset's own when it has one."""
-        rows = [self.indices[i] for i in indices]
-        fetch = getattr(self.dataset, "__getitems__", None)
-        return fetch(rows) if callable(fetch) else [self.dataset[i] for i in rows]
-
-    def set_epoch(self, epoch: int) -> None:
-        fn = getattr(self.dataset, "set_epoch", None)
-        if callable(fn):
-            fn(epoch)
-
-
-def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+def subset(dataset: Any, indices: Sequence[int]) -> Dataset:
     """Rows ``indices`` of a contract dataset: its own ``subset`` when it has one, else a :class:`DatasetView`."""
     if hasattr(dataset, "subset"):
         return dataset.subset(list(indices))
@@ -123,7 +99,7 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
 
 
 def split_dataset(
-    dataset: Dataset,
+    dataset: Any,
     *,
     val_fraction: float = 0.1,
     seed: int | np.random.Generator = 0,

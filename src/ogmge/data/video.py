@@ -59,7 +59,8 @@ def decode_video(
     _check_file(p, "video file")
     frames: list[np.ndarray] = []
     pcm: list[np.ndarray] = []
-    rate = duration = None
+    rate: int | None = None
+    duration: float | None = None
     try:
         with av.open(p) as container:
             if not container.streams.video:
@@ -101,7 +102,7 @@ def decode_video(
     if len(shapes) != 1:
         raise DataError(p, "shape", f"frames of different sizes {sorted(shapes)}")
     samples = np.concatenate(pcm).astype(np.int16) if pcm else None
-    if samples is not None and duration and samples.size / rate + TRUNCATION_SLACK_S < duration:
+    if samples is not None and rate and duration and samples.size / rate + TRUNCATION_SLACK_S < duration:
         raise DataError(p, "truncated", f"truncated: audio ends at {samples.size / rate:.2f} s "
                         f"of a declared {duration:.2f} s")
     if audio and samples is not None and samples.size == 0:
@@ -148,4 +149,4 @@ def resize_shorter(image: np.ndarray, shorter: int = 256) -> np.ndarray:
         size = (max(1, round(w * shorter / h)), shorter)
     else:
         size = (shorter, max(1, round(h * shorter / w)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))

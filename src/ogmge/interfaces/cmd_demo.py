@@ -18,6 +18,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any, cast
+
+from .config_cli import _Retired
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -37,6 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=170.0, metavar="SECONDS",
                    help="skip the unimodal runs when they would not finish within this total time (default 170)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
+    p.add_argument("--imbalance", nargs="?", action=_Retired, help=argparse.SUPPRESS)  # built-in data v1's knob
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="runs trained at once, one process and one thread each (default: 2 on 2+ cores)")
     return p
@@ -56,7 +60,7 @@ def _train_one(values: dict, threads: int | None) -> dict:
         "run_dir": str(result.run_dir),
         "test": result.test_metrics or {},
         "best_epoch": result.best_epoch,
-        "modalities": list(result.model.encoders),
+        "modalities": list(cast(Any, result.model).encoders),
         "seconds": time.perf_counter() - start,
     }
 
@@ -71,10 +75,10 @@ def _train_many(jobs: list[tuple[str, dict]], n_jobs: int) -> dict[str, dict]:
 
 def run(args) -> int:
     from ogmge.training import TrainConfig
-    from ogmge.training.plots import PIXELS, plot_runs
     from ogmge.training.rundir import is_run_dir
 
     from .cmd_train import setup_logging
+    from .plots import PIXELS, plot_runs
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")

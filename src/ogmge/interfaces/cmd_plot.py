@@ -25,7 +25,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ogmge.training.plots import PIXELS, plot_runs
+    from .plots import PIXELS, plot_runs
 
     out = args.out or (str(Path(args.runs[0]) / "plot.png") if len(args.runs) == 1 else "ogmge-plot.png")
     path = plot_runs(args.runs, out, split=args.split, smooth=args.smooth)

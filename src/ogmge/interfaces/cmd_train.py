@@ -37,7 +37,7 @@ def setup_logging() -> None:
             logger.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._ogmge_cli = True
+    handler._ogmge_cli = True  # type: ignore[attr-defined]  # marks the handler as ours
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

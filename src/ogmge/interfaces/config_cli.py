@@ -20,6 +20,7 @@ from ogmge.training.config import (
     METHOD_MODULATION,
     METHODS,
     OPTIMIZERS,
+    RETIRED_IMBALANCE,
     TrainConfig,
     yaml_key,
 )
@@ -29,6 +30,13 @@ NO_END = "none"
 
 def _none_or_int(text: str):
     return NO_END if text.lower() in ("none", "null", "") else int(text)
+
+
+class _Retired(argparse.Action):
+    """A flag that no longer exists: a usage error that says what replaced it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: {RETIRED_IMBALANCE}")
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -46,7 +54,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     d.add_argument("--modalities", metavar="A,B", help="train only these modalities (e.g. a unimodal baseline)")
     d.add_argument("--val-fraction", type=float, metavar="F",
                    help="fraction of train held out for model selection (0: keep the last epoch)")
-    d.add_argument("--imbalance", type=float, help="built-in data: audio SNR / visual SNR")
+    d.add_argument("--imbalance", nargs="?", action=_Retired, help=argparse.SUPPRESS)
     m = p.add_argument_group("model")
     m.add_argument("--fusion", choices=FUSIONS)
     m.add_argument("--estimator", choices=ESTIMATORS, help="per-modality logits (default: by fusion)")
@@ -95,7 +103,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 #: Named flags that map one-to-one on a config key.
 FLAG_KEYS = (
-    "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "imbalance", "fusion",
+    "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
     "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
     "mdrop_p", "mmpareto_scale", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",

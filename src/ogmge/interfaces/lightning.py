@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback
 
-from ogmge.modulation import OGMGE
+from ogmge.modulation import OGMGE, ModulationStats
 
 
 class OGMGECallback(Callback):
@@ -40,7 +40,7 @@ class OGMGECallback(Callback):
         self.modulator = modulator
         self.attribute = attribute
         self.log_stats = log_stats
-        self.last_stats = None
+        self.last_stats: ModulationStats | None = None
         self._resolved: OGMGE | None = modulator
         self._pending_state: dict | None = None
 

@@ -25,12 +25,13 @@ knows tensors, parameters and modality names, never a model class or a trainer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ogmge import validation
 
 #: Key of the fusion head's loss term.
 FUSED = "fused"
@@ -163,22 +164,13 @@ def cross_entropy(logits: Tensor, labels: Tensor, sample_keep: Tensor | None = N
 
 # ---------------------------------------------------------------- validation helpers
 def check_number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
-    """A finite real in the given range, or an error naming ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return float(value)
+    """A finite real in the given range, or an error naming ``name`` and the value (``ogmge.validation``)."""
+    return validation.check_number(name, value, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def check_int(name: str, value, *, lo=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value!r}")
-    return value
+    """An integer (never a bool) >= ``lo``, or an error naming ``name`` and the value."""
+    return validation.check_number(name, value, integer=True, lo=lo)
 
 
 def check_modalities(name: str, modalities) -> tuple[str, ...]:

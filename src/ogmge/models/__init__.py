@@ -2,7 +2,7 @@
 logit estimators and the multimodal classifier (layer 2, docs/architecture.md)."""
 
 from .builders import build_model, build_paper_model
-from .classifier import ModelOutput, MultimodalClassifier, Prediction
+from .classifier import ModelOutput, MultimodalClassifier, Prediction, predict
 from .encoders import (
     AudioEncoder,
     FrameCNNEncoder,
@@ -15,13 +15,21 @@ from .encoders import (
     WaveformEncoder,
     build_encoder,
 )
-from .estimators import BASELINES, ESTIMATORS, Estimate, LogitEstimator, shapley_weights
+from .estimators import (
+    BASELINES,
+    ESTIMATORS,
+    Estimate,
+    EstimatorName,
+    LogitEstimator,
+    shapley_weights,
+)
 from .fusion import (
     FUSIONS,
     AttentionFusion,
     ConcatFusion,
     FiLMFusion,
     FusionHead,
+    FusionName,
     GatedFusion,
     SumFusion,
     build_fusion,
@@ -37,9 +45,11 @@ __all__ = [
     "BasicBlock",
     "ConcatFusion",
     "Estimate",
+    "EstimatorName",
     "FiLMFusion",
     "FrameCNNEncoder",
     "FusionHead",
+    "FusionName",
     "GatedFusion",
     "ImageEncoder",
     "LogitEstimator",
@@ -58,5 +68,6 @@ __all__ = [
     "build_fusion",
     "build_model",
     "build_paper_model",
+    "predict",
     "shapley_weights",
 ]

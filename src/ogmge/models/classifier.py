@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ..methods.uni_ensemble import ensemble_logits
 from ..modulation import OPM, OPMMasks, batch_scores, discrepancy_ratios
-from .estimators import LogitEstimator
+from .estimators import EstimatorName, LogitEstimator
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class MultimodalClassifier(nn.Module):
         self,
         encoders: Mapping[str, nn.Module],
         fusion: nn.Module,
-        estimator: str | LogitEstimator | None = None,
+        estimator: EstimatorName | LogitEstimator | None = None,
         opm: OPM | bool | None = None,
         *,
         heads: bool = False,
@@ -162,12 +163,14 @@ class MultimodalClassifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.fusion.num_classes)
+        return int(cast(int, self.fusion.num_classes))
 
     def get_extra_state(self) -> dict:
+        state = {"opm": None if self.opm is None else self.opm.state_dict()}
         ft = self.feature_transform
-        return {"opm": None if self.opm is None else self.opm.state_dict(),
-                "feature_transform": ft.state_dict() if ft is not None and hasattr(ft, "state_dict") else None}
+        if ft is not None and hasattr(ft, "state_dict"):  # e.g. modality dropout's generator streams
+            state["feature_transform"] = ft.state_dict()
+        return state
 
     def set_extra_state(self, state) -> None:
         if self.opm is not None and isinstance(state, Mapping) and state.get("opm") is not None:
@@ -224,18 +227,34 @@ class MultimodalClassifier(nn.Module):
             head_logits=head_logits,
         )
 
-    @torch.no_grad()
     def predict(self, inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None) -> Prediction:
-        """Inference in eval mode without gradients (the mode is restored afterwards)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(inputs, lengths)
-        finally:
-            self.train(was_training)
-        probs = torch.softmax(out.logits, dim=-1)
-        return Prediction(
-            probabilities=probs,
-            classes=probs.argmax(dim=-1),
-            modality_probabilities={n: torch.softmax(v, dim=-1) for n, v in out.modality_logits.items()},
-        )
+        """Inference in eval mode without gradients (the mode is restored afterwards):
+        :func:`predict` on this model."""
+        return predict(self, inputs, lengths)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None
+) -> Prediction:
+    """The one inference path: ``model`` (any module returning the :class:`ModelOutput`
+    fields ``logits`` and ``modality_logits``) in eval mode, without gradients, on
+    ``inputs`` (``{modality: (B, ...)}``, moved to the model's device); the mode is
+    restored afterwards. Probabilities are softmaxes in float32, on the model's device.
+    ``ogmge.training.predict`` gives the same numbers as a dict of CPU tensors."""
+    device = next(model.parameters()).device
+    x = {k: torch.as_tensor(v).to(device) for k, v in inputs.items()}
+    lens = {k: torch.as_tensor(v).to(device) for k, v in (lengths or {}).items()} or None
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x, lengths=lens)
+    finally:
+        model.train(was_training)
+    probs = torch.softmax(out.logits.float(), dim=-1)
+    return Prediction(
+        probabilities=probs,
+        classes=probs.argmax(dim=-1),
+        modality_probabilities={n: torch.softmax(v.float(), dim=-1)
+                                for n, v in (out.modality_logits or {}).items()},
+    )

@@ -3,7 +3,7 @@
 The paper's two (Peng et al., CVPR 2022, Sec. 4.1): a ResNet-18 on the
 1-channel audio spectrogram and a ResNet-18 shared over T RGB frames, features
 average-pooled over time and space. For bring-your-own data (DESIGN §3), one
-encoder per declared modality kind (``ogmge.data.kinds``), chosen by
+encoder per declared modality kind (``ogmge.contracts``), chosen by
 :func:`build_encoder`. Every encoder takes ``forward(x, lengths=None)`` and
 exposes ``out_dim``; padded samples (``lengths``) give the same output as the
 unpadded sample: padded steps/frames are never pooled, masked to zero between
@@ -14,13 +14,15 @@ by the per-frame CNNs and packed away for the GRU.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..data.kinds import ModalitySpec
-from .resnet import ResNet18, _check_positive_int
+from ..contracts import ModalitySpec
+from ..validation import check_choice, check_positive_int
+from .resnet import ResNet18
 
 SEQUENCE_MODELS = ("conv", "gru")
 VIDEO_MODELS = ("frames", "3d")
@@ -58,7 +60,7 @@ class SmallCNN2d(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        prev = _check_positive_int("in_channels", in_channels)
+        prev = check_positive_int("in_channels", in_channels)
         for c in channels:
             layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             prev = c
@@ -105,7 +107,8 @@ class MaskedConv1d(nn.Module):
         mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
         x = x * mask.to(x.dtype)
         for conv, norm in zip(self.convs, self.norms):
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            conv = cast(nn.Conv1d, conv)
+            k, s, p = conv.kernel_size[0], conv.stride[0], cast(tuple, conv.padding)[0]
             x = torch.relu(norm(conv(x).transpose(1, 2)).transpose(1, 2))
             lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
             mask = length_mask(lengths, x.shape[2]).unsqueeze(1)
@@ -177,6 +180,9 @@ class VisualEncoder(nn.Module):
     float formula) -- the dataset then loads and moves a quarter of the bytes.
     """
 
+    pixel_scale: Tensor  # buffers
+    pixel_shift: Tensor
+
     def __init__(self, *, width: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         self.backbone = ResNet18(in_channels=in_channels, width=width)
@@ -207,9 +213,9 @@ class VectorEncoder(nn.Module):
     def __init__(self, in_dim: int, *, hidden: int = 64, out_dim: int = 128) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(_check_positive_int("in_dim", in_dim), _check_positive_int("hidden", hidden)),
+            nn.Linear(check_positive_int("in_dim", in_dim), check_positive_int("hidden", hidden)),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, _check_positive_int("out_dim", out_dim)),
+            nn.Linear(hidden, check_positive_int("out_dim", out_dim)),
             nn.ReLU(inplace=True),
         )
         self.out_dim = out_dim
@@ -224,9 +230,9 @@ class SequenceConvEncoder(nn.Module):
 
     def __init__(self, in_features: int, *, hidden: int = 64, out_dim: int = 128, layers: int = 2, kernel: int = 3) -> None:
         super().__init__()
-        _check_positive_int("layers", layers)
+        check_positive_int("layers", layers)
         channels = [hidden] * (layers - 1) + [out_dim]
-        self.net = MaskedConv1d(_check_positive_int("in_features", in_features), channels, [kernel] * layers, [1] * layers)
+        self.net = MaskedConv1d(check_positive_int("in_features", in_features), channels, [kernel] * layers, [1] * layers)
         self.out_dim = out_dim
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -243,8 +249,8 @@ class SequenceGRUEncoder(nn.Module):
     def __init__(self, in_features: int, *, out_dim: int = 128, layers: int = 1) -> None:
         super().__init__()
         self.gru = nn.GRU(
-            _check_positive_int("in_features", in_features), _check_positive_int("out_dim", out_dim),
-            num_layers=_check_positive_int("layers", layers), batch_first=True,
+            check_positive_int("in_features", in_features), check_positive_int("out_dim", out_dim),
+            num_layers=check_positive_int("layers", layers), batch_first=True,
         )
         self.out_dim = out_dim
 
@@ -293,7 +299,7 @@ class Video3dEncoder(nn.Module):
 
     def __init__(self, in_channels: int, *, hidden: int = 64, out_dim: int = 128) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         blocks = []
         prev = in_channels
         for c in (max(hidden // 2, 1), hidden, out_dim):
@@ -337,7 +343,7 @@ class WaveformEncoder(nn.Module):
         super().__init__()
         n = len(kernels)
         channels = [max(hidden // 2, 1)] * (n > 1) + [hidden] * max(n - 2, 0) + [out_dim]
-        self.in_channels = _check_positive_int("in_channels", in_channels)
+        self.in_channels = check_positive_int("in_channels", in_channels)
         self.net = MaskedConv1d(in_channels, channels, kernels, strides)
         self.out_dim = out_dim
 
@@ -368,12 +374,10 @@ def build_encoder(
     """
     if not isinstance(spec, ModalitySpec):
         raise TypeError(f"spec must be a ModalitySpec, got {type(spec).__name__}")
-    _check_positive_int("out_dim", out_dim)
-    _check_positive_int("hidden", hidden)
-    if sequence_model not in SEQUENCE_MODELS:
-        raise ValueError(f"sequence_model must be one of {SEQUENCE_MODELS}, got {sequence_model!r}")
-    if video_model not in VIDEO_MODELS:
-        raise ValueError(f"video_model must be one of {VIDEO_MODELS}, got {video_model!r}")
+    check_positive_int("out_dim", out_dim)
+    check_positive_int("hidden", hidden)
+    check_choice("sequence_model", sequence_model, SEQUENCE_MODELS)
+    check_choice("video_model", video_model, VIDEO_MODELS)
 
     def size(axis: int, what: str) -> int:
         value = spec.shape[axis]

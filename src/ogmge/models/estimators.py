@@ -29,15 +29,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .resnet import _check_positive_int
+from ..validation import check_choice, check_number, check_positive_int
 
-ESTIMATORS = ("linear", "masking", "shapley", "probe")
-BASELINES = ("zeros", "mean")
+#: How per-modality logits are estimated from a fusion head.
+EstimatorName = Literal["linear", "masking", "shapley", "probe"]
+ESTIMATORS: tuple[EstimatorName, ...] = get_args(EstimatorName)
+Baseline = Literal["zeros", "mean"]
+BASELINES: tuple[Baseline, ...] = get_args(Baseline)
 #: Largest number of rows (subsets x batch) the head is re-run on at once.
 MAX_ROWS = 1 << 16
 
@@ -76,9 +80,9 @@ class LogitEstimator(nn.Module):
 
     def __init__(
         self,
-        method: str = "shapley",
+        method: EstimatorName = "shapley",
         *,
-        baseline: str = "zeros",
+        baseline: Baseline = "zeros",
         momentum: float = 0.1,
         exact_max: int = 6,
         permutations: int = 256,
@@ -86,16 +90,11 @@ class LogitEstimator(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if method not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {method!r}")
-        if baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
-        for field, value in (("exact_max", exact_max), ("permutations", permutations)):
-            _check_positive_int(field, value)
-        if exact_max > 16:
-            raise ValueError(f"exact_max must be <= 16 (2^N head evaluations), got {exact_max!r}")
+        check_choice("estimator", method, ESTIMATORS)
+        check_choice("baseline", baseline, BASELINES)
+        check_number("momentum", momentum, lo=0, hi=1, lo_open=True)
+        check_number("exact_max", exact_max, integer=True, lo=1, hi=16, unit=" (2^N head evaluations)")
+        check_positive_int("permutations", permutations)
         if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
             raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
         self.method = method
@@ -164,12 +163,13 @@ class LogitEstimator(nn.Module):
         """Fold this training batch into the running means (after it was estimated)."""
         if self.baseline != "mean":
             return
-        first = self.means.batches_tracked == 0
+        tracked = cast(Tensor, self.means.batches_tracked)
+        first = tracked == 0
         for n in self.modalities:
             buf = getattr(self.means, f"mean_{n}")
             batch_mean = features[n].detach().float().mean(dim=0).to(buf.dtype)
             buf.copy_(torch.where(first, batch_mean, torch.lerp(buf, batch_mean, self.momentum)))
-        self.means.batches_tracked += 1
+        tracked += 1  # in place, on the buffer
 
     # ---------------------------------------------------------------- subsets
     def subset_logits(self, fusion: nn.Module, features: Mapping[str, Tensor], present: Tensor) -> Tensor:
@@ -241,12 +241,12 @@ class LogitEstimator(nn.Module):
             assert self.probes is not None
             logits = {n: self.probes[n](features[n].detach()) for n in self.modalities}
             if labels is not None:
-                probe_loss = sum(F.cross_entropy(logits[n], labels) for n in self.modalities)
+                probe_loss = cast(Tensor, sum(F.cross_entropy(logits[n], labels) for n in self.modalities))
             out = {n: v.detach() for n, v in logits.items()}
         else:
             with torch.no_grad():
                 if self.method == "linear":
-                    out = fusion.linear_split(features)
+                    out = cast(Any, fusion).linear_split(features)
                 elif self.method == "masking":
                     device = features[self.modalities[0]].device
                     eye = self._constant(("singletons", device),

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-
-def _check_positive_int(field: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}")
-    return value
+from ..validation import check_positive_int
 
 
 class BasicBlock(nn.Module):
@@ -54,8 +50,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, *, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.width = _check_positive_int("width", width)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.width = check_positive_int("width", width)
         self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)

@@ -15,13 +15,21 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..validation import check_number
+
 
 class GeneratorPool:
-    """Lazily created generators keyed by device, all seeded with ``seed``."""
+    """Lazily created generators keyed by device, all seeded with ``seed``.
+
+    >>> import torch
+    >>> pool = GeneratorPool(seed=3)
+    >>> x = torch.rand(2, generator=pool.get("cpu"))
+    >>> torch.equal(x, torch.rand(2, generator=torch.Generator().manual_seed(3)))
+    True
+    """
 
     def __init__(self, seed: int = 0, generator: torch.Generator | None = None) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
+        check_number("seed", seed, integer=True)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.seed = seed

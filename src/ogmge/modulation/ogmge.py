@@ -23,27 +23,34 @@ coefficients once, modulate the gradients in place).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..validation import check_choice, check_number
 from .generators import GeneratorPool
 from .scores import (
     COEFFICIENT_RULES,
     RATIO_EPS,
     RATIO_REDUCTIONS,
+    CoefficientRule,
+    RatioReduce,
     batch_scores,
     discrepancy_ratios,
     modulation_coefficients,
 )
 from .selection import Selector, check_select, select_parameters
 
-MODES = ("Normal", "OGM", "OGM_GE")
-NOISE_TARGETS = ("all", "modulated")
+#: ``Normal`` measures only; ``OGM`` scales gradients (Eq. 10); ``OGM_GE`` adds GE noise.
+Mode = Literal["Normal", "OGM", "OGM_GE"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+#: Where GE noise goes: every selected tensor (``all``, the paper's code) or where k < 1.
+NoiseTarget = Literal["all", "modulated"]
+NOISE_TARGETS: tuple[NoiseTarget, ...] = get_args(NoiseTarget)
 #: Added to the standard deviation of the GE noise, as in the paper's code.
 SIGMA_EPS = 1e-8
 #: Largest number of noise values drawn at once (bounds the temporary buffer).
@@ -59,6 +66,14 @@ class ModulationStats:
     ``coefficients`` are Eq. 10's values; the gradients were scaled by them
     only if the step ran (``ran``) and every selected gradient was finite
     (``finite``). ``reason`` says, when known on the host, why it did not run.
+
+    >>> import torch
+    >>> one = {"audio": torch.tensor(1.0), "visual": torch.tensor(1.0)}
+    >>> stats = ModulationStats(one, one, one, ran=False, reason="outside window")
+    >>> stats.modulated, stats.skip_reason
+    (False, 'outside window')
+    >>> stats.to_floats()["coeff/audio"]
+    1.0
     """
 
     scores: dict[str, Tensor]
@@ -96,64 +111,74 @@ class ModulationStats:
         return out
 
 
-def _check_number(field_name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{field_name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{field_name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_epoch(field_name: str, value, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field_name} must be an integer epoch, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{field_name} must be a non-negative integer epoch, got {value!r}")
-    return value
-
-
 class OGMGE:
     """OGM / OGM-GE gradient modulation for any model with named encoders.
 
-    Parameters (keyword-only after ``encoders``)
+    Parameters
     ----------
-    encoders: ``{modality: nn.Module or iterable of parameters}``, two or more.
-    mode: ``"Normal"`` (measure only), ``"OGM"`` or ``"OGM_GE"``.
-    alpha: modulation strength of Eq. 10 (> 0). Paper: 0.8 CREMA-D, 0.1 VGGSound.
-    start_epoch, end_epoch: inclusive, 0-based window of epochs in which to
-        modulate (paper 0 and 50); ``end_epoch=None`` means no end.
-    select: ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
+    encoders : Mapping[str, nn.Module | Iterable[Tensor]]
+        ``{modality: module or iterable of parameters}``, two or more. Every
+        other parameter is keyword-only.
+    mode : {"Normal", "OGM", "OGM_GE"}
+        ``"Normal"`` measures only; ``"OGM"`` scales gradients; ``"OGM_GE"`` adds GE noise.
+    alpha : float
+        Modulation strength of Eq. 10 (> 0). Paper: 0.8 CREMA-D, 0.1 VGGSound.
+    start_epoch, end_epoch : int, int or None
+        Inclusive, 0-based window of epochs in which to modulate (paper 0 and
+        50); ``end_epoch=None`` means no end.
+    select : {"auto", "conv", "weights", "all"}, callable or dict
+        ``"conv"`` (rank >= 3, the paper's choice), ``"weights"`` (rank >= 2),
         ``"all"``, ``"auto"`` (default: ``"conv"`` for an encoder with conv
         kernels, ``"weights"`` for one without), a callable ``(name, param) -> bool``,
         or a dict of these per modality.
-    coefficient: ``"paper"`` (Eq. 10 with its jump at rho = 1) or ``"continuous"``.
-    noise: GE noise on every selected tensor of every encoder (``"all"``, the
-        paper's code) or only on encoders with k < 1 (``"modulated"``).
-    ratio_reduce: how the other modalities' scores are combined for N > 2
-        (``"mean"``, ``"min"``, ``"max"``); any gives the paper's ratio for N = 2.
-    sync_scores: all-reduce accumulated scores over ranks when
-        ``torch.distributed`` is initialised, so every rank uses the same k.
-    process_group: the group for that all-reduce (default: the world).
-    generator: a ``torch.Generator`` for the noise (on the gradients' device);
-        by default the modulator owns one per device seeded with ``seed``, so
-        every rank draws the same noise.
+    coefficient : {"paper", "continuous"}
+        Eq. 10 with its jump at rho = 1, or ``1 - tanh(alpha (rho - 1))``.
+    noise : {"all", "modulated"}
+        GE noise on every selected tensor of every encoder (the paper's code) or
+        only on encoders with k < 1.
+    ratio_reduce : {"mean", "min", "max"}
+        How the other modalities' scores are combined for N > 2; any gives the
+        paper's ratio for N = 2.
+    sync_scores : bool
+        All-reduce accumulated scores over ranks when ``torch.distributed`` is
+        initialised, so every rank uses the same k.
+    process_group : optional
+        The group for that all-reduce (default: the world).
+    generator : torch.Generator, optional
+        The noise generator (on the gradients' device); by default the
+        modulator owns one per device seeded with ``seed``, so every rank draws
+        the same noise.
+    seed : int
+        Seed of the modulator's own generators.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> encoders = {"audio": nn.Linear(4, 3), "visual": nn.Linear(5, 3)}
+    >>> modulator = OGMGE(encoders, mode="OGM", alpha=0.8)
+    >>> for enc in encoders.values():
+    ...     enc.weight.grad = torch.ones_like(enc.weight)
+    >>> logits = {"audio": torch.tensor([[4.0, 0.0]]), "visual": torch.tensor([[0.0, 0.0]])}
+    >>> stats = modulator.step(modality_logits=logits, labels=torch.tensor([0]), epoch=0)
+    >>> round(float(stats.coefficients["audio"]), 4), float(stats.coefficients["visual"])
+    (0.0828, 1.0)
+    >>> round(float(encoders["audio"].weight.grad[0, 0]), 4)  # the dominant encoder's gradient, scaled
+    0.0828
     """
 
     def __init__(
         self,
         encoders: Mapping[str, nn.Module | Iterable[Tensor]],
         *,
-        mode: str = "OGM_GE",
+        mode: Mode = "OGM_GE",
         alpha: float = 0.8,
         start_epoch: int = 0,
         end_epoch: int | None = 50,
         select: Selector | Mapping[str, Selector] = "auto",
-        coefficient: str = "paper",
-        noise: str = "all",
-        ratio_reduce: str = "mean",
+        coefficient: CoefficientRule = "paper",
+        noise: NoiseTarget = "all",
+        ratio_reduce: RatioReduce = "mean",
         sync_scores: bool = True,
         process_group=None,
         generator: torch.Generator | None = None,
@@ -165,20 +190,16 @@ class OGMGE:
             raise TypeError(f"encoders must be a dict of modality name -> module, got {type(encoders).__name__}")
         if len(encoders) < 2:
             raise ValueError(f"encoders must name at least two modalities, got {list(encoders)}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if coefficient not in COEFFICIENT_RULES:
-            raise ValueError(f"coefficient must be one of {COEFFICIENT_RULES}, got {coefficient!r}")
-        if noise not in NOISE_TARGETS:
-            raise ValueError(f"noise must be one of {NOISE_TARGETS}, got {noise!r}")
-        if ratio_reduce not in RATIO_REDUCTIONS:
-            raise ValueError(f"ratio_reduce must be one of {RATIO_REDUCTIONS}, got {ratio_reduce!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("coefficient", coefficient, COEFFICIENT_RULES)
+        check_choice("noise", noise, NOISE_TARGETS)
+        check_choice("ratio_reduce", ratio_reduce, RATIO_REDUCTIONS)
         if not isinstance(select, Mapping):
             check_select("select", select)
         self.mode = mode
-        self.alpha = _check_number("alpha", alpha, positive=True)
-        self.start_epoch = _check_epoch("start_epoch", start_epoch, allow_none=False)
-        self.end_epoch = _check_epoch("end_epoch", end_epoch, allow_none=True)
+        self.alpha = check_number("alpha", alpha, lo=0, lo_open=True)
+        self.start_epoch = check_number("start_epoch", start_epoch, integer=True, lo=0)
+        self.end_epoch = check_number("end_epoch", end_epoch, integer=True, lo=0, allow_none=True)
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError(
                 f"end_epoch ({end_epoch}) must not be before start_epoch ({start_epoch})"
@@ -223,7 +244,7 @@ class OGMGE:
     def is_active(self, epoch: int | None) -> bool:
         """Whether ``epoch`` lies in the inclusive modulation window (None: always)."""
         if epoch is not None:
-            _check_epoch("epoch", epoch, allow_none=False)
+            check_number("epoch", epoch, integer=True, lo=0)
         if self.mode == "Normal":
             return False
         if epoch is None:

@@ -17,13 +17,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..validation import check_number
 from .generators import GeneratorPool
 
 
 def opm_drop_probabilities(
     ratios: Mapping[str, Tensor], *, q_base: float = 0.5, lam: float = 0.5
 ) -> dict[str, Tensor]:
-    """Drop probability ``q_u`` of each modality from its discrepancy ratio."""
+    """Drop probability ``q_u`` of each modality from its discrepancy ratio.
+
+    >>> import torch
+    >>> q = opm_drop_probabilities({"audio": torch.tensor(2.0), "visual": torch.tensor(0.5)})
+    >>> {m: round(float(v), 4) for m, v in q.items()}
+    {'audio': 0.6904, 'visual': 0.0}
+    """
     out = {}
     for name, rho in ratios.items():
         q = (q_base * (1 + lam * torch.tanh(torch.relu(rho - 1)))).clamp(0.0, 1.0)
@@ -38,6 +45,13 @@ class OPMMasks:
     ``scales`` are the factors kept features are multiplied by, ``executed`` a
     0-d bool tensor (whether this batch was modulated at all), ``sample_keep``
     the samples that kept at least one modality (the ones the loss may use).
+
+    >>> import torch
+    >>> masks = OPM(p_exe=1.0).sample({"audio": torch.tensor(3.0), "visual": torch.tensor(0.3)}, batch_size=4)
+    >>> bool(masks.keep["visual"].all())  # only a dominant modality (rho > 1) is dropped
+    True
+    >>> masks.apply({"audio": torch.ones(4, 2), "visual": torch.ones(4, 2)})["audio"].shape
+    torch.Size([4, 2])
     """
 
     keep: dict[str, Tensor]
@@ -64,6 +78,12 @@ class OPM:
 
     Defaults are the released ones: ``q_base=0.5``, ``lam=0.5``, ``p_exe=0.7``.
     Every draw uses a generator seeded with ``seed`` (or the given one).
+
+    >>> import torch
+    >>> ratios = {"audio": torch.tensor(2.0), "visual": torch.tensor(0.5)}
+    >>> a, b = OPM(seed=1).sample(ratios, batch_size=8), OPM(seed=1).sample(ratios, batch_size=8)
+    >>> torch.equal(a.keep["audio"], b.keep["audio"])  # seeded: identical draws
+    True
     """
 
     def __init__(
@@ -75,14 +95,9 @@ class OPM:
         seed: int = 0,
         generator: torch.Generator | None = None,
     ) -> None:
-        for field_name, value in (("q_base", q_base), ("p_exe", p_exe)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"{field_name} must be a number in [0, 1], got {value!r}")
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
-            raise ValueError(f"lam must be a number >= 0, got {lam!r}")
-        self.q_base = float(q_base)
-        self.lam = float(lam)
-        self.p_exe = float(p_exe)
+        self.q_base = check_number("q_base", q_base, lo=0, hi=1)
+        self.lam = check_number("lam", lam, lo=0)
+        self.p_exe = check_number("p_exe", p_exe, lo=0, hi=1)
         self.generators = GeneratorPool(seed, generator)
 
     def sample(self, ratios: Mapping[str, Tensor], batch_size: int, device=None) -> OPMMasks:

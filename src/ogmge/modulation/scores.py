@@ -9,16 +9,23 @@ synchronisation: inputs and outputs are tensors keyed by modality name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from ..validation import check_choice
 
 #: Floor of the denominator of a ratio, so a modality whose partners all
 #: score 0 gets a large but finite ratio (never NaN or inf).
 RATIO_EPS = 1e-8
 
-RATIO_REDUCTIONS = ("mean", "min", "max")
-COEFFICIENT_RULES = ("paper", "continuous")
+#: How the other modalities' scores are combined in Eq. 9 (N > 2).
+RatioReduce = Literal["mean", "min", "max"]
+RATIO_REDUCTIONS: tuple[RatioReduce, ...] = get_args(RatioReduce)
+#: Eq. 10 with its jump at rho = 1 (``paper``) or without (``continuous``).
+CoefficientRule = Literal["paper", "continuous"]
+COEFFICIENT_RULES: tuple[CoefficientRule, ...] = get_args(CoefficientRule)
 
 
 def check_logits_and_labels(name: str, logits: Tensor, labels: Tensor) -> None:
@@ -62,6 +69,12 @@ def batch_scores(
     One batched softmax and gather per modality (no per-sample loop). Logits of
     half precision are promoted to float32. ``sample_weight`` (shape (batch,))
     weights each sample's term, e.g. 0 for samples left out of the loss.
+
+    >>> import torch
+    >>> logits = {"audio": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "visual": torch.zeros(2, 2)}
+    >>> scores = batch_scores(logits, torch.tensor([0, 1]))
+    >>> {m: round(float(s), 4) for m, s in scores.items()}
+    {'audio': 1.7616, 'visual': 1.0}
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
@@ -91,16 +104,20 @@ def batch_scores(
 
 
 def discrepancy_ratios(
-    scores: Mapping[str, Tensor], *, reduce: str = "mean", eps: float = RATIO_EPS
+    scores: Mapping[str, Tensor], *, reduce: RatioReduce = "mean", eps: float = RATIO_EPS
 ) -> dict[str, Tensor]:
     """Eq. 9 generalised to N modalities: ``rho_u = s_u / reduce_{w != u} s_w``.
 
     With two modalities and any reduction this is the paper's ``s_v / s_a``
     (and ``rho_a = 1 / rho_v``). The denominator is floored at ``eps`` so a
     zero score never yields NaN or inf.
+
+    >>> import torch
+    >>> ratios = discrepancy_ratios({"audio": torch.tensor(3.0), "visual": torch.tensor(1.5)})
+    >>> {m: float(r) for m, r in ratios.items()}
+    {'audio': 2.0, 'visual': 0.5}
     """
-    if reduce not in RATIO_REDUCTIONS:
-        raise ValueError(f"reduce must be one of {RATIO_REDUCTIONS}, got {reduce!r}")
+    check_choice("reduce", reduce, RATIO_REDUCTIONS)
     names = list(scores)
     if len(names) < 2:
         raise ValueError(f"OGM-GE needs at least two modalities, got {names}")
@@ -123,16 +140,20 @@ def discrepancy_ratios(
 
 
 def modulation_coefficients(
-    ratios: Mapping[str, Tensor], *, alpha: float, rule: str = "paper"
+    ratios: Mapping[str, Tensor], *, alpha: float, rule: CoefficientRule = "paper"
 ) -> dict[str, Tensor]:
     """Eq. 10: ``k_u = 1 - tanh(alpha * rho_u)`` if ``rho_u > 1`` else 1.
 
     ``rule="paper"`` keeps the paper's jump at ``rho = 1`` (k falls from 1 to
     ``1 - tanh(alpha)``); ``rule="continuous"`` uses ``1 - tanh(alpha * (rho_u - 1))``
     for ``rho_u > 1``, which is 1 at ``rho = 1``.
+
+    >>> import torch
+    >>> k = modulation_coefficients({"audio": torch.tensor(2.0), "visual": torch.tensor(0.5)}, alpha=0.8)
+    >>> {m: round(float(v), 4) for m, v in k.items()}
+    {'audio': 0.0783, 'visual': 1.0}
     """
-    if rule not in COEFFICIENT_RULES:
-        raise ValueError(f"coefficient rule must be one of {COEFFICIENT_RULES}, got {rule!r}")
+    check_choice("rule", rule, COEFFICIENT_RULES)
     out: dict[str, Tensor] = {}
     for name, rho in ratios.items():
         arg = rho if rule == "paper" else rho - 1

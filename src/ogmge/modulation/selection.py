@@ -11,12 +11,17 @@ and ``"weights"`` for one that has none, decided per modality.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-SELECTIONS = ("auto", "conv", "weights", "all")
+from ..validation import check_choice
 
-Selector = str | Callable[[str, Tensor], bool]
+#: Named selections of an encoder's parameters (see :func:`select_parameters`).
+Selection = Literal["auto", "conv", "weights", "all"]
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
+
+Selector = Selection | Callable[[str, Tensor], bool]
 
 
 def _min_rank(select: str, params: list[tuple[str, Tensor]]) -> int:
@@ -28,8 +33,7 @@ def _min_rank(select: str, params: list[tuple[str, Tensor]]) -> int:
 def check_select(field: str, select: Selector) -> None:
     if callable(select):
         return
-    if select not in SELECTIONS:
-        raise ValueError(f"{field} must be one of {SELECTIONS} or a callable, got {select!r}")
+    check_choice(field, select, SELECTIONS, also=" or a callable")
 
 
 def named_parameters_of(source: nn.Module | Iterable[Tensor]) -> list[tuple[str, Tensor]]:
@@ -63,6 +67,12 @@ def select_parameters(
     Raises ValueError naming the modality when its selection is empty (the
     official code silently modulates nothing on such an encoder), and when a
     parameter belongs to two modalities.
+
+    >>> from torch import nn
+    >>> encoders = {"audio": nn.Sequential(nn.Conv1d(1, 2, 3), nn.Linear(2, 2)), "visual": nn.Linear(3, 2)}
+    >>> selected = select_parameters(encoders, "auto")  # conv kernels where there are any, else weights
+    >>> {m: [name for name, _ in params] for m, params in selected.items()}
+    {'audio': ['0.weight'], 'visual': ['weight']}
     """
     if isinstance(select, Mapping):
         missing = set(encoders) - set(select)

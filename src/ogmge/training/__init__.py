@@ -2,7 +2,8 @@
 
 ``train(config)`` runs the loop of :mod:`ogmge.training.loop`; ``load_run``,
 ``load_checkpoint``, ``evaluate_checkpoint`` and ``predict`` mirror
-``ogmge eval``; ``plot_runs`` mirrors ``ogmge plot``. See docs/training.md.
+``ogmge eval``. Plotting (``ogmge plot``) is an interface: ``ogmge.interfaces.plots``.
+See docs/training.md.
 """
 
 from .api import LoadedCheckpoint, Run, evaluate_checkpoint, load_checkpoint, load_run, predict
@@ -31,15 +32,15 @@ __all__ = [
     "load_checkpoint_file",
     "load_run",
     "predict",
-    "plot_runs",
     "train",
     "yaml_key",
 ]
 
 
 def __getattr__(name):
-    if name in ("plot_runs", "comparison_figure"):
-        from . import plots
-
-        return getattr(plots, name)
-    raise AttributeError(name)
+    if name in ("plot_runs", "comparison_figure", "plots"):
+        raise AttributeError(
+            f"ogmge.training.{name} moved to ogmge.interfaces.plots (plotting is an interface, layer 5): "
+            f"use `from ogmge.interfaces.plots import {'plot_runs' if name == 'plots' else name}`"
+        )
+    raise AttributeError(f"module 'ogmge.training' has no attribute {name!r}")

@@ -140,7 +140,7 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
 def capture_rng() -> dict:
     """Python, NumPy, torch (CPU and every CUDA device) generator states."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     state = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],

@@ -8,7 +8,6 @@ YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,15 +15,20 @@ from typing import Any
 
 import yaml
 
-from ogmge.modulation import MODES, SELECTIONS
+from ogmge.data.paper import DATASETS as _PAPER_READERS
+from ogmge.data.paper import SPLITS  # noqa: F401  (re-exported: the splits a config may name)
+from ogmge.models.estimators import ESTIMATORS, EstimatorName
+from ogmge.models.fusion import FUSIONS as _FUSION_HEADS
+from ogmge.models.fusion import FusionName
+from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
+from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
+from ogmge.validation import InvalidType, check_choice, check_number
 
-DATASETS = ("builtin", "byo", "cremad", "kinetics_sounds", "vggsound", "ave")
-PAPER_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
-FUSIONS = ("sum", "concat", "film", "gated", "attention")
-ESTIMATORS = ("linear", "masking", "shapley", "probe")
+# Choice lists come from the modules that own them; only the optimisers are the config's own.
+PAPER_DATASETS = (*_PAPER_READERS, "clips")
+DATASETS = ("builtin", "byo", *PAPER_DATASETS)
+FUSIONS = tuple(_FUSION_HEADS)
 OPTIMIZERS = ("sgd", "adam", "adamw")
-COEFFICIENTS = ("paper", "continuous")
-SPLITS = ("train", "val", "test")
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
 METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble")
@@ -36,6 +40,13 @@ METHOD_MODULATION = {
     "ogm_ge": ("OGM_GE", False),
     "opm": ("Normal", True),
 }
+
+RETIRED_IMBALANCE = (
+    "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
+    "installation generates): a run made on version 1 cannot be evaluated or resumed here, retrain it; "
+    "for new runs choose a regime instead, e.g. dataset_options: {regime: paper} or {regime: weak_useless} "
+    "(presets builtin_paper, builtin_weak_useless, builtin_paper3; docs/data.md)"
+)
 
 #: Settings that may change between an interrupted run and its resumption
 #: without changing the result (where it runs, how it reports, how long).
@@ -62,6 +73,14 @@ class TrainConfig:
     or a paper dataset (with ``data_root`` and optionally ``split_file``);
     ``modalities`` trains a subset; ``val_fraction`` of train (seeded,
     stratified) selects the model, 0 keeps the last epoch.
+
+    >>> cfg = TrainConfig.load("builtin_cpu").replace(epochs=2, modulation="OGM")
+    >>> cfg.dataset, cfg.modulation, cfg.alpha
+    ('builtin', 'OGM', 0.8)
+    >>> TrainConfig(alpha=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be ...
     """
 
     # data
@@ -71,11 +90,10 @@ class TrainConfig:
     data: str | None = None
     modalities: list[str] | None = None
     val_fraction: float = 0.1
-    imbalance: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
-    fusion: str = "concat"
-    estimator: str | None = None
+    fusion: FusionName = "concat"
+    estimator: EstimatorName | None = None
     width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
@@ -91,12 +109,12 @@ class TrainConfig:
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
     # modulation
-    modulation: str = "OGM_GE"
+    modulation: Mode = "OGM_GE"
     alpha: float = 0.8
     modulation_starts: int = 0
     modulation_ends: int | None = 50
-    modulate_params: str | None = None
-    coefficient: str = "paper"
+    modulate_params: Selection | None = None
+    coefficient: CoefficientRule = "paper"
     # optimisation
     epochs: int = 100
     batch_size: int = 64
@@ -128,20 +146,20 @@ class TrainConfig:
     # ------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
         """Raise ValueError/TypeError naming the field and its value."""
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("fusion", self.fusion, FUSIONS)
-        _choice("estimator", self.estimator, ESTIMATORS, allow_none=True)
-        _choice("modulation", self.modulation, MODES)
-        _choice("method", self.method, METHODS, allow_none=True)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("fusion", self.fusion, FUSIONS)
+        check_choice("estimator", self.estimator, ESTIMATORS, allow_none=True)
+        check_choice("modulation", self.modulation, MODES)
+        check_choice("method", self.method, METHODS, allow_none=True)
         if self.method is not None:
             self._apply_method()
-        _choice("modulate_params", self.modulate_params, SELECTIONS, allow_none=True)
-        _choice("coefficient", self.coefficient, COEFFICIENTS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("modulate_params", self.modulate_params, SELECTIONS, allow_none=True)
+        check_choice("coefficient", self.coefficient, COEFFICIENTS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("data_root", "split_file", "data", "out", "name"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
-                raise TypeError(f"{name} must be a path string, got {value!r}")
+                raise InvalidType(f"{name} must be a path string, got {value!r}")
             if isinstance(value, Path):
                 setattr(self, name, str(value))
         if self.modalities is not None:
@@ -154,49 +172,44 @@ class TrainConfig:
             if len(set(self.modalities)) != len(self.modalities):
                 raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
             self.modalities = list(self.modalities)
-        _number("val_fraction", self.val_fraction, lo=0.0, hi=1.0, hi_open=True)
-        if self.imbalance is not None:
-            _number("imbalance", self.imbalance)
-        _integer("width", self.width, lo=1)
-        _number("opm_q_base", self.opm_q_base, lo=0.0, hi=1.0)
-        _number("opm_lam", self.opm_lam, lo=0.0)
-        _number("opm_p_exe", self.opm_p_exe, lo=0.0, hi=1.0)
-        _integer("gblend_super_epoch", self.gblend_super_epoch, lo=1)
-        _number("gblend_w_min", self.gblend_w_min, lo=0.0, hi=1.0 / 3)
-        _number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0.0, lo_open=True)
-        _number("mdrop_p", self.mdrop_p, lo=0.0, hi=1.0)
-        _number("mmpareto_scale", self.mmpareto_scale, lo=0.0, lo_open=True)
-        _number("alpha", self.alpha, lo=0.0, lo_open=True)
-        _integer("modulation_starts", self.modulation_starts, lo=0)
-        if self.modulation_ends is not None:
-            _integer("modulation_ends", self.modulation_ends, lo=0)
+        check_number("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
+        check_number("width", self.width, integer=True, lo=1)
+        check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
+        check_number("opm_lam", self.opm_lam, lo=0)
+        check_number("opm_p_exe", self.opm_p_exe, lo=0, hi=1)
+        check_number("gblend_super_epoch", self.gblend_super_epoch, integer=True, lo=1)
+        check_number("gblend_w_min", self.gblend_w_min, lo=0, hi=1 / 3)
+        check_number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0, lo_open=True)
+        check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
+        check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
+        check_number("alpha", self.alpha, lo=0, lo_open=True)
+        check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
+        if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:
             if self.modulation_ends < self.modulation_starts:
                 raise ValueError(
                     f"modulation_ends ({self.modulation_ends}) must not be before "
                     f"modulation_starts ({self.modulation_starts})"
                 )
-        _integer("epochs", self.epochs, lo=1)
-        _integer("batch_size", self.batch_size, lo=1)
-        if self.eval_batch_size is not None:
-            _integer("eval_batch_size", self.eval_batch_size, lo=1)
-        _number("lr", self.lr, lo=0.0, lo_open=True)
-        _number("momentum", self.momentum, lo=0.0, hi=1.0)
-        _number("weight_decay", self.weight_decay, lo=0.0)
-        _integer("lr_step", self.lr_step, lo=1)
-        _number("lr_gamma", self.lr_gamma, lo=0.0, lo_open=True)
-        if self.grad_clip is not None:
-            _number("grad_clip", self.grad_clip, lo=0.0, lo_open=True)
-        _integer("seed", self.seed, lo=0)
-        _integer("num_workers", self.num_workers, lo=0)
-        _integer("trace_every", self.trace_every, lo=1)
+        check_number("epochs", self.epochs, integer=True, lo=1)
+        check_number("batch_size", self.batch_size, integer=True, lo=1)
+        check_number("eval_batch_size", self.eval_batch_size, integer=True, lo=1, allow_none=True)
+        check_number("lr", self.lr, lo=0, lo_open=True)
+        check_number("momentum", self.momentum, lo=0, hi=1)
+        check_number("weight_decay", self.weight_decay, lo=0)
+        check_number("lr_step", self.lr_step, integer=True, lo=1)
+        check_number("lr_gamma", self.lr_gamma, lo=0, lo_open=True)
+        check_number("grad_clip", self.grad_clip, lo=0, lo_open=True, allow_none=True)
+        check_number("seed", self.seed, integer=True, lo=0)
+        check_number("num_workers", self.num_workers, integer=True, lo=0)
+        check_number("trace_every", self.trace_every, integer=True, lo=1)
         for name in ("amp", "opm", "tensorboard", "progress", "eval_test_every_epoch"):
             if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise InvalidType(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         for name in ("dataset_options", "model_options"):
             if not isinstance(getattr(self, name), dict):
-                raise TypeError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+                raise InvalidType(f"{name} must be a mapping, got {getattr(self, name)!r}")
         if self.dataset == "byo" and not self.data:
             raise ValueError("dataset 'byo' needs data (--data FILE.npz)")
         if self.data and self.dataset not in ("byo",):
@@ -206,6 +219,7 @@ class TrainConfig:
     def _apply_method(self) -> None:
         """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
         follows the method; one set to something else contradicts it (an error naming both)."""
+        assert self.method is not None
         modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, wanted in (("modulation", modulation), ("opm", opm)):
@@ -236,6 +250,10 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise TypeError(f"a configuration must be a mapping of settings, got {type(values).__name__}")
+        if "imbalance" in values:  # built-in data v1's knob (retired in v2); old runs' configs carry it
+            values = dict(values)
+            if values.pop("imbalance") is not None or values.get("dataset", "builtin") == "builtin":
+                raise ValueError(RETIRED_IMBALANCE)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -294,26 +312,3 @@ def _read_config_text(path_or_preset: str | Path) -> tuple[str, str]:
     raise FileNotFoundError(
         f"config {str(path_or_preset)!r} is neither a file nor a shipped preset; presets: {', '.join(list_presets())}"
     )
-
-
-def _choice(name: str, value, choices, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _number(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-
-
-def _integer(name, value, *, lo=None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value!r}")

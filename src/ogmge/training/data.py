@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ogmge.data.collate import collate_samples
 from ogmge.data.splitting import group_split, stratified_split, subset
+from ogmge.data.views import ModalityView, set_epoch  # noqa: F401  (both re-exported here)
 
 from .config import PAPER_DATASETS, TrainConfig
 
@@ -25,9 +27,10 @@ LOGGER = logging.getLogger("ogmge.training")
 class DataBundle:
     """The splits of a run; ``val`` is None when ``val_fraction`` is 0."""
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
+    # contract datasets (docs/architecture.md): attributes beyond torch's Dataset
+    train: Any
+    val: Any | None
+    test: Any | None
 
     @property
     def modalities(self) -> dict:
@@ -43,50 +46,6 @@ class DataBundle:
         return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
 
 
-class ModalityView(Dataset):
-    """The same samples with only the named modalities."""
-
-    def __init__(self, base: Dataset, names: Sequence[str]) -> None:
-        unknown = sorted(set(names) - set(base.modalities))
-        if unknown:
-            raise ValueError(f"modalities {unknown} are not in the dataset, which has {list(base.modalities)}")
-        self.base = base
-        self.names = list(names)
-        self.modalities = {n: base.modalities[n] for n in self.names}
-        for attr in ("num_classes", "class_names", "targets", "groups"):
-            setattr(self, attr, getattr(base, attr, None))
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._select(self.base[index])
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        """Batched fetch (what a DataLoader calls), through the base dataset's own when it has one."""
-        fetch = getattr(self.base, "__getitems__", None)
-        samples = fetch(list(indices)) if callable(fetch) else [self.base[i] for i in indices]
-        return [self._select(s) for s in samples]
-
-    def _select(self, sample: dict) -> dict:
-        out = {"inputs": {n: sample["inputs"][n] for n in self.names}, "label": sample["label"]}
-        lengths = sample.get("lengths") or {}
-        kept = {n: v for n, v in lengths.items() if n in self.names}
-        if kept:
-            out["lengths"] = kept
-        return out
-
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch(self.base, epoch)
-
-
-def set_epoch(dataset, epoch: int) -> None:
-    """Tell a dataset with per-epoch augmentations (``set_epoch``) which epoch it is."""
-    fn = getattr(dataset, "set_epoch", None)
-    if callable(fn):
-        fn(epoch)
-
-
 def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
     """Seeded ``(rest, held_out)`` indices: whole groups when the dataset has
     ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
@@ -96,7 +55,7 @@ def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int],
     return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
 
 
-def select_modalities(dataset: Dataset | None, names: Sequence[str] | None) -> Dataset | None:
+def select_modalities(dataset: Any | None, names: Sequence[str] | None) -> Any | None:
     if dataset is None or names is None:
         return dataset
     if list(names) == list(dataset.modalities):
@@ -124,17 +83,16 @@ def build_datasets(config: TrainConfig) -> DataBundle:
     opts = dict(config.dataset_options)
     train = val = test = None
     if config.dataset == "builtin":
-        from ogmge.data.builtin import make_builtin_dataset
+        from ogmge.data.builtin import builtin_identity, make_builtin_dataset
 
-        if config.imbalance is not None:
-            opts.setdefault("imbalance", config.imbalance)
-        seed = opts.pop("seed", 0)
-        sizes = opts.pop("num_samples", {}) or {}
-        if not isinstance(sizes, dict):
-            raise ValueError(f"dataset_options.num_samples must map split -> count, got {sizes!r}")
+        identity = builtin_identity(opts)  # validates the options (and a pinned version)
+        sizes = identity["num_samples"]
 
         def make(split):
-            return make_builtin_dataset(split, seed=seed, num_samples=sizes.get(split), **opts)
+            return make_builtin_dataset(
+                split, regime=identity["regime"], seed=identity["seed"], frames=identity["frames"],
+                num_samples=sizes, cue_prob=opts.get("cue_prob"),
+            )
 
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None
@@ -142,6 +100,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         from ogmge.data.byo import load_byo
 
         test_fraction = opts.pop("test_fraction", 0.2)
+        assert config.data is not None  # validate(): dataset byo needs data
         full = load_byo(config.data, **opts)
         splits = getattr(full, "splits", None)
         if splits is not None:
@@ -160,8 +119,18 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         else:  # no split column: hold out a seeded test share (by group when groups are given)
             rest, held = holdout(full, test_fraction, seed=config.seed + 1)
             train, test = subset(full, rest), subset(full, held)
-    elif config.dataset in PAPER_DATASETS:
+    elif config.dataset == "clips":  # a `prepare clips` cache; splits: ogmge.data.clips_dataset
         if not config.data_root:
+            raise ValueError("dataset 'clips' needs data_root (--data-root CACHE from `ogmge prepare clips`)")
+        from ogmge.data.clips_dataset import load_clips_splits
+
+        opts.setdefault("seed", config.seed)
+        parts = load_clips_splits(config.data_root, val_fraction=config.val_fraction, **opts)
+        train, test = parts["train"], parts["test"]
+        val = parts["val"] if config.val_fraction > 0 else None
+    elif config.dataset in PAPER_DATASETS:
+        data_root = config.data_root
+        if not data_root:
             raise ValueError(f"dataset {config.dataset!r} needs data_root (--data-root DIR)")
         from ogmge.data.paper import load_paper_dataset
 
@@ -170,7 +139,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
 
         def make(split):  # split_file is the training list; the test list is found in data_root
             split_file = config.split_file if split != "test" else None
-            return load_paper_dataset(config.dataset, config.data_root, split=split, split_file=split_file, **opts)
+            return load_paper_dataset(config.dataset, data_root, split=split, split_file=split_file, **opts)
 
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None
@@ -220,6 +189,54 @@ def make_loader(
         persistent_workers=False,
     )
     return loader, sampler
+
+
+def data_identity(dataset) -> dict | None:
+    """What identifies a run's data when it is the built-in data (its ``identity``:
+    version, regime, seed, cue probabilities, sizes, knobs), else None. Takes a
+    :class:`DataBundle` or a dataset (views are looked through)."""
+    if isinstance(dataset, DataBundle):
+        dataset = dataset.train
+    for _ in range(8):  # ModalityView / DatasetView chains
+        if dataset is None or getattr(dataset, "identity", None) is not None:
+            break
+        dataset = getattr(dataset, "base", None) or getattr(dataset, "dataset", None)
+    identity = getattr(dataset, "identity", None)
+    return dict(identity) if identity is not None else None
+
+
+def _describe(identity: Mapping) -> str:
+    return f"built-in data version {identity.get('version')!r} (regime {identity.get('regime')!r})"
+
+
+def check_data_identity(recorded: Mapping | None, current: Mapping | None, *, what: str = "this run") -> None:
+    """Refuse to evaluate or resume ``what`` on other built-in data than it was trained on.
+
+    ``recorded``: the identity stored with the run (``data_identity`` at training
+    time; None for a run that stored none). ``current``: ``data_identity`` of the
+    data built now. Raises ValueError naming both versions (and regimes) when the
+    versions differ, or the differing fields when the same version was generated
+    with other options. Runs on other data (``current`` None and nothing recorded)
+    pass: their fingerprint is checked elsewhere.
+    """
+    if current is None and recorded is None:
+        return
+    if recorded is None:
+        raise ValueError(
+            f"{what} recorded no built-in data version (it was made before version {current.get('version')}, "
+            f"i.e. on version 1); this installation generates {_describe(current)}: retrain it"
+        )
+    if current is None:
+        raise ValueError(f"{what} was trained on {_describe(recorded)}, but the data now are not the built-in data")
+    if recorded.get("version") != current.get("version"):
+        raise ValueError(
+            f"{what} was trained on {_describe(recorded)}; this installation generates {_describe(current)}: "
+            "retrain it, or use the ogmge release that generated its version"
+        )
+    diffs = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    if diffs:
+        detail = "; ".join(f"{k}: recorded {recorded.get(k)!r}, now {current.get(k)!r}" for k in diffs)
+        raise ValueError(f"{what} was trained on other {_describe(recorded)} data than these ({detail})")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -1,13 +1,18 @@
-"""Building the model, optimiser, scheduler and modulator of a run from its config."""
+"""Building the model, optimiser, scheduler and modulator of a run from its config.
+
+Random components are seeded here, and only here, each from ``(config.seed, its name)``
+(:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``, ``"estimator"``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.methods import (
     BalancingMethod,
     GBlending,
@@ -17,6 +22,7 @@ from ogmge.methods import (
     UnimodalEnsemble,
 )
 from ogmge.modulation import OGMGE, OPM
+from ogmge.seeding import component_seed
 
 from .config import PAPER_DATASETS, TrainConfig
 
@@ -57,9 +63,20 @@ def specs_from(spec: Mapping) -> dict[str, ModalitySpec]:
 
 
 def make_opm(config: TrainConfig) -> OPM | None:
+    """OPM with the config's settings; its masks draw from ``component_seed(seed, "opm")``."""
     if not config.opm:
         return None
-    return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe, seed=config.seed)
+    return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe,
+               seed=component_seed(config.seed, "opm"))
+
+
+def make_estimator(config: TrainConfig):
+    """The per-modality logit estimator named by the config (default: the fusion head's own);
+    its permutations (sampled Shapley) draw from ``component_seed(seed, "estimator")``."""
+    from ogmge.models import FUSIONS, LogitEstimator
+
+    name = config.estimator or FUSIONS[config.fusion].default_estimator
+    return LogitEstimator(name, seed=component_seed(config.seed, "estimator"))
 
 
 def default_builder(config: TrainConfig, modalities: Mapping[str, ModalitySpec]) -> str:
@@ -78,9 +95,9 @@ def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: d
 
     makers = {"audio": AudioEncoder, "visual": VisualEncoder}
     encoders = {n: makers[n](width=config.width) for n in names}
-    head = build_fusion(config.fusion, {n: e.out_dim for n, e in encoders.items()}, num_classes,
+    head = build_fusion(config.fusion, {n: cast(int, e.out_dim) for n, e in encoders.items()}, num_classes,
                         **dict(options.get("fusion_options") or {}))
-    return MultimodalClassifier(encoders, head, estimator=config.estimator, opm=make_opm(config),
+    return MultimodalClassifier(encoders, head, estimator=make_estimator(config), opm=make_opm(config),
                                 **method_model_options(config, len(encoders)))
 
 
@@ -102,7 +119,7 @@ def build_model_from_config(
             fusion=config.fusion,
             num_classes=num_classes,
             width=config.width,
-            estimator=config.estimator,
+            estimator=make_estimator(config),
             opm=make_opm(config),
             **options,
             **method_options,
@@ -112,7 +129,7 @@ def build_model_from_config(
             dict(modalities),
             num_classes=num_classes,
             fusion=config.fusion,
-            estimator=config.estimator,
+            estimator=make_estimator(config),
             opm=make_opm(config),
             **options,
             **method_options,
@@ -126,6 +143,7 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
     In ``Normal`` mode it only measures scores, ratios and coefficients for the trace.
     Parameters: ``modulate_params``, or by default ``auto`` (per encoder, ``conv``
     when it has conv kernels, rank >= 3, the paper's choice; ``weights`` otherwise).
+    Its GE noise draws from ``component_seed(seed, "ogmge")`` (:mod:`ogmge.seeding`).
     """
     encoders = getattr(model, "encoders", None)
     if encoders is None:
@@ -140,7 +158,7 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
         end_epoch=config.modulation_ends,
         select=config.modulate_params or "auto",
         coefficient=config.coefficient,
-        seed=config.seed,
+        seed=component_seed(config.seed, "ogmge"),
     )
 
 

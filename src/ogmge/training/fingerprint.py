@@ -6,7 +6,7 @@
   split files in ``splits/`` and the sorted clip names in ``clips/`` (not the clips'
   bytes, which would mean reading tens of gigabytes); an extracted layout: the split
   file given and the sorted names at the top of ``data_root``;
-* the built-in data: their generation settings (``dataset_options``, ``imbalance``).
+* the built-in data: their identity (generator version, regime, seed, knobs; ``builtin_identity``).
 
 ``{"kind": ..., "sha256": ..., "source": ...}``; ``kind`` is ``byo``, ``paper-cache``,
 ``paper-layout``, ``builtin`` or ``custom`` (data passed to ``train`` directly: not checked).
@@ -95,9 +95,12 @@ def data_fingerprint(config: TrainConfig) -> dict:
             h.update("\n".join(names).encode())
         source = str(root)
     else:
-        kind, source = "builtin", "built-in data"
-        settings = {"dataset_options": config.dataset_options, "imbalance": config.imbalance}
-        h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        from ogmge.data.builtin import builtin_identity
+
+        identity = builtin_identity(config.dataset_options)  # version, regime, seed, knobs
+        kind = "builtin"
+        source = f"built-in data version {identity['version']} (regime {identity['regime']!r})"
+        h.update(json.dumps(identity, sort_keys=True, default=str).encode())
     return {"kind": kind, "sha256": h.hexdigest(), "source": source}
 
 

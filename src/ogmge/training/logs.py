@@ -119,7 +119,7 @@ class RunLog:
         self._pending: list[dict] = []
         self._handler: logging.Handler | None = None
         self.tb = None
-        if not self.enabled:
+        if not self.enabled or run_dir is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(run_dir / METRICS, "a")

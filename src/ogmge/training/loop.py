@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -227,7 +228,7 @@ class Trainer:
         }
         self.start_epoch = 0
         self.history: list[dict] = []
-        self.best = {"epoch": -1, "score": float("-inf"), "val": None}
+        self.best: dict[str, Any] = {"epoch": -1, "score": float("-inf"), "val": None}
         self.best_state: dict | None = None
         self.global_step = 0
         self.consecutive_skips = 0
@@ -264,6 +265,7 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         ck = self.ckpt
+        assert ck is not None  # read in __init__ when resuming
         self.model.load_state_dict(ck["model"])
         load_extra_states(self.model, ck.get("extra_states", {}))
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -587,7 +589,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "modulator": self.modulator.state_dict() if self.modulator is not None else None,
-            "method": self.method.state_dict(),
+            # a method the model holds (modality dropout) is saved with the model, once
+            "method": {} if self.method is getattr(self.model, "feature_transform", None) else self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
             "history": self.history,

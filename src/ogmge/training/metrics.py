@@ -89,6 +89,8 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
     ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without trainable heads), ``labels``."""
     was_training = model.training
     model.eval()
+    per_mod: dict[str, list[Tensor]]
+    heads: dict[str, list[Tensor]]
     fused, per_mod, heads, labels = [], {}, {}, []
     try:
         for batch in batches:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 
+from ...validation import check_choice, check_number
 from . import ave, cremad, kinetics_sounds, vggsound
 from .common import SPLITS, PaperDataset, Record, carve_validation, select_frames
 
@@ -47,13 +48,9 @@ def load_paper_dataset(
     name: str, root: str | os.PathLike, *, split: str, split_file: str | os.PathLike | None = None, **kwargs
 ) -> PaperDataset:
     """One split of a paper dataset; see the module docstring for every keyword."""
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    seed = kwargs.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    check_choice("name", name, sorted(DATASETS))
+    check_choice("split", split, SPLITS)
+    check_number("seed", kwargs.get("seed", 0), integer=True)
     if name != "cremad":
         for key in ("speaker_independent", "test_fraction"):
             if key in kwargs:

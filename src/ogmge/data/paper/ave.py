@@ -88,7 +88,7 @@ def _classes(root: Path, split_file) -> list[str]:
 def all_records(root: Path, split_file=None, *, on_error: str = "raise") -> ParsedSplit:
     names = _classes(root, split_file)
     out = ParsedSplit([])
-    seen = set()
+    seen: set[str] = set()
     for which in ("train", "val", "test"):
         p = parse_split(resolve_split_file(SPEC, root, which, None), class_names=names, on_error=on_error)
         out.records += [r for r in p.records if r.clip not in seen]

@@ -1,5 +1,5 @@
 """Shared machinery of the paper dataset readers: split-file reading, frame selection, the
-validation carve, the cache layout, and :class:`PaperDataset`.
+validation carve (on :mod:`ogmge.data.splitting`), the cache layout, and :class:`PaperDataset`.
 
 Cache layout (written by :mod:`ogmge.data.prepare`)::
 
@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...contracts import ModalitySpec
+from ...validation import check_choice, check_positive_int
 from ..audio import check_finite, pcm16_to_float, read_wav
-from ..collate import batch_buffers
+from ..collate import BufferedSamples, batch_buffers
 from ..errors import DataError, check_on_error
-from ..kinds import ModalitySpec
+from ..splitting import group_split, stratified_split
 from ..transforms import (
     eval_transform,
     frames_to_tensor,
@@ -119,57 +121,23 @@ def check_clip_ids(records: Sequence[Record]) -> None:
 # --------------------------------------------------------------------------- splits
 
 
-def _check_fraction(field_name: str, value, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field_name} must be a number in [0, 1), got {value!r}")
-    if not (0 <= value < 1) or (value == 0 and not allow_zero):
-        raise ValueError(f"{field_name} must be in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
-    return float(value)
-
-
 def carve_validation(
-    records: Sequence[Record], *, fraction: float, seed: int, by_group: bool = False
+    records: Sequence[Record], *, fraction: float, seed: int, by_group: bool = False,
+    field: str = "val_fraction",
 ) -> tuple[list[Record], list[Record]]:
-    """Seeded split of ``records`` into ``(train, val)``.
-
-    Stratified: ``n_val = floor(fraction * N + 1/2)`` records go to val, shared among the
-    classes in proportion to their sizes (largest remainders, ties to the smaller label); in
-    each class a seeded permutation picks them. With ``by_group`` whole groups (actors) go to
-    val instead: ``floor(fraction * n_groups + 1/2)`` of them. ``fraction = 0`` gives ``(records, [])``.
-    """
-    fraction = _check_fraction("val_fraction", fraction, allow_zero=True)
+    """Seeded split of ``records`` into ``(train, val)``, in their order, by
+    :func:`ogmge.data.splitting.stratified_split` (by label) or, with ``by_group``,
+    :func:`~ogmge.data.splitting.group_split` (whole groups, CREMA-D actors).
+    ``fraction = 0`` gives ``(records, [])``."""
     records = list(records)
-    if fraction == 0 or not records:
-        return records, []
-    g = torch.Generator().manual_seed(int(seed))
     if by_group:
-        groups = sorted({r.group for r in records})
-        perm = torch.randperm(len(groups), generator=g).tolist()
-        held = {groups[i] for i in perm[: math.floor(fraction * len(groups) + 0.5)]}
-        return [r for r in records if r.group not in held], [r for r in records if r.group in held]
-    labels = sorted({r.label for r in records})
-    members = {y: [i for i, r in enumerate(records) if r.label == y] for y in labels}
-    quota = {y: fraction * len(members[y]) for y in labels}
-    take = {y: math.floor(q) for y, q in quota.items()}
-    extra = math.floor(fraction * len(records) + 0.5) - sum(take.values())
-    for y in sorted(labels, key=lambda y: (-(quota[y] - take[y]), y))[: max(0, extra)]:
-        take[y] += 1
-    val_idx: set[int] = set()
-    for y in labels:
-        perm = torch.randperm(len(members[y]), generator=g).tolist()
-        val_idx.update(members[y][j] for j in perm[: take[y]])
-    return (
-        [r for i, r in enumerate(records) if i not in val_idx],
-        [r for i, r in enumerate(records) if i in val_idx],
-    )
-
-
-def group_split(
-    records: Sequence[Record], *, test_fraction: float, seed: int
-) -> tuple[list[Record], list[Record]]:
-    """Seeded group-disjoint ``(train, test)``: ``round(test_fraction * n_groups)`` groups to test."""
-    test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=False)
-    return carve_validation(records, fraction=test_fraction, seed=seed, by_group=True)
+        _, held = group_split([r.group for r in records], val_fraction=fraction, seed=seed,
+                              allow_zero=True, field=field)
+    else:
+        _, held = stratified_split([r.label for r in records], val_fraction=fraction, seed=seed,
+                                   allow_zero=True, field=field)
+    val = set(held)
+    return [r for i, r in enumerate(records) if i not in val], [records[i] for i in held]
 
 
 def select_frames(n: int, t: int, *, train: bool, generator: torch.Generator | None = None) -> list[int]:
@@ -271,7 +239,7 @@ class NpyLayout:
 
 
 def _read_exactly(f, out: np.ndarray, path) -> None:
-    view = memoryview(out).cast("B")
+    view = memoryview(out).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
     got = f.readinto(view)
     while got is not None and 0 < got < len(view):
         more = f.readinto(view[got:])
@@ -347,6 +315,83 @@ def compute_audio(spec: PaperSpec, src: Path, decoded=None) -> np.ndarray:
 # --------------------------------------------------------------------------- the dataset
 
 
+class CacheReader:
+    """Reads clips from a ``prepare`` cache (``root/clips/<clip>/{audio,frames}.npy``):
+    headers checked once per clip, only the needed frames (and lines) read."""
+
+    source = "cache"
+    default_visual_dtype = "uint8"
+
+    def __init__(self, spec: PaperSpec, root: Path) -> None:
+        read_manifest(root, spec.name)
+        self.spec, self.root = spec, root
+        self.clips_dir = os.fspath(root / "clips")
+        self._layouts: dict[str, tuple[NpyLayout, NpyLayout]] = {}
+
+    def check(self, clip: str, *, validate: bool) -> None:
+        """Raise :class:`DataError` when ``clip`` cannot be read (headers too, with ``validate``)."""
+        d = self.root / "clips" / clip
+        if validate:
+            self._layouts[clip] = check_cached_clip(d, self.spec)
+        elif not d.is_dir():
+            raise DataError(d, "missing", "clip not in the cache")
+
+    def layout(self, clip: str) -> tuple[NpyLayout, NpyLayout]:
+        if clip not in self._layouts:
+            self._layouts[clip] = check_cached_clip(self.root / "clips" / clip, self.spec)
+        return self._layouts[clip]
+
+    def path(self, clip: str, what: str) -> str:
+        return os.path.join(self.clips_dir, clip, f"{what}.npy")
+
+    def audio(self, clip: str) -> tuple[np.ndarray, str]:
+        """The cached audio array and where it came from."""
+        path = self.path(clip, "audio")
+        return self.layout(clip)[0].load(path), path
+
+    def frames(self, clip: str, num_frames: int, *, train: bool, generator: torch.Generator) -> torch.Tensor:
+        layout = self.layout(clip)[1]
+        idx = select_frames(layout.shape[0], num_frames, train=train, generator=generator)
+        return frames_to_tensor(layout.rows(self.path(clip, "frames"), idx))
+
+
+class RawReader:
+    """Reads clips from the extracted layout (WAV or video audio, frame folder or video),
+    computing the audio features on every read."""
+
+    source = "raw"
+    default_visual_dtype = "float32"
+
+    def __init__(self, spec: PaperSpec, root: Path) -> None:
+        self.spec, self.root = spec, root
+
+    def check(self, clip: str, *, validate: bool) -> None:
+        raw_sources(self.spec, self.root, clip)
+
+    def audio(self, clip: str) -> tuple[np.ndarray, Path]:
+        path, _ = raw_sources(self.spec, self.root, clip)
+        return compute_audio(self.spec, path), path
+
+    def frames(self, clip: str, num_frames: int, *, train: bool, generator: torch.Generator) -> torch.Tensor:
+        _, src = raw_sources(self.spec, self.root, clip)
+        if src.is_dir():
+            files = list_frame_files(src)
+            idx = select_frames(len(files), num_frames, train=train, generator=generator)
+            imgs = [read_image(files[i]) for i in idx]
+        else:
+            allf = decode_video(src, audio=False).frames
+            idx = select_frames(len(allf), num_frames, train=train, generator=generator)
+            imgs = [allf[i] for i in idx]
+        if len({i.shape for i in imgs}) != 1:
+            raise DataError(src, "shape", f"frames of different sizes {[i.shape for i in imgs]}")
+        return frames_to_tensor(np.stack(imgs))
+
+
+def open_reader(spec: PaperSpec, root: Path) -> CacheReader | RawReader:
+    """The reader of ``root``: a cache when it holds ``manifest.json``, else the extracted layout."""
+    return CacheReader(spec, root) if is_cache(root) else RawReader(spec, root)
+
+
 class PaperDataset(Dataset):
     """A paper dataset split, read from the extracted layout or from a ``prepare`` cache.
 
@@ -359,7 +404,8 @@ class PaperDataset(Dataset):
 
     Attributes: ``modalities``, ``num_classes``, ``class_names``, ``targets``, ``groups``
     (CREMA-D actors, else None), ``clips``, ``skipped`` (``(clip or file, reason)`` left out
-    under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``), ``visual_dtype``.
+    under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``), ``reader`` (the
+    :class:`CacheReader` or :class:`RawReader` that reads its clips), ``visual_dtype``.
 
     Randomness (training frames, crops, flips, VGGSound audio crops) comes from a per-sample
     ``torch.Generator`` seeded from ``(seed, epoch, index)``, so it is identical whatever the
@@ -388,39 +434,25 @@ class PaperDataset(Dataset):
         self.split = split
         self.train = bool(train)
         self.on_error = check_on_error(on_error)
-        nf = spec.num_frames if num_frames is None else num_frames
-        if isinstance(nf, bool) or not isinstance(nf, int) or nf < 1:
-            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        nf = check_positive_int("num_frames", spec.num_frames if num_frames is None else num_frames)
+        check_positive_int("image_size", image_size)
         self.num_frames, self.image_size = nf, image_size
         self.seed, self.epoch = int(seed), 0
-        self.source = "cache" if is_cache(self.root) else "raw"
+        self.reader = open_reader(spec, self.root)
+        self.source = self.reader.source
         if visual_dtype is None:
-            visual_dtype = "uint8" if self.source == "cache" else "float32"
-        if visual_dtype not in VISUAL_DTYPES:
-            raise ValueError(f"visual_dtype must be one of {VISUAL_DTYPES} or None, got {visual_dtype!r}")
+            visual_dtype = self.reader.default_visual_dtype
+        check_choice("visual_dtype", visual_dtype, VISUAL_DTYPES, also=" or None")
         self.visual_dtype = visual_dtype
-        self._clips_dir = os.fspath(self.root / "clips")
-        if self.source == "cache":
-            read_manifest(self.root, spec.name)
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.skipped: list[tuple[str, str]] = list(skipped)
-        self._layouts: dict[str, tuple[NpyLayout, NpyLayout]] = {}
         check_clip_ids(records)
         kept = []
         problems: list[DataError] = []
         for r in records:
             try:
-                if self.source == "cache":
-                    d = self.root / "clips" / r.clip
-                    if validate:
-                        self._layouts[r.clip] = check_cached_clip(d, spec)
-                    elif not d.is_dir():
-                        raise DataError(d, "missing", "clip not in the cache")
-                else:
-                    raw_sources(spec, self.root, r.clip)
+                self.reader.check(r.clip, validate=validate)
                 kept.append(r)
             except DataError as exc:
                 problems.append(exc)
@@ -457,39 +489,16 @@ class PaperDataset(Dataset):
     def audio_input(self, cached: np.ndarray, generator: torch.Generator) -> torch.Tensor:
         return torch.from_numpy(np.require(cached, np.float32, ["C", "W"]))
 
-    def _layout(self, clip: str) -> tuple[NpyLayout, NpyLayout]:
-        if clip not in self._layouts:
-            self._layouts[clip] = check_cached_clip(self.root / "clips" / clip, self.spec)
-        return self._layouts[clip]
-
-    def _frames(self, r: Record, generator: torch.Generator) -> torch.Tensor:
-        if self.source == "cache":
-            path = os.path.join(self._clips_dir, r.clip, "frames.npy")
-            layout = self._layout(r.clip)[1]
-            idx = select_frames(layout.shape[0], self.num_frames, train=self.train, generator=generator)
-            return frames_to_tensor(layout.rows(path, idx))
-        _, src = raw_sources(self.spec, self.root, r.clip)
-        if src.is_dir():
-            files = list_frame_files(src)
-            idx = select_frames(len(files), self.num_frames, train=self.train, generator=generator)
-            imgs = [read_image(files[i]) for i in idx]
-        else:
-            allf = decode_video(src, audio=False).frames
-            idx = select_frames(len(allf), self.num_frames, train=self.train, generator=generator)
-            imgs = [allf[i] for i in idx]
-        if len({i.shape for i in imgs}) != 1:
-            raise DataError(src, "shape", f"frames of different sizes {[i.shape for i in imgs]}")
-        return frames_to_tensor(np.stack(imgs))
-
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
         """``[self[i] for i in indices]`` -- the DataLoader's batched fetch. The same samples, bit
         for bit (the draws of each index come from its own generator, whatever the batch). From a
         cache (spectrogram audio) they are written straight into :func:`~ogmge.data.collate.batch_buffers`
         (one shared-memory storage in a DataLoader worker): the audio read from its file into
-        its row, only the crop's lines of the frames read, cropped and resized into theirs; then
-        :func:`~ogmge.data.collate.collate_samples` hands those buffers on without copying."""
+        its row, only the crop's lines of the frames read, cropped and resized into theirs; they
+        come back as :class:`~ogmge.data.collate.BufferedSamples`, which
+        :func:`~ogmge.data.collate.collate_samples` turns into those buffers without copying."""
         indices = list(indices)
-        if (self.source != "cache" or not indices or self.spec.cached_audio != "spectrogram"
+        if (not isinstance(self.reader, CacheReader) or not indices or self.spec.cached_audio != "spectrogram"
                 or type(self).audio_input is not PaperDataset.audio_input):
             return [self[i] for i in indices]
         s = self.image_size
@@ -501,18 +510,18 @@ class PaperDataset(Dataset):
         for k, index in enumerate(indices):
             r = self.records[index]
             g = self.generator_for(index)
-            audio_layout, frames_layout = self._layout(r.clip)
+            audio_layout, frames_layout = self.reader.layout(r.clip)
             a, v = audio[k], visual[k]
-            path = os.path.join(self._clips_dir, r.clip, "audio.npy")
+            path = self.reader.path(r.clip, "audio")
             audio_layout.read_into(path, a.numpy())
             check_finite(a, path, "audio features")
             self._frames_into(v, r, frames_layout, g)
             samples.append({"inputs": {"audio": a, "visual": v}, "label": r.label})
-        return samples
+        return BufferedSamples(samples, bufs)
 
     def _frames_into(self, out: torch.Tensor, r: Record, layout: NpyLayout, g: torch.Generator) -> None:
         """The visual input of a cached clip, written into ``out``: the draws and values of
-        :meth:`_frames` + ``train_transform``/``eval_transform``, reading only the crop's lines."""
+        :meth:`CacheReader.frames` + ``train_transform``/``eval_transform``, reading only the crop's lines."""
         n, height, width = layout.shape[:3]
         idx = select_frames(n, self.num_frames, train=self.train, generator=g)
         if self.train:
@@ -520,22 +529,16 @@ class PaperDataset(Dataset):
             flip = float(torch.rand((), generator=g)) < 0.5
         else:
             top, left, h, w, flip = 0, 0, height, width, False
-        path = os.path.join(self._clips_dir, r.clip, "frames.npy")
-        lines = layout.rows(path, idx, lines=(top, h))
+        lines = layout.rows(self.reader.path(r.clip, "frames"), idx, lines=(top, h))
         resize_into(out, frames_to_tensor(lines)[..., left:left + w], flip=flip)
 
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
         g = self.generator_for(index)
-        if self.source == "cache":
-            path = os.path.join(self._clips_dir, r.clip, "audio.npy")
-            cached = self._layout(r.clip)[0].load(path)
-        else:
-            path, _ = raw_sources(self.spec, self.root, r.clip)
-            cached = compute_audio(self.spec, path)
+        cached, path = self.reader.audio(r.clip)
         audio = self.audio_input(cached, g)
         check_finite(audio, path, "audio features")
-        frames = self._frames(r, g)
+        frames = self.reader.frames(r.clip, self.num_frames, train=self.train, generator=g)
         norm = self.visual_dtype == "float32"
         if self.train:
             visual = train_transform(frames, self.image_size, generator=g, normalize=norm)
@@ -563,8 +566,7 @@ def choose_split(
 ) -> ParsedSplit:
     """Records of ``split`` in {"train", "val", "test"}: val carved from train unless the
     dataset has its own (``val_records``, AVE)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
     if split == "test":
         return test_records()
     if val_records is not None:

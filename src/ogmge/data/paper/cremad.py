@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ...validation import check_number
 from ..audio import cremad_spectrogram
 from ..errors import check_on_error
 from .common import (
@@ -26,7 +27,6 @@ from .common import (
     bad_row,
     carve_validation,
     choose_split,
-    group_split,
     label_problem,
     read_rows,
     resolve_split_file,
@@ -102,7 +102,9 @@ def load(
             p = parse_split(resolve_split_file(SPEC, root, which, None), on_error=on_error)
             pooled.records += p.records
             pooled.skipped += p.skipped
-        tr, te = group_split(pooled.records, test_fraction=test_fraction, seed=seed)
+        check_number("test_fraction", test_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        tr, te = carve_validation(pooled.records, fraction=test_fraction, seed=seed, by_group=True,
+                                  field="test_fraction")
         if split == "test":
             parsed = ParsedSplit(te, pooled.skipped)
         else:

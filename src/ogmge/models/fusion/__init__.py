@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
+from ...validation import check_choice
 from .attention import AttentionFusion
 from .base import FusionHead
 from .concat import ConcatFusion
@@ -11,7 +13,9 @@ from .film import FiLMFusion
 from .gated import GatedFusion
 from .sum import SumFusion
 
-FUSIONS: dict[str, type[FusionHead]] = {
+#: The fusion heads by name (the keys of ``FUSIONS``).
+FusionName = Literal["sum", "concat", "film", "gated", "attention"]
+FUSIONS: dict[FusionName, type[FusionHead]] = {
     "sum": SumFusion,
     "concat": ConcatFusion,
     "film": FiLMFusion,
@@ -20,15 +24,15 @@ FUSIONS: dict[str, type[FusionHead]] = {
 }
 
 
-def build_fusion(name: str, in_dims: Mapping[str, int], num_classes: int, **options) -> FusionHead:
+def build_fusion(name: FusionName, in_dims: Mapping[str, int], num_classes: int, **options) -> FusionHead:
     """The fusion head called ``name`` (one of ``FUSIONS``); ``options`` go to its constructor."""
-    if name not in FUSIONS:
-        raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {name!r}")
+    check_choice("fusion", name, FUSIONS)
     return FUSIONS[name](in_dims, num_classes, **options)
 
 
 __all__ = [
     "FUSIONS",
+    "FusionName",
     "AttentionFusion",
     "ConcatFusion",
     "FiLMFusion",

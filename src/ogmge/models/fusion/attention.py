@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..resnet import _check_positive_int
+from ...validation import check_number, check_positive_int
 from .base import FusionHead
 
 
@@ -32,11 +32,10 @@ class AttentionFusion(FusionHead):
     ) -> None:
         super().__init__(in_dims, num_classes)
         for field, value in (("d_model", d_model), ("heads", heads), ("layers", layers)):
-            _check_positive_int(field, value)
+            check_positive_int(field, value)
         if d_model % heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_number("dropout", dropout, lo=0, hi=1, hi_open=True)
         self.proj = nn.ModuleDict({n: nn.Linear(d, d_model) for n, d in self.in_dims.items()})
         self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), d_model) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(d_model) * 0.02)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from ..resnet import _check_positive_int
+from ...validation import check_choice, check_positive_int
 
 
 def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactly: int | None = None) -> dict[str, int]:
@@ -16,7 +16,7 @@ def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactl
     for name, d in in_dims.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"in_dims keys must be modality names (non-empty str), got {name!r}")
-        out[name] = _check_positive_int(f"in_dims[{name!r}]", d)
+        out[name] = check_positive_int(f"in_dims[{name!r}]", d)
     if exactly is not None and len(out) != exactly:
         raise ValueError(f"this fusion takes exactly {exactly} modalities, got {list(out)}")
     if len(out) < min_modalities:
@@ -30,8 +30,7 @@ def choose_pair(option: str, role: str, chosen: str | None, modalities) -> tuple
     picked by its position (DESIGN §6). ``option`` names the keyword (``condition``, ``gate``)."""
     if chosen is None:
         chosen = _default_audio(option, role, modalities)
-    if chosen not in modalities:
-        raise ValueError(f"{option} must be one of {list(modalities)}, got {chosen!r}")
+    check_choice(option, chosen, modalities)
     return chosen, next(n for n in modalities if n != chosen)
 
 
@@ -46,7 +45,7 @@ def _default_audio(option: str, role: str, modalities) -> str:
 
 
 def check_num_classes(num_classes) -> int:
-    return _check_positive_int("num_classes", num_classes)
+    return check_positive_int("num_classes", num_classes)
 
 
 class FusionHead(nn.Module):

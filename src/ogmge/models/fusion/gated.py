@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..resnet import _check_positive_int
+from ...validation import check_positive_int
 from .base import FusionHead, choose_pair
 
 
@@ -30,7 +30,7 @@ class GatedFusion(FusionHead):
         self.gate, self.gated = choose_pair("gate", "gating", gate, self.modalities)
         if hidden is None:
             hidden = self.in_dims[self.gated]
-        _check_positive_int("hidden", hidden)
+        check_positive_int("hidden", hidden)
         self.fc_gate = nn.Linear(self.in_dims[self.gate], hidden)
         self.fc_value = nn.Linear(self.in_dims[self.gated], hidden)
         self.fc_out = nn.Linear(hidden, self.num_classes)

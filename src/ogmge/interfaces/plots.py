@@ -1,4 +1,4 @@
-"""Comparison figures of one or more runs (``ogmge plot``).
+"""Comparison figures of one or more runs (``ogmge plot``; layer 5, interfaces).
 
 One figure, :data:`FIGSIZE` inches at :data:`DPI` dots per inch, i.e.
 **1500 x 1000 pixels** (:data:`PIXELS`), three panels:
@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .api import Run, load_run  # noqa: E402
+from ogmge.training.api import Run, load_run  # noqa: E402
 
 FIGSIZE = (15.0, 10.0)
 DPI = 100
@@ -83,19 +83,19 @@ def _unique_names(runs: Sequence[Run]) -> list[str]:
 
 def comparison_figure(runs: Sequence[Run | str | Path], *, split: str = "val", smooth: int = 1) -> Figure:
     """The figure for ``runs`` (Run objects or run directories); nothing is written."""
-    runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
-    if not runs:
+    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    if not loaded:
         raise ValueError("plot needs at least one run directory")
-    names = _unique_names(runs)
+    names = _unique_names(loaded)
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax_fused = fig.add_subplot(2, 2, 1)
     ax_mod = fig.add_subplot(2, 2, 2)
     ax_k = fig.add_subplot(2, 1, 2)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
-    shown = [_split_of(run, split) for run in runs]
+    shown = [_split_of(run, split) for run in loaded]
     used = sorted(set(shown), key=["val", "test"].index)
-    for i, (run, name, s) in enumerate(zip(runs, names, shown)):
+    for i, (run, name, s) in enumerate(zip(loaded, names, shown)):
         color = colors[i % len(colors)]
         if len(used) > 1 and s != split:
             name = f"{name} [{SPLIT_NAMES[s]}]"
