@@ -200,7 +200,11 @@ class Trainer:
                                self.model)
         self.modulator = build_modulator(self.config, self.model)
         self.method = build_method(self.config, self.model)  # OGM/OGM-GE/OPM: the modulator / the model
-        balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None)
+        try:
+            balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None)
+        except ValueError:
+            distrib.teardown(self.ctx)  # the process group this trainer set up
+            raise
         self.val_protocol = balancing.val_protocol(self.method, self.data.val is not None)
         self.train_head_losses: dict | None = None
         self.val_head_losses: dict | None = None
