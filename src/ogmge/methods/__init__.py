@@ -10,7 +10,7 @@ from .adapters import OGMGEMethod, OPMMethod
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .mdrop import ModalityDropout
-from .mmpareto import MMPareto, combine_gradients_
+from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "OGMGEMethod",
     "OPMMethod",
     "UnimodalEnsemble",
+    "average_gradients_",
     "blending_weights",
     "combine_gradients_",
     "cross_entropy",

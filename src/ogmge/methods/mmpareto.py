@@ -37,8 +37,14 @@ In a plain loop (the model returns ``logits`` and ``head_logits``)::
     mp.backward(total, terms)     # instead of total.backward()
     opt.step()
 
-Not for DDP (two backward passes would each all-reduce, and the cosines need
-the all-reduced gradients): the trainer refuses that combination.
+Under DDP the gradients of each loss must be averaged over ranks *before* the
+combination (the cosines and weights are not linear in them): run the forward
+pass inside ``ddp_model.no_sync()`` so neither backward pass all-reduces, and
+construct with ``sync_grads=True`` (the default): when ``torch.distributed`` is
+initialised, ``g_mm`` and then ``g_u`` are averaged over ranks before they are
+combined, so every rank computes the same cosines, weights and gradients. The
+other parameters' gradients (heads) must then be averaged by the caller (the
+trainer does; :func:`average_gradients_`).
 """
 
 from __future__ import annotations
@@ -46,9 +52,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .base import FUSED, BalancingMethod, check_number, cross_entropy, parameter_groups
+
+
+def average_gradients_(grads: list[Tensor | None], process_group=None) -> None:
+    """Average gradients over the ranks in place (no-op without ``torch.distributed``)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size(process_group)
+    present = [g for g in grads if g is not None]
+    if not present:
+        return
+    flat = torch.cat([g.reshape(-1) for g in present])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+    flat /= world
+    offset = 0
+    for g in present:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def combine_gradients_(
@@ -94,18 +118,26 @@ class MMPareto(BalancingMethod):
 
     ``encoders``: ``{modality: nn.Module or iterable of parameters}`` (two or
     more, e.g. ``model.encoders``). Keyword-only: ``scale`` (> 0, the final
-    multiplier; 1.5 in the paper's code).
+    multiplier; 1.5 in the paper's code); ``sync_grads`` (average each loss's
+    encoder gradients over ranks before combining, when ``torch.distributed`` is
+    initialised); ``process_group`` for that average.
     """
 
     name = "mmpareto"
     needs_heads = True
     owns_backward = True
-    distributed_ok = False
+    #: Under DDP: the forward must run in ``no_sync()`` and the heads' gradients be averaged by the caller.
+    distributed_ok = True
+    syncs_encoder_grads = True
 
-    def __init__(self, encoders, *, scale: float = 1.5) -> None:
+    def __init__(self, encoders, *, scale: float = 1.5, sync_grads: bool = True, process_group=None) -> None:
         self.params = parameter_groups(encoders)
         self.modalities = tuple(self.params)
         self.scale = check_number("scale", scale, lo=0.0, lo_open=True)
+        if not isinstance(sync_grads, bool):
+            raise ValueError(f"sync_grads must be true or false, got {sync_grads!r}")
+        self.sync_grads = sync_grads
+        self.process_group = process_group
         self.cos: dict[str, Tensor] = {}
         self.w_mm: dict[str, Tensor] = {}
 
@@ -139,6 +171,9 @@ class MMPareto(BalancingMethod):
         for p in enc:
             p.grad = None
         l_rest.backward()
+        if self.sync_grads:  # every rank combines the same averaged gradients
+            average_gradients_(g_mm, self.process_group)
+            average_gradients_([p.grad for p in enc], self.process_group)
         i = 0
         for n in self.modalities:
             ps = self.params[n]

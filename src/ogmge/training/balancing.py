@@ -18,10 +18,18 @@ Everything else is scored on the whole validation split (``"plain"``).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
-from ogmge.methods import BalancingMethod, GBlending, UnimodalEnsemble, ensemble_logits
+from ogmge.methods import (
+    BalancingMethod,
+    GBlending,
+    UnimodalEnsemble,
+    average_gradients_,
+    ensemble_logits,
+)
 
 from .metrics import collect, head_losses, metrics_from_outputs, subset
 
@@ -33,8 +41,8 @@ def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool) -
     """Refuse what a method cannot do, with errors naming the method."""
     if distributed and not method.distributed_ok:
         raise ValueError(
-            f"method {method.name!r} is not supported under DDP (its two backward passes and per-encoder "
-            "cosines would need the all-reduced gradients of each loss); train it on one process"
+            f"method {method.name!r} is not supported under DDP (its replicas would not stay identical); "
+            "train it on one process"
         )
     if isinstance(method, GBlending) and not has_val:
         raise ValueError("method 'gblend' estimates its weights on a validation split: set val_fraction > 0 "
@@ -99,3 +107,23 @@ def share_state(method: BalancingMethod, model: nn.Module, ctx) -> None:
         method.load_state_dict(box[0])
         if isinstance(method, UnimodalEnsemble) and hasattr(model, "set_ensemble_weights"):
             model.set_ensemble_weights(method.weights)
+
+
+def _syncs_itself(method: BalancingMethod, net: nn.Module) -> bool:
+    return getattr(method, "syncs_encoder_grads", False) and isinstance(net, nn.parallel.DistributedDataParallel)
+
+
+def forward_context(method: BalancingMethod, net: nn.Module):
+    """``net.no_sync()`` for a method that averages gradients itself under DDP (MMPareto:
+    its backward passes must not all-reduce; it averages each loss's gradients before
+    combining them), else a no-op context."""
+    return net.no_sync() if _syncs_itself(method, net) else contextlib.nullcontext()
+
+
+def average_other_gradients_(method: BalancingMethod, model: nn.Module, ctx) -> None:
+    """Under DDP with such a method: average the gradients of every parameter outside its
+    encoders (fusion and unimodal heads), which DDP did not reduce (``no_sync``)."""
+    if not ctx.enabled or not getattr(method, "syncs_encoder_grads", False):
+        return
+    mine = {id(p) for ps in method.params.values() for p in ps}
+    average_gradients_([p.grad for p in model.parameters() if id(p) not in mine])

@@ -404,7 +404,7 @@ class Trainer:
 
     def _forward(self, b: dict):
         """The model's output: fused logits, per-modality logits, features (OPM acts inside)."""
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, enabled=self.amp), balancing.forward_context(self.method, self.net):
             out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"])
         _check_output(out)
         return out
@@ -423,6 +423,7 @@ class Trainer:
     def _backward(self, total: Tensor, terms: dict) -> None:
         """The method's backward (``total.backward()``, scaled under AMP, unless it owns it)."""
         self.method.backward(total, terms, scaler=self.scaler)
+        balancing.average_other_gradients_(self.method, self.model, self.ctx)  # DDP + MMPareto: the heads
 
     def _after_backward(self, out, labels: Tensor, total: Tensor, epoch: int):
         """Between backward and the optimizer: unscale (AMP), balance the gradients,
