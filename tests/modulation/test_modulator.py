@@ -114,6 +114,7 @@ def _dominant_logits(dominant="audio", n=64, classes=4):
 def test_ge_noise_statistics_on_dominant_and_unit_encoders(chunk, monkeypatch):
     if chunk is not None:  # one noise draw per tensor instead of one per encoder
         monkeypatch.setattr("ogmge.modulation.ogmge.NOISE_CHUNK", chunk)
+        monkeypatch.setattr("ogmge.modulation.ogmge.NOISE_CHUNK_CPU", chunk)
     sigma = 0.01
     enc = _big_grad_encoders(sigma)
     before = {n: [p.grad.clone() for p in ps] for n, ps in enc.items()}

@@ -23,6 +23,7 @@ coefficients once, modulate the gradients in place).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -53,8 +54,12 @@ NoiseTarget = Literal["all", "modulated"]
 NOISE_TARGETS: tuple[NoiseTarget, ...] = get_args(NoiseTarget)
 #: Added to the standard deviation of the GE noise, as in the paper's code.
 SIGMA_EPS = 1e-8
-#: Largest number of noise values drawn at once (bounds the temporary buffer).
+#: Largest number of noise values drawn at once on an accelerator (few, large launches).
 NOISE_CHUNK = 1 << 25
+#: ... and on a CPU, where a chunk's gradients and noise should stay in the core's cache
+#: between the draw and the update (2 x 4 MiB of float32). A tensor larger than the chunk
+#: is drawn alone.
+NOISE_CHUNK_CPU = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,9 @@ class OGMGE:
     generator : torch.Generator, optional
         The noise generator (on the gradients' device); by default the
         modulator owns one per device seeded with ``seed``, so every rank draws
-        the same noise.
+        the same noise. The noise is drawn chunk by chunk (:func:`noise_chunk`:
+        cache-sized on a CPU, large on an accelerator), in the order of the
+        modalities and their selected tensors.
     seed : int
         Seed of the modulator's own generators.
 
@@ -213,6 +220,7 @@ class OGMGE:
         self.params = select_parameters(encoders, select)
         self.modalities = tuple(self.params)
         self._scores: dict[str, Tensor] | None = None
+        self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     # ------------------------------------------------------------------ scores
     def accumulate(
@@ -325,37 +333,43 @@ class OGMGE:
             device = gs[0].device
             ok = finite.to(device)
             k = torch.where(ok, coeffs[name].to(device), torch.ones_like(coeffs[name], device=device))
-            if all(g.device == device for g in gs):
-                torch._foreach_mul_(gs, k)
-            else:
-                for g in gs:
-                    g.mul_(k.to(g.device))
-            if add_noise:
-                gate = ok if self.noise == "all" else ok & (coeffs[name].to(device) < 1)
-                scales = [torch.where(gate.to(g.device), sigma + SIGMA_EPS, torch.zeros_like(sigma)).to(g.dtype)
-                          for g, sigma in zip(gs, sigmas[name])]
-                self._add_noise_(gs, scales)
+            if not add_noise:
+                for chunk in _chunks(gs, math.inf):
+                    torch._foreach_mul_(chunk, k.to(chunk[0].device))
+                continue
+            gate = ok if self.noise == "all" else ok & (coeffs[name].to(device) < 1)
+            scales = [torch.where(gate.to(g.device), sigma + SIGMA_EPS, torch.zeros_like(sigma)).to(g.dtype)
+                      for g, sigma in zip(gs, sigmas[name])]
+            self._scale_and_add_noise_(gs, k, scales)
         return finite
 
-    def _add_noise_(self, grads: list[Tensor], scales: list[Tensor]) -> None:
-        """``g += scale * z``, ``z ~ N(0, 1)``: one draw per chunk of same-device,
-        same-dtype gradients (at most ``NOISE_CHUNK`` elements), multi-tensor add."""
-        chunk: list[int] = []
-        size = 0
-        for i, g in enumerate(grads):
-            if chunk and (size + g.numel() > NOISE_CHUNK or (g.device, g.dtype) != (grads[chunk[0]].device, grads[chunk[0]].dtype)):
-                self._add_noise_chunk_(grads, scales, chunk, size)
-                chunk, size = [], 0
-            chunk.append(i)
-            size += g.numel()
-        if chunk:
-            self._add_noise_chunk_(grads, scales, chunk, size)
+    def _scale_and_add_noise_(self, grads: list[Tensor], k: Tensor, scales: list[Tensor]) -> None:
+        """``g <- k * g + scale * z``, ``z ~ N(0, 1)``, chunk by chunk (consecutive gradients of
+        one device and dtype, at most :func:`noise_chunk` elements or one larger tensor): scale
+        the chunk, draw its noise into a reused buffer, multi-tensor ``addcmul``. On a CPU the
+        chunk stays in cache from the scaling to the update."""
+        scale_of = {id(g): s for g, s in zip(grads, scales)}
+        # k == 1 (the modality that does not dominate) leaves g as it is: skip that pass when
+        # k can be read without a device synchronisation (a CPU tensor).
+        scale = k.device.type != "cpu" or bool(k != 1)
+        for chunk in _chunks(grads, noise_chunk(grads[0].device)):
+            first = chunk[0]
+            if scale:
+                torch._foreach_mul_(chunk, k.to(first.device))
+            sizes = [g.numel() for g in chunk]
+            z = self._noise_buffer(first.device, first.dtype, sum(sizes))
+            torch.randn(z.shape, generator=self.generators.get(first.device), out=z)
+            views = [v.view(g.shape) for v, g in zip(z.split(sizes), chunk)]
+            torch._foreach_addcmul_(chunk, views, [scale_of[id(g)] for g in chunk])
 
-    def _add_noise_chunk_(self, grads, scales, idx: list[int], size: int) -> None:
-        first = grads[idx[0]]
-        z = torch.randn(size, generator=self.generators.get(first.device), device=first.device, dtype=first.dtype)
-        views = [v.view(grads[i].shape) for v, i in zip(z.split([grads[i].numel() for i in idx]), idx)]
-        torch._foreach_addcmul_([grads[i] for i in idx], views, [scales[i] for i in idx])
+    def _noise_buffer(self, device: torch.device, dtype: torch.dtype, size: int) -> Tensor:
+        """``size`` elements of a scratch buffer kept between steps (no allocation, and on a
+        CPU no page faults, per step); not part of the state."""
+        key = (device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < size:
+            buf = self._buffers[key] = torch.empty(size, device=device, dtype=dtype)
+        return buf[:size]
 
     def _all_reduce(self, scores: dict[str, Tensor]) -> dict[str, Tensor]:
         if not (self.sync_scores and dist.is_available() and dist.is_initialized()):
@@ -416,6 +430,30 @@ def _std(g: Tensor) -> Tensor:
     if g.numel() < 2:
         return g.detach().float().sum() * 0
     return g.float().std() if g.dtype in (torch.float16, torch.bfloat16) else g.std()
+
+
+def noise_chunk(device: torch.device) -> int:
+    """Noise values drawn at once on ``device``: :data:`NOISE_CHUNK_CPU` on a CPU, else
+    :data:`NOISE_CHUNK`. The chunks fix how the stream is cut, so the seeded noise of a
+    model with more selected values than this per encoder depends on the device type (as
+    it does anyway: each device type has its own generator)."""
+    return NOISE_CHUNK_CPU if torch.device(device).type == "cpu" else NOISE_CHUNK
+
+
+def _chunks(tensors: list[Tensor], limit: int) -> list[list[Tensor]]:
+    """Consecutive runs of same-device, same-dtype tensors of at most ``limit`` elements
+    in all (a larger tensor alone)."""
+    out: list[list[Tensor]] = []
+    size = 0
+    for t in tensors:
+        last = out[-1] if out else None
+        if last is None or size + t.numel() > limit or (t.device, t.dtype) != (last[0].device, last[0].dtype):
+            out.append([t])
+            size = t.numel()
+        else:
+            last.append(t)
+            size += t.numel()
+    return out
 
 
 def _group_by_device(tensors: list[Tensor]) -> dict[torch.device, list[Tensor]]:

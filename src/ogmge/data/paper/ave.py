@@ -28,6 +28,7 @@ from .common import (
     bad_row,
     choose_split,
     label_problem,
+    make_dataset,
     read_rows,
     resolve_split_file,
 )
@@ -121,6 +122,5 @@ def load(
 
     parsed = choose_split(split, lambda: from_file("train"), lambda: from_file("test"),
                           val_fraction=val_fraction, seed=seed, val_records=lambda: from_file("val"))
-    return PaperDataset(SPEC, root, parsed.records, split=split, class_names=names,
-                        train=(split == "train") if train is None else train, on_error=on_error,
-                        skipped=parsed.skipped, **kwargs)
+    return make_dataset(SPEC, root, parsed, split=split, class_names=names, train=train,
+                        on_error=on_error, **kwargs)

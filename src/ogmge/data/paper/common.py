@@ -560,6 +560,40 @@ def resolve_split_file(spec: PaperSpec, root: Path, which: str, split_file) -> P
                     f"{spec.name}: split file {name!r} not found in {root} (pass split_file=...)")
 
 
+def official_file_reader(
+    spec: PaperSpec, root: Path, split: str, split_file, parse: Callable[..., ParsedSplit], **options,
+) -> Callable[[str], ParsedSplit]:
+    """``read(which)``: the records of the official ``which`` file, parsed by ``parse(path,
+    **options)``; ``split_file`` replaces the file that ``split`` reads (the test list for
+    ``"test"``, the training list otherwise)."""
+    key = "test" if split == "test" else "train"
+
+    def read(which: str) -> ParsedSplit:
+        return parse(resolve_split_file(spec, root, which, split_file if which == key else None), **options)
+
+    return read
+
+
+def pooled(parts: Sequence[ParsedSplit]) -> ParsedSplit:
+    """The records (in order) and skipped rows of several parsed split files together."""
+    out = ParsedSplit([])
+    for p in parts:
+        out.records += p.records
+        out.skipped += p.skipped
+    return out
+
+
+def make_dataset(
+    spec: PaperSpec, root: Path, parsed: ParsedSplit, *, split: str, class_names: Sequence[str],
+    train: bool | None, on_error: str, dataset_class: type[PaperDataset] = PaperDataset, **kwargs,
+) -> PaperDataset:
+    """The dataset of ``split`` over ``parsed``'s records; ``train`` (augmentation) defaults
+    to ``split == "train"``."""
+    return dataset_class(spec, root, parsed.records, split=split, class_names=class_names,
+                         train=(split == "train") if train is None else train, on_error=on_error,
+                         skipped=parsed.skipped, **kwargs)
+
+
 def choose_split(
     split: str, train_records: Callable[[], ParsedSplit], test_records: Callable[[], ParsedSplit],
     *, val_fraction: float, seed: int, by_group: bool = False, val_records: Callable[[], ParsedSplit] | None = None,

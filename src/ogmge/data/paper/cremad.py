@@ -28,6 +28,9 @@ from .common import (
     carve_validation,
     choose_split,
     label_problem,
+    make_dataset,
+    official_file_reader,
+    pooled,
     read_rows,
     resolve_split_file,
 )
@@ -72,13 +75,8 @@ def parse_split(path: str | os.PathLike, *, on_error: str = "raise") -> ParsedSp
 
 def all_records(root: Path, split_file=None, *, on_error: str = "raise") -> ParsedSplit:
     """Every clip of both official files (for ``prepare``)."""
-    out = ParsedSplit([])
-    for which in ("train", "test"):
-        p = parse_split(resolve_split_file(SPEC, root, which, None if which != "train" else split_file),
-                        on_error=on_error)
-        out.records += p.records
-        out.skipped += p.skipped
-    return out
+    return pooled([parse_split(resolve_split_file(SPEC, root, which, None if which != "train" else split_file),
+                               on_error=on_error) for which in ("train", "test")])
 
 
 def load(
@@ -89,30 +87,20 @@ def load(
     """A CREMA-D split (see :func:`ogmge.data.paper.load_paper_dataset`)."""
     root = Path(root)
     check_on_error(on_error)
-
-    key = "test" if split == "test" else "train"
-
-    def from_file(which):
-        return parse_split(resolve_split_file(SPEC, root, which, split_file if which == key else None),
-                           on_error=on_error)
+    from_file = official_file_reader(SPEC, root, split, split_file, parse_split, on_error=on_error)
 
     if speaker_independent:
-        pooled = ParsedSplit([])
-        for which in ("train", "test"):
-            p = parse_split(resolve_split_file(SPEC, root, which, None), on_error=on_error)
-            pooled.records += p.records
-            pooled.skipped += p.skipped
+        pool = all_records(root, on_error=on_error)
         check_number("test_fraction", test_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
-        tr, te = carve_validation(pooled.records, fraction=test_fraction, seed=seed, by_group=True,
+        tr, te = carve_validation(pool.records, fraction=test_fraction, seed=seed, by_group=True,
                                   field="test_fraction")
         if split == "test":
-            parsed = ParsedSplit(te, pooled.skipped)
+            parsed = ParsedSplit(te, pool.skipped)
         else:
             a, v = carve_validation(tr, fraction=val_fraction, seed=seed, by_group=True)
-            parsed = ParsedSplit(a if split == "train" else v, pooled.skipped)
+            parsed = ParsedSplit(a if split == "train" else v, pool.skipped)
     else:
         parsed = choose_split(split, lambda: from_file("train"), lambda: from_file("test"),
                               val_fraction=val_fraction, seed=seed)
-    return PaperDataset(SPEC, root, parsed.records, split=split, class_names=CLASS_NAMES,
-                        train=(split == "train") if train is None else train, on_error=on_error,
-                        skipped=parsed.skipped, **kwargs)
+    return make_dataset(SPEC, root, parsed, split=split, class_names=CLASS_NAMES, train=train,
+                        on_error=on_error, **kwargs)

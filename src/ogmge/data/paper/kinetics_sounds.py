@@ -26,6 +26,9 @@ from .common import (
     bad_row,
     choose_split,
     label_problem,
+    make_dataset,
+    official_file_reader,
+    pooled,
     read_rows,
     resolve_split_file,
 )
@@ -67,12 +70,8 @@ def parse_split(path: str | os.PathLike, *, on_error: str = "raise") -> ParsedSp
 
 
 def all_records(root: Path, split_file=None, *, on_error: str = "raise") -> ParsedSplit:
-    out = ParsedSplit([])
-    for which in ("train", "test"):
-        p = parse_split(resolve_split_file(SPEC, root, which, None), on_error=on_error)
-        out.records += p.records
-        out.skipped += p.skipped
-    return out
+    return pooled([parse_split(resolve_split_file(SPEC, root, which, None), on_error=on_error)
+                   for which in ("train", "test")])
 
 
 def load(
@@ -82,14 +81,9 @@ def load(
     """A Kinetics-Sounds split (see :func:`ogmge.data.paper.load_paper_dataset`)."""
     root = Path(root)
     check_on_error(on_error)
-    key = "test" if split == "test" else "train"
-
-    def from_file(which):
-        return parse_split(resolve_split_file(SPEC, root, which, split_file if which == key else None),
-                           on_error=on_error)
+    from_file = official_file_reader(SPEC, root, split, split_file, parse_split, on_error=on_error)
 
     parsed = choose_split(split, lambda: from_file("train"), lambda: from_file("test"),
                           val_fraction=val_fraction, seed=seed)
-    return PaperDataset(SPEC, root, parsed.records, split=split, class_names=CLASS_NAMES,
-                        train=(split == "train") if train is None else train, on_error=on_error,
-                        skipped=parsed.skipped, **kwargs)
+    return make_dataset(SPEC, root, parsed, split=split, class_names=CLASS_NAMES, train=train,
+                        on_error=on_error, **kwargs)

@@ -29,6 +29,8 @@ from .common import (
     bad_row,
     choose_split,
     label_problem,
+    make_dataset,
+    pooled,
     read_rows,
     resolve_split_file,
 )
@@ -97,12 +99,7 @@ class VGGSoundDataset(PaperDataset):
 
 def all_records(root: Path, split_file=None, *, on_error: str = "raise") -> ParsedSplit:
     path = resolve_split_file(SPEC, root, "train", split_file)
-    out = ParsedSplit([])
-    for which in ("train", "test"):
-        p = parse_split(path, which, on_error=on_error)
-        out.records += p.records
-        out.skipped += p.skipped
-    return out
+    return pooled([parse_split(path, which, on_error=on_error) for which in ("train", "test")])
 
 
 def load(
@@ -120,6 +117,5 @@ def load(
         lambda: parse_split(path, "test", class_names=names, on_error=on_error),
         val_fraction=val_fraction, seed=seed,
     )
-    return VGGSoundDataset(SPEC, root, parsed.records, split=split, class_names=names,
-                           train=(split == "train") if train is None else train, on_error=on_error,
-                           skipped=parsed.skipped, **kwargs)
+    return make_dataset(SPEC, root, parsed, split=split, class_names=names, train=train, on_error=on_error,
+                        dataset_class=VGGSoundDataset, **kwargs)
