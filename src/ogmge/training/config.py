@@ -27,7 +27,7 @@ COEFFICIENTS = ("paper", "continuous")
 SPLITS = ("train", "val", "test")
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -90,6 +90,7 @@ class TrainConfig:
     gblend_delta_o_min: float = 0.01
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
+    anchored_weight: float = 1.0
     # modulation
     modulation: str = "OGM_GE"
     alpha: float = 0.8
@@ -166,6 +167,7 @@ class TrainConfig:
         _number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0.0, lo_open=True)
         _number("mdrop_p", self.mdrop_p, lo=0.0, hi=1.0)
         _number("mmpareto_scale", self.mmpareto_scale, lo=0.0, lo_open=True)
+        _number("anchored_weight", self.anchored_weight, lo=0.0, lo_open=True)
         _number("alpha", self.alpha, lo=0.0, lo_open=True)
         _integer("modulation_starts", self.modulation_starts, lo=0)
         if self.modulation_ends is not None:
