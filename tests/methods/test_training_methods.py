@@ -24,7 +24,8 @@ from ogmge.training import DataBundle, load_checkpoint_file, load_run, train  # 
 from ogmge.training.balancing import halves  # noqa: E402
 from ogmge.training.factory import build_model_from_config  # noqa: E402
 
-METHODS = ("gblend", "mdrop", "mmpareto", "uni_ensemble")
+METHODS = ("gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
+FITTED = ("gblend", "uni_ensemble", "anchored")  # fitted on validation: cross-fitted selection
 TIMING = ("train/seconds", "train/samples_per_s")
 
 
@@ -61,12 +62,12 @@ def test_cli_trains_each_method_and_eval_reports_heads(tmp_path, method, capsys)
     assert main(["train", "--config", str(cfg), "--method", method, "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())
     assert results["method"] == method
-    assert results["val_protocol"] == ("cross-fit" if method in ("gblend", "uni_ensemble") else "plain")
+    assert results["val_protocol"] == ("cross-fit" if method in FITTED else "plain")
     trace = load_run(run).trace()
     assert all("coeff/audio" in t and "ratio/visual" in t for t in trace)  # OGM-GE measure-only columns
     assert not any(t["modulated"] for t in trace)
     key = {"gblend": "gblend_w/fused", "mdrop": "mdrop_keep/audio", "mmpareto": "mmpareto_cos/visual",
-           "uni_ensemble": "ensemble_w/audio"}[method]
+           "uni_ensemble": "ensemble_w/audio", "anchored": "blend_w/fused"}[method]
     assert all(key in t for t in trace)
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
@@ -92,7 +93,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
 
 
-@pytest.mark.parametrize("method", ("gblend", "uni_ensemble"))
+@pytest.mark.parametrize("method", FITTED)
 def test_the_test_split_never_reaches_what_is_fitted(tmp_path, method):
     runs = []
     for i, test_seed in enumerate((3, 99)):
@@ -107,8 +108,9 @@ def test_the_test_split_never_reaches_what_is_fitted(tmp_path, method):
     assert [r["val/acc"] for r in runs[0].history] == [r["val/acc"] for r in runs[1].history]
 
 
-def test_validation_changes_what_is_fitted(tmp_path):
-    runs = [train(_cfg(tmp_path / str(s), "uni_ensemble"),
+@pytest.mark.parametrize("method", ("uni_ensemble", "anchored"))
+def test_validation_changes_what_is_fitted(tmp_path, method):
+    runs = [train(_cfg(tmp_path / str(s), method),
                   datasets=DataBundle(TinyDataset(48, 1), TinyDataset(15, s), TinyDataset(30, 3)), model=model_fn)
             for s in (2, 7)]
     w = [load_checkpoint_file(r.run_dir / "last.pt")["method"]["weights"] for r in runs]
@@ -208,3 +210,28 @@ def test_ensemble_validation_is_cross_fitted_by_hand():
     w_all = fit_simplex_weights(heads, y, names)
     assert torch.allclose(model.ensemble_weights.double(), w_all, atol=1e-7)  # the model keeps the full fit
     assert losses is None
+
+
+def tiny_collate(dataset):
+    from ogmge.data.collate import collate_samples
+
+    return collate_samples([dataset[i] for i in range(len(dataset))])
+
+
+def test_anchored_keeps_the_blend_fitted_on_the_whole_validation_split(tmp_path):
+    """The checkpoint's blend weights are the fit on every validation output of the selected
+    model, and its test prediction is that blend of the fusion head and the unimodal heads."""
+    from ogmge.methods import AnchoredFusion, ensemble_logits
+    from ogmge.training.metrics import collect
+
+    bundle = tiny_bundle()
+    run = train(_cfg(tmp_path, "anchored", epochs=2), datasets=bundle, model=model_fn)
+    model = run.model.eval()
+    val = collect(model, [tiny_collate(bundle.val)], torch.device("cpu"))
+    af = AnchoredFusion(list(model.modalities))
+    w = af.fit_prediction(head_logits={"fused": val["fused_logits"], **val["head_logits"]}, labels=val["labels"])
+    assert torch.allclose(model.ensemble_weights.double(), w, rtol=0, atol=1e-6)
+    test = collect(model, [tiny_collate(bundle.test)], torch.device("cpu"))
+    want = ensemble_logits({"fused": test["fused_logits"], **test["head_logits"]}, model.ensemble_weights,
+                           af.members)
+    assert torch.allclose(test["logits"], want, atol=1e-5)

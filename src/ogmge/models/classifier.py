@@ -43,7 +43,9 @@ class ModelOutput:
     heads' cross-entropy when the estimator is ``"probe"`` and labels were
     given (add it to the loss); ``opm``: the sampled masks, when OPM ran.
     ``head_logits`` {name: (B, C)}: the trainable per-modality heads' logits
-    (with gradients), when the model has heads.
+    (with gradients), when the model has heads. ``fused_logits``: the fusion
+    head's logits when ``logits`` is something else (``prediction="blend"`` in
+    evaluation), else None.
     """
 
     logits: Tensor
@@ -53,9 +55,12 @@ class ModelOutput:
     probe_loss: Tensor | None = None
     opm: OPMMasks | None = None
     head_logits: dict[str, Tensor] | None = None
+    fused_logits: Tensor | None = None
 
 
-PREDICTIONS = ("fused", "ensemble")
+PREDICTIONS = ("fused", "ensemble", "blend")
+#: Key of the fusion head among a blend's members (``ogmge.methods.FUSED``).
+FUSED_MEMBER = "fused"
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ class MultimodalClassifier(nn.Module):
     released defaults, or None. ``heads``: a trainable linear head per modality
     (``head_logits``). ``prediction``: ``"fused"`` (the fusion head) or
     ``"ensemble"`` (needs heads; ``sum_u w_u log_softmax(head_u)``, ``w`` equal
-    until ``set_ensemble_weights``; per-modality logits are then the heads').
+    until ``set_ensemble_weights``; per-modality logits are then the heads') or
+    ``"blend"`` (needs heads; in evaluation ``w_f log_softmax(fused) + sum_u w_u
+    log_softmax(head_u)``, members ``("fused", *modalities)``; in training the
+    fusion head's logits, which the loss trains).
     ``feature_transform``: an object with ``transform_features(features, labels=,
     modality_logits=, baseline=)`` applied before fusion in training mode.
     """
@@ -134,15 +142,17 @@ class MultimodalClassifier(nn.Module):
             raise TypeError(f"heads must be true or false, got {heads!r}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        if prediction == "ensemble" and not heads:
-            raise ValueError("prediction='ensemble' needs heads=True (the ensemble combines the per-modality heads)")
-        if (heads or prediction == "ensemble") and len(self.modalities) < 2:
+        if prediction != "fused" and not heads:
+            raise ValueError(f"prediction={prediction!r} needs heads=True (it combines the per-modality heads)")
+        if (heads or prediction != "fused") and len(self.modalities) < 2:
             raise ValueError(f"per-modality heads need at least two modalities, got {list(self.modalities)}")
         self.heads = (nn.ModuleDict({n: nn.Linear(in_dims[n], self.num_classes) for n in self.modalities})
                       if heads else None)
         self.prediction = prediction
+        if prediction != "fused":
+            members = len(self.prediction_members)
+            self.register_buffer("ensemble_weights", torch.full((members,), 1.0 / members))
         if prediction == "ensemble":
-            self.register_buffer("ensemble_weights", torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
             # the ensemble never runs the fusion head or the estimator: frozen, so optimisers and DDP skip them
             for p in (*self.fusion.parameters(), *self.estimator.parameters()):
                 p.requires_grad_(False)
@@ -150,15 +160,24 @@ class MultimodalClassifier(nn.Module):
             raise TypeError(f"feature_transform must have transform_features(), got {type(feature_transform).__name__}")
         self.feature_transform = feature_transform
 
+    @property
+    def prediction_members(self) -> tuple[str, ...]:
+        """The outputs a combined prediction weighs, in weight order (``"fused"`` first in a blend)."""
+        if self.prediction == "blend":
+            return (FUSED_MEMBER, *self.modalities)
+        return self.modalities if self.prediction == "ensemble" else (FUSED_MEMBER,)
+
     def set_ensemble_weights(self, weights) -> None:
-        """Set the ensemble's weights ``w`` (N,) in modality order (or ``{name: w}``)."""
-        if self.prediction != "ensemble":
-            raise ValueError("set_ensemble_weights needs prediction='ensemble'")
+        """Set the combined prediction's weights ``w`` in ``prediction_members`` order (or ``{member: w}``)."""
+        if self.prediction == "fused":
+            raise ValueError("set_ensemble_weights needs prediction='ensemble' or 'blend'")
+        members = self.prediction_members
         if isinstance(weights, Mapping):
-            weights = [weights[n] for n in self.modalities]
+            weights = [weights[n] for n in members]
         w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        if w.numel() != len(self.modalities) or not torch.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"ensemble weights must be {len(self.modalities)} finite values >= 0, got {weights!r}")
+        if w.numel() != len(members) or not torch.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"ensemble weights must be {len(members)} finite values >= 0 for {list(members)}, "
+                             f"got {weights!r}")
         self.ensemble_weights.copy_(w.to(self.ensemble_weights))
 
     @property
@@ -217,8 +236,14 @@ class MultimodalClassifier(nn.Module):
                 fused_in, labels=labels, modality_logits=estimate.modality_logits, baseline=baseline
             )
         logits = self.fusion(fused_in)
+        fused_logits = None
+        if self.prediction == "blend" and not self.training:
+            fused_logits = logits
+            logits = ensemble_logits({FUSED_MEMBER: logits, **head_logits}, self.ensemble_weights,
+                                     self.prediction_members)
         return ModelOutput(
             logits=logits,
+            fused_logits=fused_logits,
             modality_logits=estimate.modality_logits,
             features=features,
             sample_keep=None if masks is None else masks.sample_keep,

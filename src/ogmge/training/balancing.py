@@ -8,10 +8,11 @@ seeded halves A and B (:func:`halves`):
 
 - G-Blending: its estimate sees the per-head losses of half A only; the
   selection score and the reported validation metrics are half B's;
-- unimodal ensemble: ``w`` fitted on A predicts B and ``w`` fitted on B predicts
-  A; the metrics are those of these cross-fitted predictions over the whole split
-  (accuracy = the two halves' mean, weighted by size). The model then keeps ``w``
-  fitted on the whole split, for the test split and for prediction.
+- unimodal ensemble and anchored fusion: ``w`` fitted on A predicts B and ``w``
+  fitted on B predicts A; the metrics are those of these cross-fitted predictions
+  over the whole split (accuracy = the two halves' mean, weighted by size). The
+  model then keeps ``w`` fitted on the whole split, for the test split and for
+  prediction.
 
 Everything else is scored on the whole validation split (``"plain"``).
 """
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from ogmge.methods import (
+    FUSED,
+    AnchoredFusion,
     BalancingMethod,
     GBlending,
     UnimodalEnsemble,
@@ -64,25 +67,41 @@ def evaluate_validation(method: BalancingMethod, model: nn.Module, loader, devic
     """``(metrics, per-head losses for the method or None)`` on the validation split."""
     outputs = collect(model, loader, device, amp=amp)
     n = int(outputs["labels"].numel())
-    if isinstance(method, UnimodalEnsemble):
-        a, b = halves(n, seed)
-        logits = torch.empty_like(outputs["logits"])
-        for fit_on, score_on in ((a, b), (b, a)):
-            part = subset(outputs, fit_on)
-            w = method.fit_prediction(head_logits=part["head_logits"], labels=part["labels"])
-            scored = subset(outputs, score_on)
-            logits[score_on] = ensemble_logits(scored["head_logits"], w, method.modalities).float()
-        w = method.fit_prediction(head_logits=outputs["head_logits"], labels=outputs["labels"])
-        if hasattr(model, "set_ensemble_weights"):
-            model.set_ensemble_weights(w)
-        metrics = metrics_from_outputs(dict(outputs, logits=logits))
-        metrics.update({f"ensemble_w/{m}": float(w[i]) for i, m in enumerate(method.modalities)})
-        return metrics, None
+    if isinstance(method, (UnimodalEnsemble, AnchoredFusion)):
+        return _cross_fit_combination(method, model, outputs, seed), None
     if isinstance(method, GBlending):
         a, b = halves(n, seed)
         return metrics_from_outputs(subset(outputs, b)), head_losses(subset(outputs, a))
     losses = head_losses(outputs) if outputs["head_logits"] else None
     return metrics_from_outputs(outputs), losses
+
+
+def _members(method: UnimodalEnsemble | AnchoredFusion, outputs: dict) -> dict:
+    """The held-out logits a combined prediction weighs: the heads (and the fusion head's, for a blend)."""
+    if isinstance(method, AnchoredFusion):
+        return {FUSED: outputs["fused_logits"], **outputs["head_logits"]}
+    return outputs["head_logits"]
+
+
+def _cross_fit_combination(method: UnimodalEnsemble | AnchoredFusion, model: nn.Module, outputs: dict,
+                           seed: int) -> dict:
+    """Validation metrics of a prediction whose weights are fitted on validation (the
+    ensemble, the anchored blend): ``w`` fitted on half A predicts B and ``w`` fitted on
+    B predicts A; the model then keeps ``w`` fitted on the whole split."""
+    a, b = halves(int(outputs["labels"].numel()), seed)
+    members = method.members if isinstance(method, AnchoredFusion) else method.modalities
+    logits = torch.empty_like(outputs["logits"])
+    for fit_on, score_on in ((a, b), (b, a)):
+        part = subset(outputs, fit_on)
+        w = method.fit_prediction(head_logits=_members(method, part), labels=part["labels"])
+        logits[score_on] = ensemble_logits(_members(method, subset(outputs, score_on)), w, members).float()
+    w = method.fit_prediction(head_logits=_members(method, outputs), labels=outputs["labels"])
+    if hasattr(model, "set_ensemble_weights"):
+        model.set_ensemble_weights(w)
+    metrics = metrics_from_outputs(dict(outputs, logits=logits))
+    prefix = "blend_w" if isinstance(method, AnchoredFusion) else "ensemble_w"
+    metrics.update({f"{prefix}/{m}": float(w[i]) for i, m in enumerate(members)})
+    return metrics
 
 
 def initial_losses(method: BalancingMethod, model: nn.Module, train_loader, val_loader, device, *, amp: bool,
@@ -105,7 +124,7 @@ def share_state(method: BalancingMethod, model: nn.Module, ctx) -> None:
     torch.distributed.broadcast_object_list(box, src=0)
     if not ctx.is_main:
         method.load_state_dict(box[0])
-        if isinstance(method, UnimodalEnsemble) and hasattr(model, "set_ensemble_weights"):
+        if isinstance(method, (UnimodalEnsemble, AnchoredFusion)) and hasattr(model, "set_ensemble_weights"):
             model.set_ensemble_weights(method.weights)
 
 

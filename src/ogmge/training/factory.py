@@ -14,6 +14,7 @@ from torch import nn
 
 from ogmge.contracts import ModalitySpec
 from ogmge.methods import (
+    AnchoredFusion,
     BalancingMethod,
     GBlending,
     MMPareto,
@@ -27,7 +28,7 @@ from ogmge.seeding import component_seed
 from .config import PAPER_DATASETS, TrainConfig
 
 #: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
-HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble")
+HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored")
 
 
 def model_spec(
@@ -55,6 +56,8 @@ def method_model_options(config: TrainConfig, num_modalities: int) -> dict:
         out["heads"] = True
     if method == "uni_ensemble":
         out["prediction"] = "ensemble"
+    if method == "anchored":
+        out["prediction"] = "blend"
     return out
 
 
@@ -182,6 +185,8 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         return MMPareto(dict(model.encoders.items()), scale=config.mmpareto_scale)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
+    if method == "anchored":
+        return AnchoredFusion(names, anchor_weight=config.anchored_weight)
     if method == "mdrop":
         ft = getattr(model, "feature_transform", None)
         if not isinstance(ft, ModalityDropout):

@@ -85,19 +85,25 @@ def to_device(batch: Mapping, device: torch.device) -> dict:
 
 @torch.no_grad()
 def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
-    """Concatenated outputs on the CPU over all batches: ``logits``, ``modality_logits``
-    ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without trainable heads), ``labels``."""
+    """Concatenated outputs on the CPU over all batches: ``logits`` (the prediction),
+    ``fused_logits`` (the fusion head's own; ``logits`` unless the model blends),
+    ``modality_logits`` ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without
+    trainable heads), ``labels``."""
     was_training = model.training
     model.eval()
     per_mod: dict[str, list[Tensor]]
     heads: dict[str, list[Tensor]]
     fused, per_mod, heads, labels = [], {}, {}, []
+    fusion_head: list[Tensor] = []  # the fusion head's own logits where ``logits`` combine more (a blend)
     try:
         for batch in batches:
             b = to_device(batch, device)
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
                 out = model(b["inputs"], lengths=b["lengths"] or None)
             fused.append(out.logits.float().cpu())
+            own = getattr(out, "fused_logits", None)
+            if own is not None:
+                fusion_head.append(own.float().cpu())
             for name, lg in (out.modality_logits or {}).items():
                 per_mod.setdefault(name, []).append(lg.float().cpu())
             for name, lg in (getattr(out, "head_logits", None) or {}).items():
@@ -107,7 +113,9 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
         model.train(was_training)
     if not labels:
         raise ValueError("cannot evaluate on an empty dataset")
-    return {"logits": torch.cat(fused), "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
+    logits = torch.cat(fused)
+    return {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
+            "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
             "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
 
 
@@ -120,6 +128,7 @@ def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.
 def subset(outputs: Mapping, index: Tensor) -> dict:
     """The outputs of :func:`collect` restricted to the samples ``index``."""
     return {"logits": outputs["logits"][index], "labels": outputs["labels"][index],
+            "fused_logits": outputs.get("fused_logits", outputs["logits"])[index],
             "modality_logits": {n: v[index] for n, v in outputs["modality_logits"].items()},
             "head_logits": {n: v[index] for n, v in outputs["head_logits"].items()}}
 
@@ -127,7 +136,7 @@ def subset(outputs: Mapping, index: Tensor) -> dict:
 def head_losses(outputs: Mapping) -> dict[str, float]:
     """Cross-entropy per head: ``{"fused": ..., m: ...}`` (the heads G-Blending weighs)."""
     y = outputs["labels"]
-    out = {"fused": float(F.cross_entropy(outputs["logits"], y))}
+    out = {"fused": float(F.cross_entropy(outputs.get("fused_logits", outputs["logits"]), y))}
     out.update({n: float(F.cross_entropy(lg, y)) for n, lg in outputs["head_logits"].items()})
     return out
 
