@@ -18,6 +18,7 @@ from reliability_helpers import assert_same_run, cli, run_in_child, snapshot, ti
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run, train
 
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill trials fork a child process (POSIX)")
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,9 @@ def run(args) -> int:
     for key, value in metrics.items():
         if key.startswith("modality_acc/"):
             print(f"  {key.split('/', 1)[1]:<9} {value:.4f}  (per-modality accuracy)")
+    for key, value in metrics.items():
+        if key.startswith("head_acc/"):
+            print(f"  {key.split('/', 1)[1]:<9} {value:.4f}  (its own head's accuracy)")
     per_class = ", ".join("-" if v is None else f"{v:.3f}" for v in metrics["per_class_acc"])
     print(f"  per class [{per_class}]")
     if args.json:

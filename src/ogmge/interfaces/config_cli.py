@@ -72,6 +72,18 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--method", choices=METHODS,
                    help="balancing method (default: derived from --modulation and --opm, the paper's flags; "
                    "--method opm is --modulation Normal --opm)")
+    o.add_argument("--gblend-super-epoch", type=int, metavar="EPOCHS",
+                   help="G-Blending: epochs between two estimates of the blending weights (default 2)")
+    o.add_argument("--gblend-w-min", type=float, metavar="W",
+                   help="G-Blending: floor of every head's weight (default 0.05)")
+    o.add_argument("--gblend-delta-o-min", type=float, metavar="D",
+                   help="G-Blending: guard, dO**2 is at least D**2 (default 0.01)")
+    o.add_argument("--mdrop-p", type=float, metavar="P",
+                   help="modality dropout: probability that a sample keeps one modality only (default 0.5)")
+    o.add_argument("--mmpareto-scale", type=float, metavar="S",
+                   help="MMPareto: multiplier of the combined encoder gradients (default 1.5)")
+    o.add_argument("--anchored-weight", type=float, metavar="W",
+                   help="anchored: weight of each unimodal head's loss beside the fused loss (default 1)")
     o.add_argument("--modulation", choices=MODES)
     o.add_argument("--alpha", type=float)
     o.add_argument("--modulation-starts", type=int, metavar="EPOCH", help="first modulated epoch (0-based)")
@@ -105,7 +117,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 #: Named flags that map one-to-one on a config key.
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
-    "estimator", "width", "opm", "method", "modulation", "alpha", "modulation_starts", "modulation_ends",
+    "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
+    "mdrop_p", "mmpareto_scale", "anchored_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )

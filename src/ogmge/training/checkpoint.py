@@ -3,9 +3,9 @@ writes, loading, RNG states, and the state of helpers a model owns.
 
 A checkpoint is a dict saved with ``torch.save``::
 
-    {"format": "ogmge-checkpoint", "version": 1, "epoch": last completed epoch (0-based),
+    {"format": "ogmge-checkpoint", "version": 2, "epoch": last completed epoch (0-based),
      "config": TrainConfig as a dict, "model_spec": {...}, "model": state_dict,
-     "optimizer", "scheduler", "scaler", "modulator", "extra_states", "rng", "best", ...}
+     "optimizer", "scheduler", "scaler", "modulator", "method", "extra_states", "rng", "best", ...}
 
 Everything in it is plain data and tensors, so it loads with ``weights_only=True``.
 """
@@ -24,7 +24,10 @@ from torch import nn
 from ogmge.io_utils import TMP_TAG, atomic_write, fsync_dir
 
 FORMAT = "ogmge-checkpoint"
-VERSION = 1
+#: 2: models may carry per-modality heads / an ensemble buffer / a feature transform
+#: (balancing methods), and ``"method"`` holds the method's state. Version 1 still loads.
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 BEST = "best.pt"
 LAST = "last.pt"
 #: ``best.pt`` of an epoch whose ``last.pt`` is not yet written (see ``write_epoch_checkpoints``).
@@ -127,8 +130,9 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ogmge training checkpoint")
-    if ckpt.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (expected {VERSION})")
+    if ckpt.get("version") not in SUPPORTED_VERSIONS:
+        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')} is not supported "
+                         f"(expected one of {SUPPORTED_VERSIONS})")
     return ckpt
 
 

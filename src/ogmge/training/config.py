@@ -38,7 +38,7 @@ GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -109,6 +109,13 @@ class TrainConfig:
     opm_p_exe: float = 0.7
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
+    # hyper-parameters of the methods of ``ogmge.methods`` (docs/methods.md), prefixed by method
+    gblend_super_epoch: int = 2
+    gblend_w_min: float = 0.05
+    gblend_delta_o_min: float = 0.01
+    mdrop_p: float = 0.5
+    mmpareto_scale: float = 1.5
+    anchored_weight: float = 1.0
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -182,6 +189,12 @@ class TrainConfig:
         check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
         check_number("opm_lam", self.opm_lam, lo=0)
         check_number("opm_p_exe", self.opm_p_exe, lo=0, hi=1)
+        check_number("gblend_super_epoch", self.gblend_super_epoch, integer=True, lo=1)
+        check_number("gblend_w_min", self.gblend_w_min, lo=0, hi=1 / 3)
+        check_number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0, lo_open=True)
+        check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
+        check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
+        check_number("anchored_weight", self.anchored_weight, lo=0, lo_open=True)
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

@@ -13,20 +13,52 @@ import torch
 from torch import nn
 
 from ogmge.contracts import ModalitySpec
+from ogmge.methods import (
+    AnchoredFusion,
+    BalancingMethod,
+    GBlending,
+    MMPareto,
+    ModalityDropout,
+    OGMGEMethod,
+    UnimodalEnsemble,
+)
 from ogmge.modulation import OGMGE, OPM
 from ogmge.seeding import component_seed
 
 from .config import PAPER_DATASETS, TrainConfig
 
+#: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
+HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored")
 
-def model_spec(modalities: Mapping[str, ModalitySpec], num_classes: int, class_names, builder: str) -> dict:
-    """What a checkpoint needs to rebuild its model without the data."""
+
+def model_spec(
+    modalities: Mapping[str, ModalitySpec], num_classes: int, class_names, builder: str, model: nn.Module | None = None
+) -> dict:
+    """What a checkpoint needs to rebuild its model without the data (``heads`` and
+    ``prediction`` are recorded from ``model``; the config's ``method`` rebuilds them)."""
     return {
         "builder": builder,
         "modalities": {n: {"kind": s.kind, "shape": list(s.shape)} for n, s in modalities.items()},
         "num_classes": int(num_classes),
         "class_names": list(class_names),
+        "heads": getattr(model, "heads", None) is not None,
+        "prediction": getattr(model, "prediction", "fused"),
     }
+
+
+def method_model_options(config: TrainConfig, num_modalities: int) -> dict:
+    """What the config's method asks of the model: ``heads``, ``prediction``, ``feature_transform``."""
+    method = config.resolved_method
+    if method in (*HEAD_METHODS, "mdrop") and num_modalities < 2:
+        raise ValueError(f"method {method!r} balances two or more modalities; the data have {num_modalities}")
+    out: dict = {}
+    if method in HEAD_METHODS:
+        out["heads"] = True
+    if method == "uni_ensemble":
+        out["prediction"] = "ensemble"
+    if method == "anchored":
+        out["prediction"] = "blend"
+    return out
 
 
 def specs_from(spec: Mapping) -> dict[str, ModalitySpec]:
@@ -68,7 +100,8 @@ def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: d
     encoders = {n: makers[n](width=config.width) for n in names}
     head = build_fusion(config.fusion, {n: cast(int, e.out_dim) for n, e in encoders.items()}, num_classes,
                         **dict(options.get("fusion_options") or {}))
-    return MultimodalClassifier(encoders, head, estimator=make_estimator(config), opm=make_opm(config))
+    return MultimodalClassifier(encoders, head, estimator=make_estimator(config), opm=make_opm(config),
+                                **method_model_options(config, len(encoders)))
 
 
 def build_model_from_config(
@@ -79,6 +112,9 @@ def build_model_from_config(
 
     builder = builder or default_builder(config, modalities)
     options = {k: v for k, v in config.model_options.items() if k != "builder"}
+    method_options = method_model_options(config, len(modalities))
+    if config.resolved_method == "mdrop":
+        method_options["feature_transform"] = ModalityDropout(list(modalities), p=config.mdrop_p, seed=config.seed)
     if builder == "paper" and set(modalities) != {"audio", "visual"}:
         model = _paper_subset_model(config, list(modalities), num_classes, options)
     elif builder == "paper":
@@ -89,6 +125,7 @@ def build_model_from_config(
             estimator=make_estimator(config),
             opm=make_opm(config),
             **options,
+            **method_options,
         )
     else:
         model = models.build_model(
@@ -98,6 +135,7 @@ def build_model_from_config(
             estimator=make_estimator(config),
             opm=make_opm(config),
             **options,
+            **method_options,
         )
     return model, builder
 
@@ -125,6 +163,38 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
         coefficient=config.coefficient,
         seed=component_seed(config.seed, "ogmge"),
     )
+
+
+def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None = None) -> BalancingMethod:
+    """The balancing method of ``config`` on ``model`` (docs/methods.md).
+
+    ``normal``/``ogm``/``ogm_ge`` (and OPM, which the model runs itself): the
+    OGM-GE adapter around ``modulator`` (measure-only in ``Normal`` mode), or the
+    plain protocol when there is none; ``mdrop``: the model's own
+    :class:`ModalityDropout` (a feature transform); the others from their
+    prefixed hyper-parameters on ``model.encoders``/``model.heads``.
+    """
+    method = config.resolved_method
+    names = list(getattr(model, "modalities", None) or getattr(model, "encoders", {}))
+    if method in HEAD_METHODS and getattr(model, "heads", None) is None:
+        raise ValueError(f"method {method!r} needs a model with per-modality heads (MultimodalClassifier(heads=True))")
+    if method == "gblend":
+        return GBlending(names, super_epoch=config.gblend_super_epoch, w_min=config.gblend_w_min,
+                         delta_o_min=config.gblend_delta_o_min)
+    if method == "mmpareto":
+        return MMPareto(dict(model.encoders.items()), scale=config.mmpareto_scale)
+    if method == "uni_ensemble":
+        return UnimodalEnsemble(names)
+    if method == "anchored":
+        return AnchoredFusion(names, anchor_weight=config.anchored_weight)
+    if method == "mdrop":
+        ft = getattr(model, "feature_transform", None)
+        if not isinstance(ft, ModalityDropout):
+            raise ValueError("method 'mdrop' needs a model whose feature_transform is a ModalityDropout")
+        return ft
+    if modulator is not None:
+        return OGMGEMethod(modulator)
+    return BalancingMethod()
 
 
 def build_optimizer(config: TrainConfig, params, *, builder: str = "generic") -> torch.optim.Optimizer:

@@ -3,17 +3,21 @@
 One optimiser step (``Trainer._train_step``), in the paper's order::
 
     out = _forward(batch)          # model(inputs, lengths, labels): features, fused and
-                                   #   per-modality logits; OPM (if any) acts on features here
-    loss = _loss(out, labels)      # CE over out.sample_keep samples (+ the probe heads' loss)
-    _backward(loss)                # loss.backward(); scaler.scale(loss).backward() under AMP
+                                   #   per-modality logits; OPM / modality dropout act on
+                                   #   features here, the ensemble's prediction too
+    loss = _loss(out, labels)      # method.loss: total and per-head terms (+ the probe heads' loss)
+    _backward(loss)                # method.backward (MMPareto owns it); scaled under AMP
     _after_backward(...)           # AMP: scaler.unscale_; _balance_gradients (OGM-GE on the
-                                   #   encoders' gradients); non-finite guard; clip_grad_norm_
-    _optimizer_step(skip)          # optimizer.step() (scaler.step/update), unless skipped
+                                   #   encoders' gradients, then method.after_backward);
+                                   #   non-finite guard; clip_grad_norm_
+    _optimizer_step(skip)          # method.before_step; optimizer.step(), unless skipped
 
-Where a balancing method acts: on features or prediction in ``_forward`` (the
-model's output), on the loss in ``_loss``, on gradients in ``_balance_gradients``
-(after unscaling, before the guard and clipping). Each is a small method a
-subclass or a later method can extend.
+The balancing method (``--method``, docs/methods.md; ``training/balancing.py``)
+acts at these points, one call each; the OGM-GE modulator runs for every method
+(measure-only outside OGM/OGM-GE) so every trace has scores, ratios and k. After
+each epoch, ``method.end_epoch`` gets the per-head training losses (running means)
+and validation losses; methods that fit on the validation split are scored on it
+by cross-fitting.
 
 Non-finite guard: a step whose loss or any gradient is NaN/inf is skipped -- no
 ``optimizer.step()``, so neither the weights nor the optimizer's state (momentum,
@@ -46,12 +50,14 @@ from tqdm.auto import tqdm
 
 from ogmge.io_utils import atomic_write_text
 
+from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from .checkpoint import extra_states, load_extra_states  # noqa: F401  (re-exported: old import path)
 from .config import TrainConfig
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
 from .factory import (
+    build_method,
     build_model_from_config,
     build_modulator,
     build_optimizer,
@@ -86,6 +92,7 @@ class StepResult:
     labels: Tensor
     stats: object | None
     skip_reason: str | None
+    head_losses: dict = field(default_factory=dict)  # {"fused"/modality: detached per-head loss}
 
 
 ModelArg = nn.Module | Callable[[DataBundle, TrainConfig], nn.Module] | None
@@ -162,8 +169,6 @@ class Trainer:
             if values.get(key):
                 values[key] = os.path.abspath(os.path.expanduser(values[key]))
         self.config = TrainConfig.from_dict(values)
-        if self.config.resolved_method not in ("normal", "ogm", "ogm_ge", "opm", "ogm+opm", "ogm_ge+opm"):
-            raise NotImplementedError(f"method {self.config.method!r} is not wired into the training loop yet")
         self.resume = resume
         self.callbacks = list(callbacks)
         self.ctx = distrib.setup(self.config.device)
@@ -191,8 +196,18 @@ class Trainer:
         else:
             self.model, builder = build_model_from_config(self.config, self.data.modalities, self.data.num_classes)
         self.model.to(self.device)
-        self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder)
+        self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder,
+                               self.model)
         self.modulator = build_modulator(self.config, self.model)
+        self.method = build_method(self.config, self.model)  # OGM/OGM-GE/OPM: the modulator / the model
+        try:
+            balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None)
+        except ValueError:
+            distrib.teardown(self.ctx)  # the process group this trainer set up
+            raise
+        self.val_protocol = balancing.val_protocol(self.method, self.data.val is not None)
+        self.train_head_losses: dict | None = None
+        self.val_head_losses: dict | None = None
         if self.modulator is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
@@ -265,6 +280,8 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         if self.modulator is not None and ck.get("modulator"):
             self.modulator.load_state_dict(ck["modulator"])
+        if ck.get("method"):
+            self.method.load_state_dict(ck["method"])
         self.start_epoch = int(ck["epoch"]) + 1
         self.global_step = int(ck.get("global_step", 0))
         self.history = list(ck.get("history", []))
@@ -297,6 +314,8 @@ class Trainer:
                             list(self.data.modalities), cfg.modulation if self.modulator else "none")
             if self.start_epoch >= cfg.epochs and self.is_main:
                 LOGGER.info("nothing to train: the run already completed %d epochs", self.start_epoch)
+            if self.start_epoch == 0:
+                self._begin_method()
             for epoch in range(self.start_epoch, cfg.epochs):
                 if self._patience_exhausted(epoch - 1):
                     break
@@ -319,6 +338,16 @@ class Trainer:
                         "(best epoch %d)", last_epoch + 1, self.patience, self.best["epoch"] + 1)
         return stop
 
+    def _begin_method(self) -> None:
+        """The initial model's per-head losses for methods that want them (G-Blending)."""
+        if self.is_main:
+            train_eval = make_loader(self.data.train, self.config, shuffle=False, device=self.device)[0]
+            start = balancing.initial_losses(self.method, self.model, train_eval, self.eval_loaders.get("val"),
+                                             self.device, amp=self.amp, seed=self.config.seed)
+            if start is not None:
+                self.method.begin(train_losses=start[0], val_losses=start[1])
+        balancing.share_state(self.method, self.model, self.ctx)
+
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
         self.net.train()
@@ -327,6 +356,7 @@ class Trainer:
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
         seen = skipped = 0
         t_start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
@@ -338,6 +368,8 @@ class Trainer:
                 seen += n
                 loss_sum += step.loss * n
                 correct += (step.logits.argmax(1) == step.labels).sum()
+                for head, value in step.head_losses.items():
+                    head_sums[head] = head_sums.get(head, 0) + value * n
             else:
                 skipped += 1
             if self.global_step % cfg.trace_every == 0 and log.enabled:
@@ -352,11 +384,16 @@ class Trainer:
                                     sps=f"{seen * self.ctx.world_size / elapsed:.0f}")
         bar.close()
         seconds = time.perf_counter() - t_start
+        heads = list(head_sums)
         if self.ctx.enabled:  # totals over every rank's shard
-            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device),
+                                  *[head_sums[h] for h in heads]])
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+            head_sums = dict(zip(heads, totals[3:]))
+        self.train_head_losses = {h: float(head_sums[h]) / max(seen, 1) for h in heads}
         return {
+            **({f"train/loss/{h}": v for h, v in self.train_head_losses.items()} if len(heads) > 1 else {}),
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train/loss": float(loss_sum) / max(seen, 1),
@@ -373,31 +410,36 @@ class Trainer:
         labels = b["labels"]
         self.optimizer.zero_grad(set_to_none=True)
         out = self._forward(b)
-        loss, total = self._loss(out, labels)
-        self._backward(total)
+        loss, total, terms = self._loss(out, labels)
+        self._backward(total, terms)
         stats, skip_reason = self._after_backward(out, labels, total, epoch)
         self._optimizer_step(skip_reason)
-        return StepResult(loss.detach(), out.logits.detach(), labels, stats, skip_reason)
+        heads = ("fused", *(getattr(out, "head_logits", None) or {}))
+        return StepResult(loss.detach(), out.logits.detach(), labels, stats, skip_reason,
+                          {h: terms[h].detach().float() for h in heads})
 
     def _forward(self, b: dict):
         """The model's output: fused logits, per-modality logits, features (OPM acts inside)."""
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, enabled=self.amp), balancing.forward_context(self.method, self.net):
             out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"])
         _check_output(out)
         return out
 
-    def _loss(self, out, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(loss, total)``: the fused cross-entropy (logged) and what is back-propagated
-        (plus the probe heads' own loss on detached features)."""
-        loss = _batch_loss(out, labels)
+    def _loss(self, out, labels: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
+        (the method's total plus the probe heads' own loss on detached features) and the
+        method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
+        total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
+                                        sample_keep=getattr(out, "sample_keep", None))
         extra = probe_loss(self.model, out, labels)
-        return loss, (loss if extra is None else loss + extra)
+        if extra is not None:
+            total, terms = total + extra, {**terms, "probe": extra}
+        return terms["fused"], total, terms
 
-    def _backward(self, total: Tensor) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-        else:
-            total.backward()
+    def _backward(self, total: Tensor, terms: dict) -> None:
+        """The method's backward (``total.backward()``, scaled under AMP, unless it owns it)."""
+        self.method.backward(total, terms, scaler=self.scaler)
+        balancing.average_other_gradients_(self.method, self.model, self.ctx)  # DDP + MMPareto: the heads
 
     def _after_backward(self, out, labels: Tensor, total: Tensor, epoch: int):
         """Between backward and the optimizer: unscale (AMP), balance the gradients,
@@ -412,15 +454,17 @@ class Trainer:
 
     def _balance_gradients(self, out, labels: Tensor, epoch: int):
         """OGM-GE on the encoders' gradients (measures only outside its window / in Normal mode)."""
-        if self.modulator is None:
-            return None
-        keep = getattr(out, "sample_keep", None)
-        return self.modulator.step(
-            modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
-            labels=labels,
-            epoch=epoch,
-            sample_weight=None if keep is None else keep.float(),
-        )
+        stats = None
+        if self.modulator is not None:
+            keep = getattr(out, "sample_keep", None)
+            stats = self.modulator.step(
+                modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
+                labels=labels,
+                epoch=epoch,
+                sample_weight=None if keep is None else keep.float(),
+            )
+        self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch)
+        return stats
 
     def _nonfinite_guard(self, total: Tensor, epoch: int) -> str | None:
         """None when the loss and every gradient are finite, else why the step is skipped."""
@@ -466,6 +510,8 @@ class Trainer:
         return "gradient (on another rank)"
 
     def _optimizer_step(self, skip_reason: str | None) -> None:
+        if skip_reason is None:
+            self.method.before_step(self.optimizer)
         if self.scaler is not None:
             if skip_reason is None:
                 self.scaler.step(self.optimizer)
@@ -492,19 +538,27 @@ class Trainer:
                                       else Choice(stats.scores_finite, grads_reason, "non-finite scores"))
         if step.skip_reason is not None:
             row["modulated"], row["skip_reason"] = False, step.skip_reason
+        row.update(self.method.trace_row())
         return row
 
     def _evaluate(self, split: str) -> dict | None:
         loader = self.eval_loaders.get(split)
         if loader is None:
             return None
+        if split == "val":  # cross-fitted for methods that fit on it; refits the ensemble's w
+            metrics, self.val_head_losses = balancing.evaluate_validation(
+                self.method, self.model, loader, self.device, amp=self.amp, seed=self.config.seed)
+            return metrics
         return evaluate(self.model, loader, self.device, amp=self.amp)
 
     def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
         cfg = self.config
         self.scheduler.step()
         if self.is_main:
+            self.val_head_losses = None
             val = self._evaluate("val")
+            self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=self.val_head_losses)
+            row.update({k: float(v) for k, v in self.method.trace_row().items()})
             # Per-epoch curves are validation's; test is evaluated once, at the end, on the
             # selected checkpoint (``_finish``), unless asked for every epoch. Without a
             # validation split the last epoch is kept whatever the curves show, so test is
@@ -530,6 +584,7 @@ class Trainer:
             LOGGER.info(msg)
         else:
             improved = False
+        balancing.share_state(self.method, self.model, self.ctx)
         rng_all = distrib.gather_objects(ckpt_mod.capture_rng(), self.ctx)
         if self.is_main:
             state = self._checkpoint(epoch, rng_all)
@@ -555,6 +610,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "modulator": self.modulator.state_dict() if self.modulator is not None else None,
+            # a method the model holds (modality dropout) is saved with the model, once
+            "method": {} if self.method is getattr(self.model, "feature_transform", None) else self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
             "history": self.history,
@@ -579,6 +636,8 @@ class Trainer:
             results = {
                 "best_epoch": self.best["epoch"],
                 "selected_by": selected_by,
+                "method": cfg.resolved_method,
+                "val_protocol": self.val_protocol,
                 "epochs": cfg.epochs,
                 "epochs_run": len(self.history),
                 "optimizer": self.optimizer_name,

@@ -84,40 +84,87 @@ def to_device(batch: Mapping, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False):
-    """Concatenated ``(logits, {modality: logits}, labels)`` on the CPU over all batches."""
+def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
+    """Concatenated outputs on the CPU over all batches: ``logits`` (the prediction),
+    ``fused_logits`` (the fusion head's own; ``logits`` unless the model blends),
+    ``modality_logits`` ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without
+    trainable heads), ``labels``."""
     was_training = model.training
     model.eval()
     per_mod: dict[str, list[Tensor]]
-    fused, per_mod, labels = [], {}, []
+    heads: dict[str, list[Tensor]]
+    fused, per_mod, heads, labels = [], {}, {}, []
+    fusion_head: list[Tensor] = []  # the fusion head's own logits where ``logits`` combine more (a blend)
     try:
         for batch in batches:
             b = to_device(batch, device)
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
                 out = model(b["inputs"], lengths=b["lengths"] or None)
             fused.append(out.logits.float().cpu())
+            own = getattr(out, "fused_logits", None)
+            if own is not None:
+                fusion_head.append(own.float().cpu())
             for name, lg in (out.modality_logits or {}).items():
                 per_mod.setdefault(name, []).append(lg.float().cpu())
+            for name, lg in (getattr(out, "head_logits", None) or {}).items():
+                heads.setdefault(name, []).append(lg.float().cpu())
             labels.append(b["labels"].cpu())
     finally:
         model.train(was_training)
     if not labels:
         raise ValueError("cannot evaluate on an empty dataset")
-    return torch.cat(fused), {n: torch.cat(v) for n, v in per_mod.items()}, torch.cat(labels)
+    logits = torch.cat(fused)
+    return {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
+            "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
+            "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
+
+
+def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False):
+    """Concatenated ``(logits, {modality: logits}, labels)`` on the CPU over all batches."""
+    out = collect(model, batches, device, amp=amp)
+    return out["logits"], out["modality_logits"], out["labels"]
+
+
+def subset(outputs: Mapping, index: Tensor) -> dict:
+    """The outputs of :func:`collect` restricted to the samples ``index``."""
+    return {"logits": outputs["logits"][index], "labels": outputs["labels"][index],
+            "fused_logits": outputs.get("fused_logits", outputs["logits"])[index],
+            "modality_logits": {n: v[index] for n, v in outputs["modality_logits"].items()},
+            "head_logits": {n: v[index] for n, v in outputs["head_logits"].items()}}
+
+
+def head_losses(outputs: Mapping) -> dict[str, float]:
+    """Cross-entropy per head: ``{"fused": ..., m: ...}`` (the heads G-Blending weighs)."""
+    y = outputs["labels"]
+    out = {"fused": float(F.cross_entropy(outputs.get("fused_logits", outputs["logits"]), y))}
+    out.update({n: float(F.cross_entropy(lg, y)) for n, lg in outputs["head_logits"].items()})
+    return out
+
+
+def metrics_from_outputs(outputs: Mapping) -> dict:
+    """The metrics of :func:`evaluate` from collected outputs."""
+    logits, labels = outputs["logits"], outputs["labels"]
+    out = {"loss": float(F.cross_entropy(logits, labels)), "n": int(labels.numel())}
+    out.update(classification_metrics(logits, labels))
+    for name, lg in outputs["modality_logits"].items():
+        m = classification_metrics(lg, labels)
+        out[f"modality_acc/{name}"] = m["acc"]
+        out[f"modality_f1/{name}"] = m["macro_f1"]
+        out[f"modality_map/{name}"] = m["map"]
+    if outputs["head_logits"]:
+        for name, value in head_losses(outputs).items():
+            out[f"loss/{name}"] = value
+        for name, lg in outputs["head_logits"].items():
+            out[f"head_acc/{name}"] = classification_metrics(lg, labels)["acc"]
+    return out
 
 
 def evaluate(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
     """Metrics of the fused prediction and of every modality's logits.
 
     Keys: ``loss``, ``acc``, ``macro_f1``, ``map``, ``per_class_acc`` (list),
-    ``modality_acc/<m>``, ``modality_f1/<m>``, ``modality_map/<m>``, ``n``.
+    ``modality_acc/<m>``, ``modality_f1/<m>``, ``modality_map/<m>``, ``n``; with
+    trainable per-modality heads also ``loss/<head>`` (``fused`` and each modality)
+    and ``head_acc/<m>``.
     """
-    logits, per_mod, labels = collect_outputs(model, batches, device, amp=amp)
-    out = {"loss": float(F.cross_entropy(logits, labels)), "n": int(labels.numel())}
-    out.update(classification_metrics(logits, labels))
-    for name, lg in per_mod.items():
-        m = classification_metrics(lg, labels)
-        out[f"modality_acc/{name}"] = m["acc"]
-        out[f"modality_f1/{name}"] = m["macro_f1"]
-        out[f"modality_map/{name}"] = m["map"]
-    return out
+    return metrics_from_outputs(collect(model, batches, device, amp=amp))

@@ -1,0 +1,35 @@
+"""Balancing methods behind one protocol (layer 1, beside ``ogmge.modulation``; docs/methods.md).
+
+Each method is one module naming its paper: G-Blending (``gblend``), modality
+dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
+(``uni_ensemble``), this project's anchored fusion (``anchored``), plus adapters for OGM-GE and OPM (``adapters``). They know
+tensors, parameters and modality names; never a model, dataset or trainer.
+"""
+
+from .adapters import OGMGEMethod, OPMMethod
+from .anchored import AnchoredFusion
+from .base import FUSED, BalancingMethod, cross_entropy
+from .gblend import GBlending, blending_weights, floor_weights
+from .mdrop import ModalityDropout
+from .mmpareto import MMPareto, average_gradients_, combine_gradients_
+from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
+
+__all__ = [
+    "AnchoredFusion",
+    "FUSED",
+    "BalancingMethod",
+    "GBlending",
+    "MMPareto",
+    "ModalityDropout",
+    "OGMGEMethod",
+    "OPMMethod",
+    "UnimodalEnsemble",
+    "average_gradients_",
+    "blending_weights",
+    "combine_gradients_",
+    "cross_entropy",
+    "ensemble_logits",
+    "fit_simplex_weights",
+    "floor_weights",
+    "project_simplex",
+]

@@ -1,0 +1,118 @@
+"""Anchored fusion: this project's balancing setting that does not lose (docs/methods.md).
+
+No anchor paper: designed here (issue "a balancing setting of our own"). Two parts.
+
+1. **Unimodal anchors in training.** Beside the fusion head, every modality u has
+   a linear head on its encoder's features; the loss is
+
+       L = CE(fused) + anchor_weight * sum_u CE(head_u)
+
+   with fixed weights. Each encoder therefore always receives the gradient of its
+   own unimodal problem, whatever the fused loss does: a modality the fused head
+   ignores (the imbalance OGM-GE is about) still learns, as it would alone, and its
+   features reach the fusion head discriminative. Nothing is slowed down, so the
+   dominant modality never loses what it knows (OGM-GE's failure where the weak
+   modality carries nothing that transfers).
+2. **A prediction fitted on validation.** The prediction is the blend
+
+       sum_m w_m * log_softmax(o_m),   m in ("fused", *modalities)
+
+   with ``w`` on the simplex minimising the validation split's negative
+   log-likelihood (the convex fit of :func:`~ogmge.methods.fit_simplex_weights`,
+   refitted at each evaluation). The vertices of the simplex are the fused head
+   alone and each modality's head alone, so on the data it is fitted on the blend
+   is never worse (in NLL) than the fused model or the best unimodal head; on new
+   data it is as good as validation is representative. Selection scores are
+   cross-fitted (fit on one half of validation, score on the other).
+
+Why it cannot run away: the loss weights are constants (no feedback from the
+measured imbalance into the objective, unlike OGM-GE's coefficients or
+G-Blending's weights), and the only fitted quantity is a convex problem over N + 1
+numbers on held-out data, whose optimum includes every single member.
+
+In a plain loop (a model with ``heads=True, prediction="blend"``)::
+
+    af = AnchoredFusion(["audio", "visual"])
+    for x, y in loader:
+        out = model(x)                                   # training mode: logits = fused head
+        total, _ = af.loss(out.logits, y, head_logits=out.head_logits)
+        opt.zero_grad(); total.backward(); opt.step()
+    model.eval(); val = model(x_val)                     # val.fused_logits, val.head_logits
+    w = af.fit_prediction(head_logits={"fused": val.fused_logits, **val.head_logits}, labels=y_val)
+    model.set_ensemble_weights(w)                        # model(x).logits is now the blend
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .base import FUSED, BalancingMethod, check_int, check_modalities, check_number, cross_entropy
+from .uni_ensemble import ensemble_logits, fit_simplex_weights
+
+
+class AnchoredFusion(BalancingMethod):
+    """Anchored fusion (see the module docstring).
+
+    ``modalities``: two or more names. Keyword-only: ``anchor_weight`` (> 0, the
+    weight of each unimodal head's loss; default 1), ``max_steps`` (>= 1) and
+    ``tol`` (> 0) of the weight fit.
+    """
+
+    name = "anchored"
+    needs_heads = True
+    fits_on_validation = True
+
+    def __init__(self, modalities, *, anchor_weight: float = 1.0, max_steps: int = 500, tol: float = 1e-10) -> None:
+        self.modalities = check_modalities("modalities", modalities)
+        self.anchor_weight = check_number("anchor_weight", anchor_weight, lo=0.0, lo_open=True)
+        self.max_steps = check_int("max_steps", max_steps, lo=1)
+        self.tol = check_number("tol", tol, lo=0.0, lo_open=True)
+        self.weights = torch.full((len(self.members),), 1.0 / len(self.members), dtype=torch.float64)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The blend's members in weight order: ``("fused", *modalities)``."""
+        return (FUSED, *self.modalities)
+
+    def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
+        """``CE(fused) + anchor_weight * sum_u CE(head_u)``; terms keyed by head."""
+        if head_logits is None or set(head_logits) != set(self.modalities):
+            raise ValueError(f"anchored fusion needs head_logits for {list(self.modalities)}, got "
+                             f"{None if head_logits is None else sorted(head_logits)}")
+        terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
+        anchors = None
+        for n in self.modalities:
+            terms[n] = cross_entropy(head_logits[n], labels)
+            anchors = terms[n] if anchors is None else anchors + terms[n]
+        return terms[FUSED] + self.anchor_weight * anchors, terms
+
+    def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        """Fit ``w`` on held-out outputs ``{"fused": ..., modality: ...}`` (every member needed)."""
+        missing = [m for m in self.members if m not in head_logits]
+        if missing:
+            raise ValueError(f"anchored fusion's fit needs the held-out logits of {list(self.members)}; "
+                             f"missing {missing}")
+        self.weights = fit_simplex_weights(head_logits, labels, self.members, max_steps=self.max_steps,
+                                           tol=self.tol)
+        return self.weights
+
+    def predict(self, head_logits: Mapping[str, Tensor]) -> Tensor:
+        """The blend's logits ``sum_m w_m log_softmax(o_m)`` over ``members``."""
+        return ensemble_logits(head_logits, self.weights, self.members)
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights.clone(), "members": list(self.members)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if list(state.get("members", [])) != list(self.members):
+            raise ValueError(f"anchored fusion state is for {state.get('members')}, this one has {list(self.members)}")
+        self.weights = torch.as_tensor(state["weights"], dtype=torch.float64).clone()
+
+    def trace_row(self) -> dict[str, float]:
+        return {f"blend_w/{m}": float(self.weights[i]) for i, m in enumerate(self.members)}
+
+    def __repr__(self) -> str:
+        return f"AnchoredFusion(modalities={list(self.modalities)}, anchor_weight={self.anchor_weight})"

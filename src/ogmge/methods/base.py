@@ -1,0 +1,209 @@
+"""The protocol of a balancing method (docs/methods.md).
+
+A balancing method acts at fixed points of one training step; every hook has
+a no-op default here, so a method overrides only the points it uses::
+
+    features = model.encode(inputs)                     # (inside the model)
+    features = method.transform_features(features, ...) # 1. before fusion (training only)
+    logits, head_logits = fusion(features), heads(features)
+    total, terms = method.loss(logits, labels, head_logits=...)   # 2. losses
+    method.backward(total, terms)                       # 3. backward (a method may own it)
+    method.after_backward(modality_logits=..., labels=..., epoch=...)  # 4. gradients
+    method.before_step(optimizer)                       # 5. just before optimizer.step()
+    optimizer.step()
+    ...
+    method.end_epoch(epoch, train_losses=..., val_losses=...)      # 6. end of epoch
+    method.fit_prediction(head_logits=..., labels=...)  # 7. prediction (on validation outputs)
+
+``state_dict``/``load_state_dict`` carry everything a resumed run needs, and
+``trace_row`` returns the plain numbers a trace row logs for the last step.
+
+Loss terms are keyed by *head*: ``"fused"`` for the fusion head's logits and
+the modality name for a modality's own head. A method lives at layer 1: it
+knows tensors, parameters and modality names, never a model class or a trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ogmge import validation
+
+#: Key of the fusion head's loss term.
+FUSED = "fused"
+
+
+class BalancingMethod:
+    """Base class of the balancing methods: every hook a no-op (plain fused cross-entropy).
+
+    Attributes a loop may read: ``name``; ``needs_heads`` (the model must expose
+    trainable per-modality heads, ``head_logits``); ``owns_backward``
+    (``backward`` does more than ``total.backward()``); ``distributed_ok``
+    (replicas stay identical under DDP with this method); ``fits_on_validation``
+    (the method fits something on the validation split, so its selection score
+    must be cross-fitted).
+    """
+
+    name = "normal"
+    needs_heads = False
+    owns_backward = False
+    distributed_ok = True
+    fits_on_validation = False
+
+    # 1. features, before fusion ------------------------------------------------
+    def transform_features(
+        self,
+        features: Mapping[str, Tensor],
+        *,
+        labels: Tensor | None = None,
+        modality_logits: Mapping[str, Tensor] | None = None,
+        baseline: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Features ``{name: (B, D)}`` the fusion head sees in training (default: unchanged).
+
+        ``baseline``: ``{name: (D,)}`` features that stand in for a missing modality
+        (zeros when None)."""
+        return dict(features)
+
+    @property
+    def sample_keep(self) -> Tensor | None:
+        """(B,) bool: samples the fused loss may use after the last ``transform_features`` (None: all)."""
+        return None
+
+    # 2. losses -----------------------------------------------------------------
+    def loss(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        *,
+        head_logits: Mapping[str, Tensor] | None = None,
+        sample_keep: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(total, terms)``: the loss to minimise and its per-head terms (with graph).
+
+        Default: the fused cross-entropy (over ``sample_keep`` samples when given);
+        unimodal heads, when present, are reported as terms but not trained."""
+        fused = cross_entropy(logits, labels, sample_keep)
+        terms = {FUSED: fused}
+        for name, lg in (head_logits or {}).items():
+            terms[name] = cross_entropy(lg, labels).detach()
+        return fused, terms
+
+    # 3. backward ---------------------------------------------------------------
+    def backward(self, total: Tensor, terms: Mapping[str, Tensor], *, scaler=None) -> None:
+        """Fill ``.grad`` (default ``total.backward()``, scaled when a ``GradScaler`` is given)."""
+        (scaler.scale(total) if scaler is not None else total).backward()
+
+    # 4. gradients after backward -------------------------------------------------
+    def after_backward(
+        self,
+        *,
+        modality_logits: Mapping[str, Tensor] | None = None,
+        labels: Tensor | None = None,
+        epoch: int | None = None,
+        sample_weight: Tensor | None = None,
+    ):
+        """Change the gradients in place (after ``GradScaler.unscale_``); return stats or None."""
+        return None
+
+    # 5. optimizer step -----------------------------------------------------------
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Last look at the gradients before ``optimizer.step()`` (after clipping)."""
+
+    # 6. end of epoch -------------------------------------------------------------
+    def begin(self, *, train_losses: Mapping[str, float] | None = None,
+              val_losses: Mapping[str, float] | None = None) -> None:
+        """Losses per head of the initial model, before the first step (if the method wants them)."""
+
+    def end_epoch(
+        self,
+        epoch: int,
+        *,
+        train_losses: Mapping[str, float] | None = None,
+        val_losses: Mapping[str, float] | None = None,
+    ) -> None:
+        """Per-head losses of the epoch just finished: training (the epoch's running
+        means) and validation (never the test split)."""
+
+    # 7. prediction -----------------------------------------------------------------
+    def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor | None:
+        """Fit whatever the prediction depends on from held-out outputs; returns the
+        fitted values (e.g. ensemble weights) or None."""
+        return None
+
+    # state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
+
+    def trace_row(self) -> dict:
+        """Numbers (floats or 0-d tensors, read at the trace's next flush) about the last
+        step/epoch for the trace (e.g. ``gblend_w/<head>``)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, sample_keep: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy in float32 or wider, over the kept samples when ``sample_keep`` is given."""
+    lg = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if sample_keep is None:
+        return F.cross_entropy(lg, labels)
+    per = F.cross_entropy(lg, labels, reduction="none")
+    w = sample_keep.to(per.dtype)
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------- validation helpers
+def check_number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
+    """A finite real in the given range, or an error naming ``name`` and the value (``ogmge.validation``)."""
+    return validation.check_number(name, value, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def check_int(name: str, value, *, lo=None) -> int:
+    """An integer (never a bool) >= ``lo``, or an error naming ``name`` and the value."""
+    return validation.check_number(name, value, integer=True, lo=lo)
+
+
+def check_modalities(name: str, modalities) -> tuple[str, ...]:
+    """Two or more distinct non-empty names, none of them ``"fused"``."""
+    if isinstance(modalities, str) or not isinstance(modalities, Iterable):
+        raise ValueError(f"{name} must be a list of modality names, got {modalities!r}")
+    names = tuple(modalities)
+    if len(names) < 2 or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{name} must name two or more distinct modalities, got {list(names)}")
+    if FUSED in names:
+        raise ValueError(f"{name}: {FUSED!r} is the fusion head's key and cannot name a modality")
+    return names
+
+
+def parameter_groups(encoders, name: str = "encoders") -> dict[str, list[nn.Parameter]]:
+    """``{modality: [trainable parameters]}`` from modules or iterables of parameters."""
+    if isinstance(encoders, nn.ModuleDict):
+        encoders = dict(encoders.items())
+    if not isinstance(encoders, Mapping):
+        raise TypeError(f"{name} must be a dict of modality name -> module or parameters, got "
+                        f"{type(encoders).__name__}")
+    check_modalities(name, list(encoders))
+    out = {}
+    for mod, enc in encoders.items():
+        params = list(enc.parameters()) if isinstance(enc, nn.Module) else list(enc)
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ValueError(f"{name}[{mod!r}] has no trainable parameters")
+        out[mod] = params
+    seen: set[int] = set()
+    for mod, params in out.items():
+        for p in params:
+            if id(p) in seen:
+                raise ValueError(f"{name}: a parameter is shared between encoders (seen again in {mod!r})")
+            seen.add(id(p))
+    return out

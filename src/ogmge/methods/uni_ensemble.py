@@ -1,0 +1,146 @@
+"""Unimodal ensemble: each encoder with its own head, trained alone, then combined.
+
+Du, Teng, Wang, Shen, Zhao, "On Uni-Modal Feature Learning in Supervised
+Multi-Modal Learning", ICML 2023 (the uni-modal ensemble baseline). One run:
+every modality u has a linear head on its encoder's features; the loss is
+``sum_u CE_u`` and there is **no fused loss**, so each encoder (and its head)
+receives exactly the gradient it would get if trained alone on the same batches.
+The prediction is ``sum_u w_u * log_softmax(o_u)`` with ``w`` on the simplex
+minimising the negative log-likelihood of ``softmax(sum_u w_u log_softmax(o_u))``
+on the validation split — convex in ``w`` (log-sum-exp of an affine map minus an
+affine map). The fit (:func:`fit_simplex_weights`) is projected gradient descent
+with backtracking in float64 from equal weights, so it is deterministic; without
+validation data the weights stay equal. Refit at each evaluation.
+
+In a plain loop (the model returns ``head_logits``)::
+
+    ue = UnimodalEnsemble(["audio", "visual"])
+    for x, y in loader:
+        out = model(x)
+        total, _ = ue.loss(out.logits, y, head_logits=out.head_logits)
+        opt.zero_grad(); total.backward(); opt.step()
+    w = ue.fit_prediction(head_logits=val_head_logits, labels=val_labels)
+    prediction = ue.predict(test_head_logits).argmax(1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .base import FUSED, BalancingMethod, check_int, check_modalities, check_number, cross_entropy
+
+
+def project_simplex(v: Tensor) -> Tensor:
+    """Euclidean projection of a vector onto the probability simplex (sort-based)."""
+    n = v.numel()
+    u, _ = torch.sort(v, descending=True)
+    css = torch.cumsum(u, 0) - 1
+    idx = torch.arange(1, n + 1, dtype=v.dtype, device=v.device)
+    cond = u - css / idx > 0
+    rho = int(torch.nonzero(cond).max())
+    theta = css[rho] / (rho + 1)
+    return (v - theta).clamp_min(0)
+
+
+def ensemble_logits(head_logits: Mapping[str, Tensor], weights: Tensor, modalities) -> Tensor:
+    """``sum_u w_u * log_softmax(o_u)`` (B, C)."""
+    out = None
+    for i, n in enumerate(modalities):
+        lg = head_logits[n]
+        term = torch.log_softmax(lg.float() if lg.dtype in (torch.float16, torch.bfloat16) else lg, dim=-1)
+        term = term * weights[i].to(term.dtype)
+        out = term if out is None else out + term
+    return out
+
+
+def ensemble_nll(log_probs: Tensor, labels: Tensor, w: Tensor) -> Tensor:
+    """Mean NLL of ``softmax(sum_u w_u log_probs[u])``; ``log_probs`` (N, M, C)."""
+    z = torch.einsum("u,umc->mc", w, log_probs)
+    return (torch.logsumexp(z, dim=1) - z.gather(1, labels.view(-1, 1)).squeeze(1)).mean()
+
+
+def fit_simplex_weights(
+    head_logits: Mapping[str, Tensor], labels: Tensor, modalities, *, max_steps: int = 500, tol: float = 1e-10
+) -> Tensor:
+    """Weights (N,) float64 on the simplex minimising :func:`ensemble_nll` (see the module docstring)."""
+    names = list(modalities)
+    lp = torch.stack([torch.log_softmax(head_logits[n].detach().double().cpu(), dim=-1) for n in names])
+    y = labels.detach().cpu().long()
+    n = len(names)
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if y.numel() == 0:
+        return w
+    step = 1.0
+    loss = ensemble_nll(lp, y, w)
+    for _ in range(max_steps):
+        z = torch.einsum("u,umc->mc", w, lp)
+        p = torch.softmax(z, dim=1)
+        grad = (torch.einsum("mc,umc->u", p, lp) - lp.gather(2, y.view(1, -1, 1).expand(n, -1, 1)).squeeze(2).sum(1)) \
+            / y.numel()
+        while True:
+            cand = project_simplex(w - step * grad)
+            d = cand - w
+            cand_loss = ensemble_nll(lp, y, cand)
+            if cand_loss <= loss + grad.dot(d) + d.dot(d) / (2 * step) or step < 1e-12:
+                break
+            step /= 2
+        moved = float(d.abs().max())
+        w, loss = cand, cand_loss
+        step *= 2
+        if moved < tol:
+            break
+    return w
+
+
+class UnimodalEnsemble(BalancingMethod):
+    """Unimodal ensemble (Du et al., ICML 2023): see the module docstring.
+
+    ``modalities``: two or more names. Keyword-only: ``max_steps`` (>= 1) and
+    ``tol`` (> 0) of the weight fit.
+    """
+
+    name = "uni_ensemble"
+    needs_heads = True
+    fits_on_validation = True
+
+    def __init__(self, modalities, *, max_steps: int = 500, tol: float = 1e-10) -> None:
+        self.modalities = check_modalities("modalities", modalities)
+        self.max_steps = check_int("max_steps", max_steps, lo=1)
+        self.tol = check_number("tol", tol, lo=0.0, lo_open=True)
+        self.weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), dtype=torch.float64)
+
+    def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
+        """``sum_u CE_u``; the fused head's CE is reported (detached), not trained."""
+        if head_logits is None or set(head_logits) != set(self.modalities):
+            raise ValueError(f"the unimodal ensemble needs head_logits for {list(self.modalities)}, got "
+                             f"{None if head_logits is None else sorted(head_logits)}")
+        terms = {n: cross_entropy(head_logits[n], labels) for n in self.modalities}
+        total = sum(terms.values())
+        terms[FUSED] = cross_entropy(logits, labels, sample_keep).detach()
+        return total, terms
+
+    def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        self.weights = fit_simplex_weights(head_logits, labels, self.modalities, max_steps=self.max_steps,
+                                           tol=self.tol)
+        return self.weights
+
+    def predict(self, head_logits: Mapping[str, Tensor]) -> Tensor:
+        """The ensemble's logits ``sum_u w_u log_softmax(o_u)``."""
+        return ensemble_logits(head_logits, self.weights, self.modalities)
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights.clone(), "modalities": list(self.modalities)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if list(state.get("modalities", [])) != list(self.modalities):
+            raise ValueError(f"ensemble state is for {state.get('modalities')}, this one has {list(self.modalities)}")
+        self.weights = torch.as_tensor(state["weights"], dtype=torch.float64).clone()
+
+    def trace_row(self) -> dict[str, float]:
+        return {f"ensemble_w/{n}": float(self.weights[i]) for i, n in enumerate(self.modalities)}
+
+    def __repr__(self) -> str:
+        return f"UnimodalEnsemble(modalities={list(self.modalities)})"

@@ -1,0 +1,80 @@
+"""Every bad hyper-parameter gives an error naming it (methods, model, config, CLI)."""
+
+import argparse
+
+import pytest
+import torch
+
+from ogmge.interfaces.config_cli import add_config_flags, config_from_args
+from ogmge.methods import GBlending, MMPareto, ModalityDropout, UnimodalEnsemble
+from ogmge.training.config import TrainConfig
+
+ENC = {"a": torch.nn.Linear(2, 2), "b": torch.nn.Linear(2, 2)}
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: GBlending(["a", "b"], super_epoch=0), "super_epoch"),
+        (lambda: GBlending(["a", "b"], super_epoch=1.5), "super_epoch"),
+        (lambda: GBlending(["a", "b"], w_min=-0.1), "w_min"),
+        (lambda: GBlending(["a", "b"], w_min=0.4), "w_min"),  # 3 heads: at most 1/3
+        (lambda: GBlending(["a", "b"], delta_o_min=0.0), "delta_o_min"),
+        (lambda: GBlending(["a", "b"], weights={"a": 1.0}), "weights"),
+        (lambda: GBlending(["a"]), "modalities"),
+        (lambda: GBlending(["fused", "b"]), "modalities"),
+        (lambda: ModalityDropout(["a", "b"], p=1.5), "p"),
+        (lambda: ModalityDropout(["a", "b"], p="half"), "p"),
+        (lambda: ModalityDropout(["a", "b"], p=float("nan")), "p"),
+        (lambda: ModalityDropout("ab"), "modalities"),
+        (lambda: MMPareto(ENC, scale=0.0), "scale"),
+        (lambda: MMPareto(ENC, scale=True), "scale"),
+        (lambda: MMPareto({"a": ENC["a"]}), "encoders"),
+        (lambda: UnimodalEnsemble(["a", "b"], max_steps=0), "max_steps"),
+        (lambda: UnimodalEnsemble(["a", "b"], tol=-1.0), "tol"),
+    ],
+)
+def test_method_errors_name_the_hyper_parameter(make, name):
+    with pytest.raises((ValueError, TypeError)) as err:
+        make()
+    assert name in str(err.value)
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        GBlending(["a", "b"], 3)
+    with pytest.raises(TypeError):
+        ModalityDropout(["a", "b"], 0.5)
+    with pytest.raises(TypeError):
+        MMPareto(ENC, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("gblend_super_epoch", 0), ("gblend_w_min", 0.5), ("gblend_w_min", -1), ("gblend_delta_o_min", 0),
+     ("mdrop_p", 1.1), ("mdrop_p", None), ("mmpareto_scale", -1.0)],
+)
+def test_config_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_cli_flags_reach_the_config():
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    cfg = config_from_args(p.parse_args(["--method", "gblend", "--gblend-super-epoch", "3", "--gblend-w-min",
+                                         "0.1", "--gblend-delta-o-min", "0.05", "--mdrop-p", "0.25",
+                                         "--mmpareto-scale", "2"]))
+    assert (cfg.method, cfg.gblend_super_epoch, cfg.gblend_w_min, cfg.gblend_delta_o_min, cfg.mdrop_p,
+            cfg.mmpareto_scale) == ("gblend", 3, 0.1, 0.05, 0.25, 2.0)
+    with pytest.raises(ValueError, match="mdrop_p"):
+        config_from_args(p.parse_args(["--mdrop-p", "2"]))
+
+
+def test_a_config_saved_before_the_method_fields_resumes_without_differences():
+    new = TrainConfig(method="gblend")
+    old_values = {k: v for k, v in new.to_dict().items()
+                  if not k.startswith(("gblend_", "mdrop_", "mmpareto_"))}
+    old = TrainConfig.from_dict(old_values)
+    assert old.differences(new) == {}
+    assert new.replace(mdrop_p=0.3).differences(new) == {"mdrop_p": (0.3, 0.5)}
