@@ -284,3 +284,15 @@ def test_top_level_compare_is_lazy():
     code = ("import sys, ogmge; assert 'ogmge.training' not in sys.modules; "
             "from ogmge.training.compare import compare; assert ogmge.compare is compare")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cross_fit_set_matches_the_methods_that_fit_on_validation():
+    import inspect
+
+    import ogmge.methods
+    from ogmge.training.compare import CROSS_FIT
+    from ogmge.training.config import METHODS
+
+    fitting = {cls.name for _, cls in inspect.getmembers(ogmge.methods, inspect.isclass)
+               if issubclass(cls, ogmge.methods.BalancingMethod) and cls.fits_on_validation}
+    assert fitting == set(CROSS_FIT) and fitting <= set(METHODS)
