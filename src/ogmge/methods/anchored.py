@@ -87,6 +87,7 @@ class AnchoredFusion(BalancingMethod):
         for n in self.modalities:
             terms[n] = cross_entropy(head_logits[n], labels)
             anchors = terms[n] if anchors is None else anchors + terms[n]
+        assert anchors is not None  # check_modalities: two or more
         return terms[FUSED] + self.anchor_weight * anchors, terms
 
     def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:

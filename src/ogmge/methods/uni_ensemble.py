@@ -53,6 +53,8 @@ def ensemble_logits(head_logits: Mapping[str, Tensor], weights: Tensor, modaliti
         term = torch.log_softmax(lg.float() if lg.dtype in (torch.float16, torch.bfloat16) else lg, dim=-1)
         term = term * weights[i].to(term.dtype)
         out = term if out is None else out + term
+    if out is None:
+        raise ValueError("ensemble_logits needs at least one modality")
     return out
 
 

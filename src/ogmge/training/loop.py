@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ogmge.io_utils import atomic_write_text
+from ogmge.modulation import ModulationStats
 
 from . import balancing
 from . import checkpoint as ckpt_mod
@@ -90,7 +91,7 @@ class StepResult:
     loss: Tensor
     logits: Tensor
     labels: Tensor
-    stats: object | None
+    stats: ModulationStats | None  # what a method's after_backward returns (OGM-GE's), else None
     skip_reason: str | None
     head_losses: dict = field(default_factory=dict)  # {"fused"/modality: detached per-head loss}
 
@@ -179,6 +180,7 @@ class Trainer:
         self.ckpt = self._read_resume_checkpoint(allow_data_change) if resume else None
         new_dir = self.run_dir is not None and not resume and self.is_main
         if new_dir:  # fail fast; the directory is created once the data have passed their checks
+            assert self.run_dir is not None
             check_new_run_dir(self.run_dir, overwrite=overwrite)
 
         seed_everything(self.config.seed)
@@ -187,6 +189,7 @@ class Trainer:
         if self.ckpt is not None:
             check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
         if new_dir:
+            assert self.run_dir is not None
             prepare_new_run_dir(self.run_dir, overwrite=overwrite)
         torch.manual_seed(self.config.seed)  # model init independent of how the data were built
         if isinstance(model, nn.Module):
@@ -516,6 +519,7 @@ class Trainer:
             if not stats.ran:
                 row["modulated"], row["skip_reason"] = False, stats.reason
             else:
+                assert stats.finite is not None  # OGMGE.step sets it whenever the step ran
                 grads_reason = Choice(stats.finite, None, "non-finite gradients")
                 row["modulated"] = stats.finite
                 row["skip_reason"] = (grads_reason if stats.scores_finite is None
