@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt_mod
-from .checkpoint import load_extra_states
 from .config import TrainConfig
 from .data import build_datasets, make_loader
 from .factory import build_model_from_config, specs_from
@@ -82,8 +81,7 @@ def load_checkpoint(
         if spec["builder"] == "custom":
             raise ValueError(f"{path} was trained with a custom model; pass model= to load its weights into it")
         model, _ = build_model_from_config(config, specs_from(spec), spec["num_classes"], builder=spec["builder"])
-    model.load_state_dict(ckpt["model"])
-    load_extra_states(model, ckpt.get("extra_states", {}))
+    model.load_state_dict(ckpt["model"])  # with its helpers' state; an older "extra_states" copy is ignored
     model.to(map_location).eval()
     return LoadedCheckpoint(model, config, int(ckpt["epoch"]), list(spec["class_names"]), ckpt)
 

@@ -54,7 +54,6 @@ from ogmge.modulation import ModulationStats
 from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
-from .checkpoint import extra_states, load_extra_states  # noqa: F401  (re-exported: old import path)
 from .config import TrainConfig
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
 from .factory import (
@@ -273,8 +272,7 @@ class Trainer:
     def _load_resume_state(self) -> None:
         ck = self.ckpt
         assert ck is not None  # read in __init__ when resuming
-        self.model.load_state_dict(ck["model"])
-        load_extra_states(self.model, ck.get("extra_states", {}))
+        self.model.load_state_dict(ck["model"])  # with its helpers' state; an older "extra_states" copy is ignored
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler"):
@@ -593,7 +591,6 @@ class Trainer:
             "config": self.config.to_dict(),
             "model_spec": self.spec,
             "model": self.model.state_dict(),
-            "extra_states": extra_states(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
