@@ -55,7 +55,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .base import FUSED, BalancingMethod, check_number, cross_entropy, parameter_groups
+from ogmge.validation import check_number
+
+from .base import FUSED, BalancingMethod, head_loss_terms, parameter_groups
 
 
 def average_gradients_(grads: list[Tensor | None], process_group=None) -> None:
@@ -151,12 +153,7 @@ class MMPareto(BalancingMethod):
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
         """``L_mm + sum_u L_u`` and the terms ``{"fused": L_mm, u: L_u}``."""
-        if head_logits is None or set(head_logits) != set(self.modalities):
-            raise ValueError(f"MMPareto needs head_logits for {list(self.modalities)}, got "
-                             f"{None if head_logits is None else sorted(head_logits)}")
-        terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
-        for n in self.modalities:
-            terms[n] = cross_entropy(head_logits[n], labels)
+        terms = head_loss_terms("MMPareto", self.modalities, logits, labels, head_logits, sample_keep)
         return sum(terms.values()), terms
 
     def backward(self, total: Tensor, terms: Mapping[str, Tensor], *, scaler=None) -> None:
