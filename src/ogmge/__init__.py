@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OGMGE",
+    "compare",
     "OPM",
     "ModulationStats",
     "OPMMasks",
@@ -22,3 +23,13 @@ __all__ = [
     "discrepancy_ratios",
     "modulation_coefficients",
 ]
+
+
+def __getattr__(name):
+    """``ogmge.compare``: methods x seeds with a verdict (``ogmge.training.compare``), imported
+    on first use so that ``import ogmge`` stays the light modulation core."""
+    if name == "compare":
+        from .training.compare import compare
+
+        return compare
+    raise AttributeError(f"module 'ogmge' has no attribute {name!r}")

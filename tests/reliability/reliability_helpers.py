@@ -102,7 +102,8 @@ class Killer:
 def install_kill_hooks(killer: Killer) -> None:
     """Wrap the checkpoint path and the optimiser step with kill points (in a child process)."""
     real_save, real_replace, real_fsync = torch.save, os.replace, os.fsync
-    real_step = torch.optim.SGD.step
+    # every optimiser a run may build (``optimizer: auto`` is Adam for generic encoders)
+    real_steps = {cls: cls.step for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)}
 
     def save(obj, f, *args, **kwargs):
         if killer.hit("before torch.save"):
@@ -131,15 +132,19 @@ def install_kill_hooks(killer: Killer) -> None:
             killer.die()
         return real_fsync(fd)
 
-    def step(self, *args, **kwargs):
-        if killer.hit("optimizer step"):
-            killer.die()
-        return real_step(self, *args, **kwargs)
+    def make_step(real_step):
+        def step(self, *args, **kwargs):
+            if killer.hit("optimizer step"):
+                killer.die()
+            return real_step(self, *args, **kwargs)
+
+        return step
 
     torch.save = save
     os.replace = replace
     os.fsync = fsync
-    torch.optim.SGD.step = step
+    for cls, real_step in real_steps.items():
+        cls.step = make_step(real_step)
 
 
 def run_in_child(values: dict, *, kill_at=None, **train_kwargs) -> tuple[bool, list[str]]:

@@ -32,6 +32,13 @@ def _none_or_int(text: str):
     return NO_END if text.lower() in ("none", "null", "") else int(text)
 
 
+def _patience(text: str):
+    low = text.lower()
+    if low == "auto":
+        return "auto"
+    return NO_END if low in ("none", "null", "") else int(text)
+
+
 class _Retired(argparse.Action):
     """A flag that no longer exists: a usage error that says what replaced it."""
 
@@ -87,7 +94,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="auto (default): SGD for the paper's encoders, Adam for generic encoders")
+    t.add_argument("--patience", type=_patience, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation accuracy ('none': never; "
+                   "auto (default): 10 for generic encoders, never for the paper's)")
     t.add_argument("--seed", type=int)
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA)")
     r = p.add_argument_group("run")
@@ -108,7 +119,7 @@ FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
     "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
     "mdrop_p", "mmpareto_scale", "anchored_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
-    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "seed", "amp", "device", "out", "name",
+    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
 
@@ -136,8 +147,9 @@ def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None)
         base = TrainConfig().to_dict()
     base.update(parse_set(getattr(args, "set", []) or []))
     given = {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
-    if given.get("modulation_ends") == NO_END:
-        given["modulation_ends"] = None
+    for key in ("modulation_ends", "patience"):
+        if given.get(key) == NO_END:
+            given[key] = None
     if "modalities" in given:
         given["modalities"] = [m.strip() for m in given["modalities"].split(",") if m.strip()]
     if given.get("data") and "dataset" not in given:

@@ -28,7 +28,14 @@ from ogmge.validation import InvalidType, check_choice, check_number
 PAPER_DATASETS = (*_PAPER_READERS, "clips")
 DATASETS = ("builtin", "byo", *PAPER_DATASETS)
 FUSIONS = tuple(_FUSION_HEADS)
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
+#: ``optimizer: auto`` / ``patience: auto`` per model builder (``factory.default_builder``):
+#: the paper's encoders keep the paper's SGD and fixed epochs; generic encoders (built-in
+#: and bring-your-own data) and custom models get Adam and early stopping (docs/training.md).
+AUTO_OPTIMIZER = {"paper": "sgd"}
+AUTO_PATIENCE = {"paper": None}
+GENERIC_OPTIMIZER = "adam"
+GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
 METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
@@ -121,13 +128,17 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int | None = None
     lr: float = 1e-3
-    optimizer: str = "sgd"
+    #: ``auto``: SGD for the paper's encoders, Adam for generic encoders (``resolved_optimizer``)
+    optimizer: str = "auto"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_step: int = 70
     lr_gamma: float = 0.1
     grad_clip: float | None = None
     amp: bool = False
+    #: Stop when validation accuracy has not improved for this many epochs (None: never;
+    #: ``auto``: 10 for generic encoders, never for the paper's; see ``resolved_patience``).
+    patience: int | str | None = "auto"
     # run
     seed: int = 0
     device: str = "auto"
@@ -201,6 +212,10 @@ class TrainConfig:
         check_number("lr_step", self.lr_step, integer=True, lo=1)
         check_number("lr_gamma", self.lr_gamma, lo=0, lo_open=True)
         check_number("grad_clip", self.grad_clip, lo=0, lo_open=True, allow_none=True)
+        if self.patience != "auto":
+            if isinstance(self.patience, str):
+                raise ValueError(f"patience must be an integer >= 1, 'auto' or null, got {self.patience!r}")
+            check_number("patience", self.patience, integer=True, lo=1, allow_none=True)
         check_number("seed", self.seed, integer=True, lo=0)
         check_number("num_workers", self.num_workers, integer=True, lo=0)
         check_number("trace_every", self.trace_every, integer=True, lo=1)
@@ -243,6 +258,21 @@ class TrainConfig:
         if self.opm:
             return "opm" if base == "normal" else f"{base}+opm"
         return base
+
+    def resolved_optimizer(self, builder: str) -> str:
+        """The optimiser ``optimizer: auto`` means for a model built by ``builder``."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return AUTO_OPTIMIZER.get(builder, GENERIC_OPTIMIZER)
+
+    def resolved_patience(self, builder: str) -> int | None:
+        """The early-stopping patience ``patience: auto`` means for ``builder`` (None: off;
+        always off without a validation split)."""
+        if self.val_fraction == 0:
+            return None
+        if self.patience == "auto":
+            return AUTO_PATIENCE.get(builder, GENERIC_PATIENCE)
+        return None if self.patience is None else int(self.patience)
 
     # ------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:

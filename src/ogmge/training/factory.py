@@ -199,11 +199,13 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
     return BalancingMethod()
 
 
-def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, params, *, builder: str = "generic") -> torch.optim.Optimizer:
+    """The run's optimiser; ``optimizer: auto`` resolves by ``builder`` (``TrainConfig.resolved_optimizer``)."""
     params = [p for p in params if p.requires_grad]
-    if config.optimizer == "sgd":
+    name = config.resolved_optimizer(builder)
+    if name == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
+    if name == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 

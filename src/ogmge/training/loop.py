@@ -213,7 +213,9 @@ class Trainer:
         if self.modulator is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
-        self.optimizer = build_optimizer(self.config, self.model.parameters())
+        self.optimizer = build_optimizer(self.config, self.model.parameters(), builder=builder)
+        self.patience = self.config.resolved_patience(builder)  # early stopping (None: off)
+        self.optimizer_name = self.config.resolved_optimizer(builder)
         self.scheduler = build_scheduler(self.config, self.optimizer)
         self.amp = self.config.amp and self.device.type == "cuda"
         if self.config.amp and not self.amp:
@@ -316,12 +318,26 @@ class Trainer:
             if self.start_epoch == 0:
                 self._begin_method()
             for epoch in range(self.start_epoch, cfg.epochs):
+                if self._patience_exhausted(epoch - 1):
+                    break
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
             return self._finish(log, t0)
         finally:
             log.close()
             distrib.teardown(self.ctx)
+
+    def _patience_exhausted(self, last_epoch: int) -> bool:
+        """Early stopping: ``patience`` epochs after the best without improving on validation.
+        Decided from the checkpointed ``best`` (so a resumed run stops where it would have);
+        rank 0's decision under DDP."""
+        stop = bool(self.patience and self.best["epoch"] >= 0 and last_epoch - self.best["epoch"] >= self.patience)
+        if self.ctx.enabled:
+            stop = bool(distrib.gather_objects(stop, self.ctx)[0])
+        if stop and self.is_main:
+            LOGGER.info("early stop after epoch %d: validation accuracy has not improved for %d epochs "
+                        "(best epoch %d)", last_epoch + 1, self.patience, self.best["epoch"] + 1)
+        return stop
 
     def _begin_method(self) -> None:
         """The initial model's per-head losses for methods that want them (G-Blending)."""
@@ -624,6 +640,9 @@ class Trainer:
                 "method": cfg.resolved_method,
                 "val_protocol": self.val_protocol,
                 "epochs": cfg.epochs,
+                "epochs_run": len(self.history),
+                "optimizer": self.optimizer_name,
+                "patience": self.patience,
                 "val": self.best["val"],
                 "test": test,
                 "modalities": list(self.data.modalities),

@@ -1,0 +1,124 @@
+"""``ogmge compare``: every balancing method x seeds and each modality alone on one dataset,
+one table and a verdict chosen on the validation split (``ogmge.training.compare``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config_cli import add_config_flags
+
+#: Flags of ``ogmge train`` that compare sets per run itself: retired here with a message.
+PER_RUN_FLAGS = {
+    "method": "--methods (compare trains every method named there)",
+    "modulation": "--methods (the paper's methods are normal, ogm, ogm_ge)",
+    "opm": "--methods opm",
+    "seed": "--seeds",
+    "name": None,
+}
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from ogmge.training.config import METHODS
+
+    p = subparsers.add_parser(
+        "compare",
+        help="train every balancing method x seeds and each modality alone; a table and a verdict",
+        description="Train each balancing method (normal always included) and each modality alone, for "
+        "several seeds, on one dataset; print a table (test accuracy at the epoch the validation split "
+        "selected, mean ± std over seeds) and a verdict chosen on the validation split only. Rerunning "
+        "the same command continues where it stopped.",
+        conflict_handler="resolve",
+    )
+    add_config_flags(p)
+    for action in p._actions:  # set per run by compare: refused with a message, not listed
+        if action.dest in PER_RUN_FLAGS:
+            action.help = argparse.SUPPRESS
+    c = p.add_argument_group("comparison")
+    c.add_argument("--methods", metavar="A,B",
+                   help=f"balancing methods to compare (default: all of {','.join(METHODS)}); normal and each "
+                   "modality alone are always included")
+    c.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="training seeds (default 0,1,2)")
+    c.add_argument("--jobs", type=int, metavar="N",
+                   help="runs at once (default: one per CPU core, one thread each; on CUDA one per device)")
+    c.add_argument("--out", metavar="DIR",
+                   help="the comparison's directory (default: compare-<data file stem or dataset>)")
+    c.add_argument("--tie-tolerance", type=float, default=0.5, metavar="POINTS",
+                   help="validation accuracy points within which the simpler method wins (default 0.5)")
+    c.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
+                   help="write DIR/comparison.png (default: yes)")
+    return p
+
+
+def parse_list(text: str | None, what: str, cast=str) -> list | None:
+    """``"a,b"`` -> ``[cast("a"), cast("b")]``; None stays None.
+
+    >>> parse_list("0, 1,2", "seeds", int)
+    [0, 1, 2]
+    """
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"--{what} needs a comma-separated list, got {text!r}")
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"--{what} must be a comma-separated list of integers, got {text!r}") from None
+
+
+def default_out(config) -> Path:
+    stem = Path(config.data).stem if config.data else config.dataset
+    return Path(f"compare-{stem}")
+
+
+def run(args) -> int:
+    from ogmge.training.compare import compare
+
+    from .config_cli import config_from_args
+
+    for flag, instead in PER_RUN_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            hint = f"; use {instead}" if instead else ""
+            raise ValueError(f"--{flag} is set per run by ogmge compare{hint}")
+    out = args.out
+    args.out = None  # the comparison's directory, not a run directory
+    config = config_from_args(args)
+    out = Path(out) if out else default_out(config)
+    summary = compare(
+        config,
+        out=out,
+        methods=parse_list(args.methods, "methods"),
+        seeds=parse_list(args.seeds, "seeds", int) or [],
+        jobs=args.jobs,
+        tie_tolerance=args.tie_tolerance / 100.0,
+        progress=config.progress,
+    )
+    return report(summary, out, plot=args.plot)
+
+
+def report(summary: dict, out: Path, *, plot: bool = True) -> int:
+    """Print the table, the regime, the verdict and the outputs' paths; write the plot."""
+    from ogmge.training.compare import format_table
+
+    print()
+    print(f"test accuracy (%) at the validation-selected epoch, mean ± std over seeds {summary['seeds']}; "
+          "selection on the validation column:")
+    print(format_table(summary))
+    print()
+    print("regime:  " + "\n         ".join(summary["regime"]))
+    print(f"verdict: {summary['verdict']}")
+    for why in summary.get("not_selectable", {}).values():
+        print(f"note:    {why}")
+    for method, why in summary.get("unavailable", {}).items():
+        print(f"note:    {method} is not available in this version ({why})")
+    if summary.get("failed"):
+        print(f"FAILED:  {len(summary['failed'])} run(s): " + "; ".join(f"{k} ({v})" for k, v in summary["failed"].items()))
+        print("         rerun the same command to retry them (finished runs are kept)")
+    print()
+    print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}")
+    if plot:
+        from .compare_plot import plot_comparison
+
+        print(f"plot:    {plot_comparison(out, summary)}")
+    return 1 if summary.get("failed") else 0
