@@ -38,7 +38,7 @@ def flush_and_sync(fh: IO) -> None:
     os.fsync(fh.fileno())
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` atomically and durably; ``write(fh)`` fills a binary file handle."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

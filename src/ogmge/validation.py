@@ -58,7 +58,7 @@ def check_number(
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InvalidType(f"{field} must be {want}, got {value!r}")
-    value = int(value) if integer else float(value)
+    value = int(value) if integer else float(value)  # type: ignore[call-overload]  # numbers.Integral/Real are not SupportsInt/SupportsFloat in typeshed
     if (
         not math.isfinite(value)
         or (lo is not None and (value < lo or (lo_open and value == lo)))

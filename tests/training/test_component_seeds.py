@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_standins import tiny_bundle
 
 from ogmge.contracts import ModalitySpec
 from ogmge.seeding import component_seed
@@ -73,3 +74,43 @@ def test_opm_and_estimator_states_live_in_the_model_state_dict_once():
     keys = [k for k in model.state_dict() if k.endswith("_extra_state")]
     assert sorted(keys) == ["_extra_state", "estimator._extra_state"]
     assert set(model.state_dict()["_extra_state"]) == {"opm"}
+
+
+def _opm_config(out, **changes) -> TrainConfig:
+    values = dict(epochs=3, batch_size=16, modulation="OGM_GE", opm=True,
+                  fusion="concat", estimator="shapley", seed=5, device="cpu", progress=False, out=str(out))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_checkpoints_save_helper_states_once_and_older_ones_with_a_copy_still_resume_exactly(tmp_path):
+    from ogmge.training import atomic_save, load_checkpoint, load_checkpoint_file, load_run, train
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(event, info):
+        if event == "epoch_end" and info["epoch"] == 0:
+            raise Stop
+
+    full = train(_opm_config(tmp_path / "full"), datasets=tiny_bundle())
+    cfg = _opm_config(tmp_path / "cut")
+    with pytest.raises(Stop):
+        train(cfg, datasets=tiny_bundle(), callbacks=[stop_after_first])
+    last = tmp_path / "cut" / "last.pt"
+    ckpt = load_checkpoint_file(last)
+    assert "extra_states" not in ckpt  # the helpers' state is in ckpt["model"], once
+    assert ckpt["model"]["_extra_state"]["opm"] is not None
+    # the older format: the same OPM state a second time under "extra_states"
+    ckpt["extra_states"] = {"opm": ckpt["model"]["_extra_state"]["opm"]}
+    atomic_save(ckpt, last)
+    assert load_checkpoint(last).epoch == 0
+
+    resumed = train(cfg, resume=True, datasets=tiny_bundle())
+    assert resumed.start_epoch == 1
+    w_full = load_checkpoint_file(tmp_path / "full" / "last.pt")["model"]
+    w_cut = load_checkpoint_file(last)["model"]
+    for k, v in w_full.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, w_cut[k]), k
+    assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()

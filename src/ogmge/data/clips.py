@@ -51,6 +51,7 @@ from .prepare import (
     SHORTER_SIDE,
     PrepareReport,
     _atomic_write_text,
+    record_result,
     remove_stale,
     run_jobs,
     write_clip,
@@ -508,17 +509,7 @@ def prepare_clips(
     todo = [e for e in listing.entries if not (out / "clips" / e.clip).is_dir()]
     report.already_done = report.listed - len(todo)
     args = [(e.path, str(out), e.clip, settings) for e in todo]
-
-    def handle(result) -> None:
-        clip, path, kind, reason = result
-        if path is None and kind is None:
-            report.prepared += 1
-            return
-        if on_error == "raise":
-            raise DataError(path, kind, f"clip {clip!r}: {reason}")
-        report.skipped.append((clip, kind, f"{path}: {reason}"))
-
-    run_jobs(prepare_one, args, workers=workers, on_result=handle, desc="prepare clips", progress=progress)
+    run_jobs(prepare_one, args, workers=workers, on_result=record_result(report, on_error), desc="prepare clips", progress=progress)
     order = {e.clip: i for i, e in enumerate(listing.entries)}
     report.skipped.sort(key=lambda s: order.get(s[0], -1))
     report.seconds = time.perf_counter() - t0

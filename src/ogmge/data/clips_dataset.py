@@ -148,6 +148,16 @@ class ClipsDataset(PaperDataset):
                          train=train, num_frames=num_frames, skipped=skipped, **kwargs)
 
 
+def _checked_split_records(root: str | os.PathLike, on_error: str, options: dict, **fractions
+                           ) -> tuple[ClipsCache, dict[str, list[Record]]]:
+    """After checking ``on_error`` and the dataset ``options``: the cache at ``root`` and its
+    split records (:func:`clip_splits` with ``fractions``)."""
+    check_on_error(on_error)
+    _check_options(options)
+    cache = open_cache(root)
+    return cache, clip_splits(cache, **fractions)
+
+
 def load_clips(
     root: str | os.PathLike,
     *,
@@ -166,10 +176,8 @@ def load_clips(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    check_on_error(on_error)
-    _check_options(kwargs)
-    cache = open_cache(root)
-    records = clip_splits(cache, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
+    cache, records = _checked_split_records(root, on_error, kwargs, val_fraction=val_fraction,
+                                            test_fraction=test_fraction, split_seed=split_seed)
     if not records[split]:
         raise ValueError(f"{cache.root}: the {split!r} split is empty "
                          f"({'no row of the split column says so' if cache.has_split else 'its fraction is 0'})")
@@ -188,10 +196,8 @@ def load_clips_splits(
 ) -> dict[str, ClipsDataset | None]:
     """``{"train": ..., "val": ..., "test": ...}`` of a clips cache (None for an empty split);
     training augments, validation and test do not. Keywords as :func:`load_clips`."""
-    check_on_error(on_error)
-    _check_options(kwargs)
-    cache = open_cache(root)
-    records = clip_splits(cache, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
+    cache, records = _checked_split_records(root, on_error, kwargs, val_fraction=val_fraction,
+                                            test_fraction=test_fraction, split_seed=split_seed)
     return {s: ClipsDataset(cache, records[s], split=s, train=(s == "train"), on_error=on_error, **kwargs)
             if records[s] else None for s in SPLITS}
 

@@ -175,8 +175,8 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
             inputs[name] = _pad_into(out[name].zero_(), tensors, axis)
     for key, values in small.items():
         small[key] = out[key].copy_(torch.tensor(values)) if key in out else torch.tensor(values, dtype=torch.long)
-    batch = {"inputs": {name: inputs[name] for name in names}, "labels": small["labels"],
-             "lengths": {name: small[f"lengths/{name}"] for name in lens}}
+    batch: Batch = {"inputs": {name: inputs[name] for name in names}, "labels": small["labels"],
+                    "lengths": {name: small[f"lengths/{name}"] for name in lens}}
     if "index" in small:
         batch["index"] = small["index"]
     return batch

@@ -117,6 +117,23 @@ def remove_stale(clips_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def record_result(report: PrepareReport, on_error: str):
+    """The ``on_result`` of :func:`run_jobs` for clip jobs returning ``(clip, path, kind,
+    reason)``: counts a prepared clip (``path`` and ``kind`` None); a failed one raises
+    :class:`DataError` (``on_error="raise"``) or joins ``report.skipped``."""
+
+    def record(result) -> None:
+        clip, path, kind, reason = result
+        if path is None and kind is None:
+            report.prepared += 1
+            return
+        if on_error == "raise":
+            raise DataError(path, kind, f"clip {clip!r}: {reason}")
+        report.skipped.append((clip, kind, f"{path}: {reason}"))
+
+    return record
+
+
 def run_jobs(func, args: list[tuple], *, workers: int, on_result, desc: str, progress: bool) -> None:
     """``on_result(func(*a))`` for every ``a`` in ``args`` (in completion order), in this process
     (``workers == 1``) or in a pool of ``workers`` processes, with a progress bar."""
@@ -205,17 +222,7 @@ def prepare_dataset(
     todo = [c for c in clips if not (out / "clips" / c).is_dir()]
     report.already_done = len(clips) - len(todo)
     args = [(name, str(source), str(out), c) for c in todo]
-
-    def handle(result) -> None:
-        clip, path, kind, reason = result
-        if path is None and kind is None:
-            report.prepared += 1
-            return
-        if on_error == "raise":
-            raise DataError(path, kind, f"clip {clip!r}: {reason}")
-        report.skipped.append((clip, kind, f"{path}: {reason}"))
-
-    run_jobs(prepare_clip, args, workers=workers, on_result=handle, desc=f"prepare {name}", progress=progress)
+    run_jobs(prepare_clip, args, workers=workers, on_result=record_result(report, on_error), desc=f"prepare {name}", progress=progress)
     report.seconds = time.perf_counter() - t0
     write_report(out, report)
     return report

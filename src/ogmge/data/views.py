@@ -5,6 +5,7 @@ contract attributes and forward the batched fetch (``__getitems__``) and ``set_e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -23,7 +24,8 @@ class DatasetView(Dataset):
     (``modalities``, ``num_classes``, ``class_names``; ``targets`` and ``groups`` re-indexed)
     and forwarding ``set_epoch`` (per-epoch augmentations) to it."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        # ``dataset``: any contract dataset (docs/architecture.md), not only a torch Dataset subclass
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
         self.modalities = dict(dataset.modalities)
@@ -53,7 +55,8 @@ class DatasetView(Dataset):
 class ModalityView(Dataset):
     """The same samples with only the named modalities."""
 
-    def __init__(self, base: Dataset, names: Sequence[str]) -> None:
+    def __init__(self, base: Any, names: Sequence[str]) -> None:
+        # ``base``: any contract dataset (docs/architecture.md)
         unknown = sorted(set(names) - set(base.modalities))
         if unknown:
             raise ValueError(f"modalities {unknown} are not in the dataset, which has {list(base.modalities)}")

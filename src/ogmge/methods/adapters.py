@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from ogmge.modulation import OGMGE, OPM, ModulationStats, batch_scores, discrepancy_ratios
+from ogmge.modulation import OGMGE, OPM, ModulationStats, OPMMasks, batch_scores, discrepancy_ratios
 
 from .base import BalancingMethod
 
@@ -61,7 +61,7 @@ class OPMMethod(BalancingMethod):
         if not isinstance(opm, OPM):
             raise TypeError(f"opm must be an ogmge.OPM, got {type(opm).__name__}")
         self.opm = opm
-        self.masks = None
+        self.masks: OPMMasks | None = None
 
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
         if labels is None or modality_logits is None:

@@ -49,7 +49,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from .base import FUSED, BalancingMethod, check_int, check_modalities, check_number, cross_entropy
+from ogmge.validation import check_number, check_positive_int
+
+from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
 from .uni_ensemble import ensemble_logits, fit_simplex_weights
 
 
@@ -68,7 +70,7 @@ class AnchoredFusion(BalancingMethod):
     def __init__(self, modalities, *, anchor_weight: float = 1.0, max_steps: int = 500, tol: float = 1e-10) -> None:
         self.modalities = check_modalities("modalities", modalities)
         self.anchor_weight = check_number("anchor_weight", anchor_weight, lo=0.0, lo_open=True)
-        self.max_steps = check_int("max_steps", max_steps, lo=1)
+        self.max_steps = check_positive_int("max_steps", max_steps)
         self.tol = check_number("tol", tol, lo=0.0, lo_open=True)
         self.weights = torch.full((len(self.members),), 1.0 / len(self.members), dtype=torch.float64)
 
@@ -79,14 +81,11 @@ class AnchoredFusion(BalancingMethod):
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
         """``CE(fused) + anchor_weight * sum_u CE(head_u)``; terms keyed by head."""
-        if head_logits is None or set(head_logits) != set(self.modalities):
-            raise ValueError(f"anchored fusion needs head_logits for {list(self.modalities)}, got "
-                             f"{None if head_logits is None else sorted(head_logits)}")
-        terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
+        terms = head_loss_terms("anchored fusion", self.modalities, logits, labels, head_logits, sample_keep)
         anchors = None
         for n in self.modalities:
-            terms[n] = cross_entropy(head_logits[n], labels)
             anchors = terms[n] if anchors is None else anchors + terms[n]
+        assert anchors is not None  # check_modalities: two or more
         return terms[FUSED] + self.anchor_weight * anchors, terms
 
     def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:

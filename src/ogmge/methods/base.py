@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ogmge import validation
-
 #: Key of the fusion head's loss term.
 FUSED = "fused"
 
@@ -162,17 +160,26 @@ def cross_entropy(logits: Tensor, labels: Tensor, sample_keep: Tensor | None = N
     return (per * w).sum() / w.sum().clamp_min(1.0)
 
 
+def require_head_logits(what: str, modalities, head_logits) -> Mapping[str, Tensor]:
+    """``head_logits`` if it holds exactly the heads of ``modalities``, else an error naming ``what``."""
+    if head_logits is None or set(head_logits) != set(modalities):
+        raise ValueError(f"{what} needs head_logits for {list(modalities)}, got "
+                         f"{None if head_logits is None else sorted(head_logits)}")
+    return head_logits
+
+
+def head_loss_terms(what: str, modalities, logits: Tensor, labels: Tensor, head_logits,
+                sample_keep: Tensor | None = None) -> dict[str, Tensor]:
+    """The per-head cross-entropies ``{"fused": CE(logits), u: CE(head_u)}`` (``sample_keep``
+    weighs the fused head's), after :func:`require_head_logits`."""
+    head_logits = require_head_logits(what, modalities, head_logits)
+    terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
+    for n in modalities:
+        terms[n] = cross_entropy(head_logits[n], labels)
+    return terms
+
+
 # ---------------------------------------------------------------- validation helpers
-def check_number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
-    """A finite real in the given range, or an error naming ``name`` and the value (``ogmge.validation``)."""
-    return validation.check_number(name, value, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
-
-
-def check_int(name: str, value, *, lo=None) -> int:
-    """An integer (never a bool) >= ``lo``, or an error naming ``name`` and the value."""
-    return validation.check_number(name, value, integer=True, lo=lo)
-
-
 def check_modalities(name: str, modalities) -> tuple[str, ...]:
     """Two or more distinct non-empty names, none of them ``"fused"``."""
     if isinstance(modalities, str) or not isinstance(modalities, Iterable):

@@ -47,7 +47,9 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from .base import FUSED, BalancingMethod, check_int, check_modalities, check_number, cross_entropy
+from ogmge.validation import check_number, check_positive_int
+
+from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
 
 
 def floor_weights(weights: Mapping[str, float], w_min: float) -> dict[str, float]:
@@ -123,7 +125,7 @@ class GBlending(BalancingMethod):
     ) -> None:
         self.modalities = check_modalities("modalities", modalities)
         self.heads = (FUSED, *self.modalities)
-        self.super_epoch = check_int("super_epoch", super_epoch, lo=1)
+        self.super_epoch = check_positive_int("super_epoch", super_epoch)
         self.w_min = check_number("w_min", w_min, lo=0.0, hi=1.0 / len(self.heads))
         self.delta_o_min = check_number("delta_o_min", delta_o_min, lo=0.0, lo_open=True)
         if weights is None:
@@ -142,12 +144,7 @@ class GBlending(BalancingMethod):
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
         """``sum_h w_h * CE_h`` over the fused head and every unimodal head."""
-        if head_logits is None or set(head_logits) != set(self.modalities):
-            raise ValueError(f"G-Blending needs head_logits for {list(self.modalities)}, got "
-                             f"{None if head_logits is None else sorted(head_logits)}")
-        terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
-        for n in self.modalities:
-            terms[n] = cross_entropy(head_logits[n], labels)
+        terms = head_loss_terms("G-Blending", self.modalities, logits, labels, head_logits, sample_keep)
         total = sum(self.weights[h] * terms[h] for h in self.heads)
         return total, terms
 

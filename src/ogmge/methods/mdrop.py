@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 from ogmge.modulation.generators import GeneratorPool
+from ogmge.validation import check_number
 
-from .base import BalancingMethod, check_modalities, check_number
+from .base import BalancingMethod, check_modalities
 
 
 class ModalityDropout(BalancingMethod):

@@ -55,7 +55,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .base import FUSED, BalancingMethod, check_number, cross_entropy, parameter_groups
+from ogmge.validation import check_number
+
+from .base import FUSED, BalancingMethod, head_loss_terms, parameter_groups
 
 
 def average_gradients_(grads: list[Tensor | None], process_group=None) -> None:
@@ -75,6 +77,14 @@ def average_gradients_(grads: list[Tensor | None], process_group=None) -> None:
         offset += g.numel()
 
 
+def _or_zeros(grad: Tensor | None, other: Tensor | None) -> Tensor:
+    """``grad``, or zeros shaped like ``other`` when ``grad`` is None (one of them is a tensor)."""
+    if grad is not None:
+        return grad
+    assert other is not None
+    return torch.zeros_like(other)
+
+
 def combine_gradients_(
     g_mm: list[Tensor | None], g_u: list[Tensor | None], *, scale: float = 1.5
 ) -> tuple[list[Tensor | None], Tensor, Tensor]:
@@ -86,8 +96,8 @@ def combine_gradients_(
     if not pairs:
         return list(g_u), torch.zeros(()), torch.full((), 0.5)
     ref = next(t for pair in pairs for t in pair if t is not None)
-    a_list = [a if a is not None else torch.zeros_like(b) for a, b in pairs]
-    b_list = [b if b is not None else torch.zeros_like(a) for a, b in pairs]
+    a_list = [_or_zeros(a, b) for a, b in pairs]
+    b_list = [_or_zeros(b, a) for a, b in pairs]
     dots = torch.stack([torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(a_list, b_list)])
     na = torch.stack(torch._foreach_norm(a_list))
     nb = torch.stack(torch._foreach_norm(b_list))
@@ -143,12 +153,7 @@ class MMPareto(BalancingMethod):
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
         """``L_mm + sum_u L_u`` and the terms ``{"fused": L_mm, u: L_u}``."""
-        if head_logits is None or set(head_logits) != set(self.modalities):
-            raise ValueError(f"MMPareto needs head_logits for {list(self.modalities)}, got "
-                             f"{None if head_logits is None else sorted(head_logits)}")
-        terms = {FUSED: cross_entropy(logits, labels, sample_keep)}
-        for n in self.modalities:
-            terms[n] = cross_entropy(head_logits[n], labels)
+        terms = head_loss_terms("MMPareto", self.modalities, logits, labels, head_logits, sample_keep)
         return sum(terms.values()), terms
 
     def backward(self, total: Tensor, terms: Mapping[str, Tensor], *, scaler=None) -> None:
@@ -159,7 +164,10 @@ class MMPareto(BalancingMethod):
         if FUSED not in terms:
             raise ValueError("MMPareto.backward needs terms['fused'] (the fused loss)")
         l_mm = terms[FUSED]
-        l_rest = sum(v for k, v in terms.items() if k != FUSED)
+        rest = [v for k, v in terms.items() if k != FUSED]
+        if not rest:
+            raise ValueError("MMPareto.backward needs at least one term besides terms['fused']")
+        l_rest = sum(rest[1:], rest[0])
         if scaler is not None:
             l_mm, l_rest = scaler.scale(l_mm), scaler.scale(l_rest)
         enc = [p for n in self.modalities for p in self.params[n]]

@@ -30,7 +30,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from .base import FUSED, BalancingMethod, check_int, check_modalities, check_number, cross_entropy
+from ogmge.validation import check_number, check_positive_int
+
+from .base import FUSED, BalancingMethod, check_modalities, cross_entropy, require_head_logits
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -53,6 +55,8 @@ def ensemble_logits(head_logits: Mapping[str, Tensor], weights: Tensor, modaliti
         term = torch.log_softmax(lg.float() if lg.dtype in (torch.float16, torch.bfloat16) else lg, dim=-1)
         term = term * weights[i].to(term.dtype)
         out = term if out is None else out + term
+    if out is None:
+        raise ValueError("ensemble_logits needs at least one modality")
     return out
 
 
@@ -108,15 +112,13 @@ class UnimodalEnsemble(BalancingMethod):
 
     def __init__(self, modalities, *, max_steps: int = 500, tol: float = 1e-10) -> None:
         self.modalities = check_modalities("modalities", modalities)
-        self.max_steps = check_int("max_steps", max_steps, lo=1)
+        self.max_steps = check_positive_int("max_steps", max_steps)
         self.tol = check_number("tol", tol, lo=0.0, lo_open=True)
         self.weights = torch.full((len(self.modalities),), 1.0 / len(self.modalities), dtype=torch.float64)
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
         """``sum_u CE_u``; the fused head's CE is reported (detached), not trained."""
-        if head_logits is None or set(head_logits) != set(self.modalities):
-            raise ValueError(f"the unimodal ensemble needs head_logits for {list(self.modalities)}, got "
-                             f"{None if head_logits is None else sorted(head_logits)}")
+        head_logits = require_head_logits("the unimodal ensemble", self.modalities, head_logits)
         terms = {n: cross_entropy(head_logits[n], labels) for n in self.modalities}
         total = sum(terms.values())
         terms[FUSED] = cross_entropy(logits, labels, sample_keep).detach()

@@ -92,6 +92,8 @@ class MultimodalClassifier(nn.Module):
     modality_logits=, baseline=)`` applied before fusion in training mode.
     """
 
+    ensemble_weights: Tensor  # a buffer, registered only when prediction != "fused"
+
     def __init__(
         self,
         encoders: Mapping[str, nn.Module],
@@ -215,6 +217,7 @@ class MultimodalClassifier(nn.Module):
         features = self.encode(inputs, lengths)
         head_logits = None if self.heads is None else {n: self.heads[n](features[n]) for n in self.modalities}
         if self.prediction == "ensemble":  # the fusion head is not part of this model's prediction
+            assert head_logits is not None  # prediction != "fused" needs heads (checked in __init__)
             return ModelOutput(
                 logits=ensemble_logits(head_logits, self.ensemble_weights, self.modalities),
                 modality_logits={n: v.detach() for n, v in head_logits.items()},
@@ -239,6 +242,7 @@ class MultimodalClassifier(nn.Module):
         fused_logits = None
         if self.prediction == "blend" and not self.training:
             fused_logits = logits
+            assert head_logits is not None  # prediction != "fused" needs heads (checked in __init__)
             logits = ensemble_logits({FUSED_MEMBER: logits, **head_logits}, self.ensemble_weights,
                                      self.prediction_members)
         return ModelOutput(

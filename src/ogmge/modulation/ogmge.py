@@ -440,7 +440,7 @@ def noise_chunk(device: torch.device) -> int:
     return NOISE_CHUNK_CPU if torch.device(device).type == "cpu" else NOISE_CHUNK
 
 
-def _chunks(tensors: list[Tensor], limit: int) -> list[list[Tensor]]:
+def _chunks(tensors: list[Tensor], limit: float) -> list[list[Tensor]]:
     """Consecutive runs of same-device, same-dtype tensors of at most ``limit`` elements
     in all (a larger tensor alone)."""
     out: list[list[Tensor]] = []

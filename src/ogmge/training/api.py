@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ogmge.models import predict as models_predict
+
 from . import checkpoint as ckpt_mod
-from .checkpoint import load_extra_states
 from .config import TrainConfig
 from .data import build_datasets, make_loader
 from .factory import build_model_from_config, specs_from
@@ -82,8 +83,7 @@ def load_checkpoint(
         if spec["builder"] == "custom":
             raise ValueError(f"{path} was trained with a custom model; pass model= to load its weights into it")
         model, _ = build_model_from_config(config, specs_from(spec), spec["num_classes"], builder=spec["builder"])
-    model.load_state_dict(ckpt["model"])
-    load_extra_states(model, ckpt.get("extra_states", {}))
+    model.load_state_dict(ckpt["model"])  # with its helpers' state; an older "extra_states" copy is ignored
     model.to(map_location).eval()
     return LoadedCheckpoint(model, config, int(ckpt["epoch"]), list(spec["class_names"]), ckpt)
 
@@ -120,30 +120,25 @@ def evaluate_checkpoint(
     return evaluate(loaded.model, loader, torch.device(device))
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module | LoadedCheckpoint,
     inputs: Mapping[str, Tensor],
     *,
     lengths: Mapping[str, Tensor] | None = None,
 ) -> dict:
-    """Class probabilities and predictions for a batch ``{modality: (B, ...)}``.
+    """Class probabilities and predictions for a batch ``{modality: (B, ...)}``:
+    :func:`ogmge.models.predict` (eval mode, no gradients) as a dict of CPU tensors.
 
     Returns ``probs (B, C)``, ``pred (B,)``, ``modality_probs {m: (B, C)}`` and
     ``modality_pred {m: (B,)}`` (each modality from the model's estimator).
     """
     if isinstance(model, LoadedCheckpoint):
         model = model.model
-    model.eval()
-    device = next(model.parameters()).device
-    x = {k: torch.as_tensor(v).to(device) for k, v in inputs.items()}
-    lens = {k: torch.as_tensor(v).to(device) for k, v in (lengths or {}).items()} or None
-    out = model(x, lengths=lens)
-    probs = torch.softmax(out.logits.float(), dim=1)
-    mod = {n: torch.softmax(v.float(), dim=1) for n, v in (out.modality_logits or {}).items()}
+    out = models_predict(model, inputs, lengths)
+    modality_probs = {n: p.cpu() for n, p in out.modality_probabilities.items()}
     return {
-        "probs": probs.cpu(),
-        "pred": probs.argmax(1).cpu(),
-        "modality_probs": {n: p.cpu() for n, p in mod.items()},
-        "modality_pred": {n: p.argmax(1).cpu() for n, p in mod.items()},
+        "probs": out.probabilities.cpu(),
+        "pred": out.classes.cpu(),
+        "modality_probs": modality_probs,
+        "modality_pred": {n: p.argmax(dim=-1) for n, p in modality_probs.items()},
     }

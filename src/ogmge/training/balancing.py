@@ -29,6 +29,7 @@ from ogmge.methods import (
     AnchoredFusion,
     BalancingMethod,
     GBlending,
+    MMPareto,
     UnimodalEnsemble,
     average_gradients_,
     ensemble_logits,
@@ -96,8 +97,9 @@ def _cross_fit_combination(method: UnimodalEnsemble | AnchoredFusion, model: nn.
         w = method.fit_prediction(head_logits=_members(method, part), labels=part["labels"])
         logits[score_on] = ensemble_logits(_members(method, subset(outputs, score_on)), w, members).float()
     w = method.fit_prediction(head_logits=_members(method, outputs), labels=outputs["labels"])
-    if hasattr(model, "set_ensemble_weights"):
-        model.set_ensemble_weights(w)
+    set_weights = getattr(model, "set_ensemble_weights", None)
+    if set_weights is not None:
+        set_weights(w)
     metrics = metrics_from_outputs(dict(outputs, logits=logits))
     prefix = "blend_w" if isinstance(method, AnchoredFusion) else "ensemble_w"
     metrics.update({f"{prefix}/{m}": float(w[i]) for i, m in enumerate(members)})
@@ -112,6 +114,7 @@ def initial_losses(method: BalancingMethod, model: nn.Module, train_loader, val_
         return None
     train = head_losses(collect(model, train_loader, device, amp=amp))
     _, val = evaluate_validation(method, model, val_loader, device, amp=amp, seed=seed)
+    assert val is not None  # G-Blending's validation pass always gives per-head losses
     return train, val
 
 
@@ -123,9 +126,12 @@ def share_state(method: BalancingMethod, model: nn.Module, ctx) -> None:
     box = [method.state_dict() if ctx.is_main else None]
     torch.distributed.broadcast_object_list(box, src=0)
     if not ctx.is_main:
-        method.load_state_dict(box[0])
-        if isinstance(method, (UnimodalEnsemble, AnchoredFusion)) and hasattr(model, "set_ensemble_weights"):
-            model.set_ensemble_weights(method.weights)
+        state = box[0]
+        assert state is not None  # rank 0 broadcast its state
+        method.load_state_dict(state)
+        set_weights = getattr(model, "set_ensemble_weights", None)
+        if isinstance(method, (UnimodalEnsemble, AnchoredFusion)) and set_weights is not None:
+            set_weights(method.weights)
 
 
 def _syncs_itself(method: BalancingMethod, net: nn.Module) -> bool:
@@ -136,7 +142,10 @@ def forward_context(method: BalancingMethod, net: nn.Module):
     """``net.no_sync()`` for a method that averages gradients itself under DDP (MMPareto:
     its backward passes must not all-reduce; it averages each loss's gradients before
     combining them), else a no-op context."""
-    return net.no_sync() if _syncs_itself(method, net) else contextlib.nullcontext()
+    if _syncs_itself(method, net):
+        assert isinstance(net, nn.parallel.DistributedDataParallel)
+        return net.no_sync()
+    return contextlib.nullcontext()
 
 
 def average_other_gradients_(method: BalancingMethod, model: nn.Module, ctx) -> None:
@@ -144,5 +153,6 @@ def average_other_gradients_(method: BalancingMethod, model: nn.Module, ctx) -> 
     encoders (fusion and unimodal heads), which DDP did not reduce (``no_sync``)."""
     if not ctx.enabled or not getattr(method, "syncs_encoder_grads", False):
         return
+    assert isinstance(method, MMPareto)  # the one method that averages its encoder gradients itself
     mine = {id(p) for ps in method.params.values() for p in ps}
     average_gradients_([p.grad for p in model.parameters() if id(p) not in mine])

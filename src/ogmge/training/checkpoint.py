@@ -1,11 +1,15 @@
 """Checkpoints: atomic writes (temporary file + ``os.replace``), the order of an epoch's
-writes, loading, RNG states, and the state of helpers a model owns.
+writes, loading and RNG states.
 
 A checkpoint is a dict saved with ``torch.save``::
 
     {"format": "ogmge-checkpoint", "version": 2, "epoch": last completed epoch (0-based),
      "config": TrainConfig as a dict, "model_spec": {...}, "model": state_dict,
-     "optimizer", "scheduler", "scaler", "modulator", "method", "extra_states", "rng", "best", ...}
+     "optimizer", "scheduler", "scaler", "modulator", "method", "rng", "best", ...}
+
+The state of helpers the model owns (OPM's and the estimator's generators, a feature
+transform's streams) is part of ``"model"`` (the modules' ``get_extra_state``). Older
+checkpoints also carry it under ``"extra_states"``; loading ignores that copy.
 
 Everything in it is plain data and tensors, so it loads with ``weights_only=True``.
 """
@@ -19,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ogmge.io_utils import TMP_TAG, atomic_write, fsync_dir
 
@@ -97,24 +100,6 @@ def best_checkpoint_path(run_dir: str | Path) -> Path:
             if path.name == pending_best_name(best if best is not None else -1):
                 return path
     return run_dir / BEST
-
-
-# ------------------------------------------------- helpers the model owns
-def extra_states(model: nn.Module) -> dict:
-    """State of helpers the model owns that are not modules (OPM generators, estimator)."""
-    out = {}
-    for attr in ("opm", "estimator"):
-        obj = getattr(model, attr, None)
-        if obj is not None and not isinstance(obj, nn.Module) and hasattr(obj, "state_dict"):
-            out[attr] = obj.state_dict()
-    return out
-
-
-def load_extra_states(model: nn.Module, states: dict) -> None:
-    for attr, state in states.items():
-        obj = getattr(model, attr, None)
-        if obj is not None and hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(state)
 
 
 def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

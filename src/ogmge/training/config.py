@@ -198,7 +198,7 @@ class TrainConfig:
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:
-            if self.modulation_ends < self.modulation_starts:
+            if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
                 raise ValueError(
                     f"modulation_ends ({self.modulation_ends}) must not be before "
                     f"modulation_starts ({self.modulation_starts})"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from ogmge.data.collate import collate_samples
 from ogmge.data.splitting import group_split, stratified_split, subset
@@ -46,8 +46,8 @@ class DataBundle:
         return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
 
 
-def holdout(dataset: Dataset, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded ``(rest, held_out)`` indices: whole groups when the dataset has
+def holdout(dataset: Any, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded ``(rest, held_out)`` indices of a contract dataset: whole groups when the dataset has
     ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
     groups = getattr(dataset, "groups", None)
     if groups is not None and len(set(map(str, groups))) > 1:
@@ -222,6 +222,7 @@ def check_data_identity(recorded: Mapping | None, current: Mapping | None, *, wh
     if current is None and recorded is None:
         return
     if recorded is None:
+        assert current is not None  # both None returned above
         raise ValueError(
             f"{what} recorded no built-in data version (it was made before version {current.get('version')}, "
             f"i.e. on version 1); this installation generates {_describe(current)}: retrain it"

@@ -182,7 +182,9 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         return GBlending(names, super_epoch=config.gblend_super_epoch, w_min=config.gblend_w_min,
                          delta_o_min=config.gblend_delta_o_min)
     if method == "mmpareto":
-        return MMPareto(dict(model.encoders.items()), scale=config.mmpareto_scale)
+        # {modality: encoder}; nn.Module's __getattr__ is typed as Tensor | Module
+        encoders = cast(Mapping[str, nn.Module], model.encoders)
+        return MMPareto(dict(encoders.items()), scale=config.mmpareto_scale)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
     if method == "anchored":

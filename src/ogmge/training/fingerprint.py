@@ -65,6 +65,7 @@ def data_fingerprint(config: TrainConfig) -> dict:
     """The fingerprint of the data ``config`` names (see the module docstring)."""
     h = hashlib.sha256()
     if config.dataset == "byo":
+        assert config.data is not None  # TrainConfig: dataset 'byo' needs data
         path = Path(config.data)
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):

@@ -139,6 +139,7 @@ class RunLog:
     def epoch(self, row: dict) -> None:
         if not self.enabled:
             return
+        assert self._metrics is not None, "RunLog used after close()"
         self._metrics.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         self._metrics.flush()
         if self.tb is not None:
@@ -157,6 +158,7 @@ class RunLog:
         """Write the queued trace rows (one device-to-host transfer for all); return them."""
         if not self.enabled or not self._pending:
             return []
+        assert self._trace is not None, "RunLog used after close()"
         rows, self._pending = to_host(self._pending), []
         self._trace.write("".join(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n" for row in rows))
         if self.tb is not None:
@@ -173,6 +175,7 @@ class RunLog:
             return
         self.flush_steps()
         for fh in (self._metrics, self._trace):
+            assert fh is not None, "RunLog used after close()"
             flush_and_sync(fh)
         if self.tb is not None:
             self.tb.flush()

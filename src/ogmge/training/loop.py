@@ -49,11 +49,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ogmge.io_utils import atomic_write_text
+from ogmge.modulation import ModulationStats
 
 from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
-from .checkpoint import extra_states, load_extra_states  # noqa: F401  (re-exported: old import path)
 from .config import TrainConfig
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
 from .factory import (
@@ -90,7 +90,7 @@ class StepResult:
     loss: Tensor
     logits: Tensor
     labels: Tensor
-    stats: object | None
+    stats: ModulationStats | None  # what a method's after_backward returns (OGM-GE's), else None
     skip_reason: str | None
     head_losses: dict = field(default_factory=dict)  # {"fused"/modality: detached per-head loss}
 
@@ -179,6 +179,7 @@ class Trainer:
         self.ckpt = self._read_resume_checkpoint(allow_data_change) if resume else None
         new_dir = self.run_dir is not None and not resume and self.is_main
         if new_dir:  # fail fast; the directory is created once the data have passed their checks
+            assert self.run_dir is not None
             check_new_run_dir(self.run_dir, overwrite=overwrite)
 
         seed_everything(self.config.seed)
@@ -187,6 +188,7 @@ class Trainer:
         if self.ckpt is not None:
             check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
         if new_dir:
+            assert self.run_dir is not None
             prepare_new_run_dir(self.run_dir, overwrite=overwrite)
         torch.manual_seed(self.config.seed)  # model init independent of how the data were built
         if isinstance(model, nn.Module):
@@ -272,8 +274,7 @@ class Trainer:
     def _load_resume_state(self) -> None:
         ck = self.ckpt
         assert ck is not None  # read in __init__ when resuming
-        self.model.load_state_dict(ck["model"])
-        load_extra_states(self.model, ck.get("extra_states", {}))
+        self.model.load_state_dict(ck["model"])  # with its helpers' state; an older "extra_states" copy is ignored
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler"):
@@ -532,6 +533,7 @@ class Trainer:
             if not stats.ran:
                 row["modulated"], row["skip_reason"] = False, stats.reason
             else:
+                assert stats.finite is not None  # OGMGE.step sets it whenever the step ran
                 grads_reason = Choice(stats.finite, None, "non-finite gradients")
                 row["modulated"] = stats.finite
                 row["skip_reason"] = (grads_reason if stats.scores_finite is None
@@ -605,7 +607,6 @@ class Trainer:
             "config": self.config.to_dict(),
             "model_spec": self.spec,
             "model": self.model.state_dict(),
-            "extra_states": extra_states(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,

@@ -529,6 +529,7 @@ class PaperDataset(Dataset):
             flip = float(torch.rand((), generator=g)) < 0.5
         else:
             top, left, h, w, flip = 0, 0, height, width, False
+        assert isinstance(self.reader, CacheReader)  # only __getitems__'s cached path calls this
         lines = layout.rows(self.reader.path(r.clip, "frames"), idx, lines=(top, h))
         resize_into(out, frames_to_tensor(lines)[..., left:left + w], flip=flip)
 

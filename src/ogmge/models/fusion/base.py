@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from ...validation import check_choice, check_positive_int
+from ..estimators import EstimatorName
 
 
 def check_in_dims(in_dims: Mapping[str, int], *, min_modalities: int = 1, exactly: int | None = None) -> dict[str, int]:
@@ -55,7 +56,7 @@ class FusionHead(nn.Module):
     classifier is given none (``"linear"`` where ``linear_split`` exists).
     """
 
-    default_estimator = "shapley"
+    default_estimator: EstimatorName = "shapley"
     supports_linear_split = False
 
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, **checks) -> None:
