@@ -1,6 +1,6 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
-Methods ``normal``, ``ogm_ge`` (the paper) and ``opm`` (its TPAMI 2024 extension),
+Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (this project's setting),
 each modality alone, seeds 0, 1, 2, with the ``demo`` preset (CPU-scale: small
 encoders, 12 epochs): 15 runs, two at a time on two CPU cores, one thread each.
 Prints the table (test accuracy at the epoch the validation split selected, mean
@@ -19,7 +19,7 @@ from pathlib import Path
 from .config_cli import _Retired
 
 #: The demo's fixed subset of methods (``normal`` and each modality alone come with compare).
-DEMO_METHODS = ("normal", "ogm_ge", "opm")
+DEMO_METHODS = ("normal", "ogm_ge", "anchored")
 DEMO_SEEDS = "0,1,2"
 #: Subdirectories of the demo before it became a comparison (removed by --overwrite).
 OLD_LAYOUT = ("normal", "ogm_ge", "audio_only", "visual_only")
