@@ -28,7 +28,7 @@ OLD_LAYOUT = ("normal", "ogm_ge", "audio_only", "visual_only")
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="compare Normal, OGM-GE and OPM (3 seeds) and each modality alone on the built-in data "
+        help="compare Normal, OGM-GE and anchored (ours; 3 seeds) and each modality alone on the built-in data "
         "(under 3 minutes on 2 CPU cores)",
         description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, OPM and each "
         "modality alone, seeds 0,1,2; prints the table and the verdict chosen on the validation split, "
