@@ -9,7 +9,8 @@ split by speaker (unseen speakers at validation and test time):
   their own frequency and level, and their own noise floor), a visual background
   colour and lighting (gain and colour tint), and a sensor offset;
 * per sample the class cue is present in a modality with that modality's cue
-  probability (``p_audio``, ``p_visual``, ``p_sensor``), independently across
+  probability (:data:`P_AUDIO`, :data:`P_VISUAL`, :data:`P_SENSOR` in the
+  regimes that have it; ``cue_prob`` overrides), independently across
   modalities; where it is absent the modality holds its nuisance and noise only
   (silence in the audio, an occluded patch in the frames, an offset-only
   sensor vector). ``dataset.cue_present[name]`` (bool tensor) says which samples
@@ -229,11 +230,15 @@ def _knobs() -> dict:
         "audio_amplitude": AUDIO_AMPLITUDE,
         "audio_noise": list(AUDIO_NOISE),
         "pitch_range": list(PITCH_RANGE),
+        "hum_freq": list(HUM_FREQ),
         "hum_level": list(HUM_LEVEL),
         "visual_contrast": VISUAL_CONTRAST,
         "visual_noise": VISUAL_NOISE,
+        "disc_radius": DISC_RADIUS,
         "light_gain": list(LIGHT_GAIN),
+        "light_tint": LIGHT_TINT,
         "sensor_strength": SENSOR_STRENGTH,
+        "sensor_offset": SENSOR_OFFSET,
         "speakers": {s: list(v) for s, v in SPLIT_SPEAKERS.items()},
     }
 
