@@ -98,3 +98,25 @@ def test_blended_loss_is_the_weighted_sum_of_head_cross_entropies():
     assert set(terms) == {"fused", "audio", "visual"}
     total.backward()
     assert all(model.heads[n].weight.grad is not None for n in names)  # heads are trained
+
+
+def test_non_finite_losses_keep_the_previous_weights():
+    """An empty validation half gives NaN losses: the estimate falls back instead of spreading NaN."""
+    from ogmge.methods.gblend import blending_weights
+
+    previous = {"fused": 0.5, "a": 0.25, "b": 0.25}
+    start = {h: (1.0, 1.2) for h in previous}
+    end = {"fused": (0.8, float("nan")), "a": (0.9, 1.0), "b": (0.9, 1.1)}
+    weights, _, fallback = blending_weights(start, end, previous, w_min=0.05)
+    assert fallback is True and weights == previous
+
+
+def test_a_one_sample_validation_split_is_refused_for_methods_fitted_on_it():
+    import pytest
+
+    from ogmge.methods import GBlending
+    from ogmge.training.balancing import check_method
+
+    with pytest.raises(ValueError, match="at least 2 validation samples, got 1"):
+        check_method(GBlending(["a", "b"]), distributed=False, has_val=True, val_size=1)
+    check_method(GBlending(["a", "b"]), distributed=False, has_val=True, val_size=2)

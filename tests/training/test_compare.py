@@ -296,3 +296,41 @@ def test_cross_fit_set_matches_the_methods_that_fit_on_validation():
     fitting = {cls.name for _, cls in inspect.getmembers(ogmge.methods, inspect.isclass)
                if issubclass(cls, ogmge.methods.BalancingMethod) and cls.fits_on_validation}
     assert fitting == set(CROSS_FIT) and fitting <= set(METHODS)
+
+
+def test_film_fusion_trains_each_modality_alone_with_a_concat_head(tmp_path):
+    """FiLM/gated heads take exactly two modalities: the unimodal baselines must still train."""
+    data = tiny_npz(tmp_path / "tiny.npz")
+    cfg = tiny_config(data, fusion="film", model_options={"hidden": 4, "out_dim": 8,
+                                                          "fusion_options": {"condition": "a"}})
+    summary = compare(cfg, out=tmp_path / "cmp", methods=["normal"], seeds=[0], jobs=1, echo=lambda _: None,
+                      progress=False)
+    assert not summary["failed"]
+    assert summary["best_unimodal"] in ("a", "b")
+    alone = run_config(neutral_config(TrainConfig.from_dict(cfg)), PlannedRun("normal", 0, "a"), tmp_path / "x")
+    assert alone.fusion == "concat" and "fusion_options" not in alone.model_options
+    both = run_config(neutral_config(TrainConfig.from_dict(cfg)), PlannedRun("normal", 0, None), tmp_path / "x")
+    assert both.fusion == "film" and both.model_options["fusion_options"] == {"condition": "a"}
+
+
+def test_data_paths_are_stored_resolved(tmp_path, monkeypatch):
+    from ogmge.training.compare import _base_config
+
+    monkeypatch.chdir(tmp_path)
+    base = _base_config(None, {"data": "tiny.npz"})
+    assert base.data == str(tmp_path / "tiny.npz")
+
+
+def test_regime_line_near_chance_is_relative_to_the_class_count():
+    from ogmge.training.compare import _regime
+
+    def line(num_classes, alone):
+        summary = {"num_classes": num_classes, "methods": {"normal": {"test_modality": {"m": [alone]}}},
+                   "unimodal": {"m": {"test": [alone]}}}
+        return _regime(summary)[0]
+
+    assert "near chance" in line(6, 0.172)        # 17.2 % with 6 classes (chance 16.7 %)
+    assert "near chance" not in line(6, 0.482)
+    assert "near chance" not in line(100, 0.10)   # ten times chance with 100 classes
+    assert "near chance" in line(100, 0.02)
+    assert "near chance" in line(2, 0.53) and "near chance" not in line(2, 0.60)

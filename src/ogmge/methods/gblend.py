@@ -43,6 +43,7 @@ Usage in a plain loop (the model returns ``logits`` and ``head_logits``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from torch import Tensor
@@ -84,7 +85,8 @@ def blending_weights(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], bool]:
     """One estimate. ``start``/``end``: ``{head: (L_train, L_val)}``.
 
-    Returns ``(weights, per-head {"dG", "dO", "raw"}, fallback)``; pure, in float64."""
+    Returns ``(weights, per-head {"dG", "dO", "raw"}, fallback)``; pure, in float64. The
+    fallback (previous weights kept) also covers a non-finite loss (e.g. an empty half)."""
     info: dict[str, dict[str, float]] = {}
     raw: dict[str, float] = {}
     for h in previous:
@@ -94,8 +96,8 @@ def blending_weights(
         value = max(d_g, 0.0) / max(d_o * d_o, delta_o_min * delta_o_min)
         raw[h] = value
         info[h] = {"dG": d_g, "dO": d_o, "raw": value}
-    if all(info[h]["dG"] <= 0 for h in previous):
-        return dict(previous), info, True
+    if not all(math.isfinite(v) for v in raw.values()) or all(info[h]["dG"] <= 0 for h in previous):
+        return dict(previous), info, True  # nothing learnt, or losses not measurable: keep the weights
     total = sum(raw.values())
     normalised = {h: raw[h] / total for h in raw}
     return floor_weights(normalised, w_min), info, False

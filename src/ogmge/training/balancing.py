@@ -41,7 +41,7 @@ CROSS_FIT = "cross-fit"
 PLAIN = "plain"
 
 
-def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool) -> None:
+def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool, val_size: int | None = None) -> None:
     """Refuse what a method cannot do, with errors naming the method."""
     if distributed and not method.distributed_ok:
         raise ValueError(
@@ -51,6 +51,9 @@ def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool) -
     if isinstance(method, GBlending) and not has_val:
         raise ValueError("method 'gblend' estimates its weights on a validation split: set val_fraction > 0 "
                          "(or give data with a validation split)")
+    if method.fits_on_validation and has_val and val_size is not None and val_size < 2:
+        raise ValueError(f"method {method.name!r} is fitted on one half of the validation split and scored on "
+                         f"the other: it needs at least 2 validation samples, got {val_size}")
 
 
 def val_protocol(method: BalancingMethod, has_val: bool) -> str:
@@ -100,7 +103,10 @@ def _cross_fit_combination(method: UnimodalEnsemble | AnchoredFusion, model: nn.
     set_weights = getattr(model, "set_ensemble_weights", None)
     if set_weights is not None:
         set_weights(w)
-    metrics = metrics_from_outputs(dict(outputs, logits=logits))
+    cross_fitted = dict(outputs, logits=logits)
+    if isinstance(method, UnimodalEnsemble):  # its "fused" output is the ensemble itself: cross-fitted too
+        cross_fitted["fused_logits"] = logits
+    metrics = metrics_from_outputs(cross_fitted)
     prefix = "blend_w" if isinstance(method, AnchoredFusion) else "ensemble_w"
     metrics.update({f"{prefix}/{m}": float(w[i]) for i, m in enumerate(members)})
     return metrics

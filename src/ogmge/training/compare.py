@@ -107,6 +107,11 @@ class PlannedRun:
 
 
 # ------------------------------------------------------------------ settings
+#: Fusion heads that take exactly two modalities (one conditions the other); a modality
+#: alone is then trained with a concat head (a linear classifier on its features).
+PAIR_FUSIONS = ("film", "gated")
+
+
 def neutral_config(config: TrainConfig) -> TrainConfig:
     """``config`` without what the comparison sets per run (method, seed, out, name)."""
     values = config.to_dict()
@@ -126,6 +131,9 @@ def run_config(base: TrainConfig, run: PlannedRun, out: str | Path) -> TrainConf
     }
     if run.modality is not None:
         changes["modalities"] = [run.modality]
+        if base.fusion in PAIR_FUSIONS:  # conditioned on one modality by another: a single one needs concat
+            changes["fusion"] = "concat"
+            changes["model_options"] = {k: v for k, v in base.model_options.items() if k != "fusion_options"}
     return base.replace(**changes)
 
 
@@ -433,6 +441,9 @@ def _base_config(config, settings: dict) -> TrainConfig:
     values.update(settings)
     if settings.get("data") and "dataset" not in settings:
         values["dataset"] = "byo"
+    for key in ("data", "data_root", "split_file"):  # resolved: a rerun from elsewhere names the same files
+        if values.get(key):
+            values[key] = os.path.abspath(os.path.expanduser(str(values[key])))
     for key in ("method", "seed", "name"):
         if key in settings:
             raise ValueError(f"{key} is set per run by compare (methods=..., seeds=...); do not give {key}={settings[key]!r}")
@@ -696,7 +707,9 @@ def _regime(summary: dict) -> list[str]:
         alone = mean_std(u["test"])[0]
         inside = mean_std(normal["test_modality"].get(m, [])) [0] if normal else float("nan")
         text = f"{m}: {_pct(alone)} alone, {_pct(inside)} inside Normal"
-        if chance is not None and alone - chance < max(0.05, 0.1 * (1 - chance)):
+        # near chance: within 10 % of the rest above chance, at most half of chance itself (so with
+        # many classes a modality at several times chance is not called useless), at least 2 points
+        if chance is not None and alone - chance < max(0.02, min(0.1 * (1 - chance), 0.5 * chance)):
             text += f" → {m} alone near chance ({_pct(chance)}): weak modality carries little; balancing cannot help it"
         elif not math.isnan(inside) and inside < alone - 0.05:
             text += f" → starved inside Normal ({_pct(alone - inside)} points below alone: the paper's regime)"

@@ -203,7 +203,8 @@ class Trainer:
         self.modulator = build_modulator(self.config, self.model)
         self.method = build_method(self.config, self.model)  # OGM/OGM-GE/OPM: the modulator / the model
         try:
-            balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None)
+            balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None,
+                                   val_size=None if self.data.val is None else len(self.data.val))
         except ValueError:
             distrib.teardown(self.ctx)  # the process group this trainer set up
             raise
