@@ -334,3 +334,11 @@ def test_regime_line_near_chance_is_relative_to_the_class_count():
     assert "near chance" not in line(100, 0.10)   # ten times chance with 100 classes
     assert "near chance" in line(100, 0.02)
     assert "near chance" in line(2, 0.53) and "near chance" not in line(2, 0.60)
+
+
+def test_verdict_says_when_validation_is_too_small_to_separate_methods(tmp_path):
+    data = tiny_npz(tmp_path / "tiny.npz")  # 12 validation samples: one sample is 8.3 points
+    summary = compare(tiny_config(data), out=tmp_path / "cmp", methods=["normal"], seeds=[0], jobs=1,
+                      echo=lambda _: None, progress=False)
+    assert summary["val_samples"] == 12
+    assert "holds 12 samples, so one sample moves a validation accuracy by 8.3 points" in summary["verdict"]

@@ -577,6 +577,7 @@ def summarize(out: str | Path, *, tie_tolerance: float = TIE_TOLERANCE) -> dict:
     class_names: list[str] = []
     summary: dict[str, Any] = {"seeds": seeds, "methods": {}, "unimodal": {}}
     refusals: dict[str, str] = {}
+    val_sizes: list[int] = []  # validation samples each run scored (cross-fitted: the whole split)
     for method in methods:
         entry: dict[str, Any] = {"seeds": [], "test_fused": [], "test_macro_f1": [], "val_fused": [],
                                  "selection_score": [], "val_protocol": None, "test_modality": {},
@@ -598,6 +599,8 @@ def summarize(out: str | Path, *, tie_tolerance: float = TIE_TOLERANCE) -> dict:
             entry["test_fused"].append(test.get("acc"))
             entry["test_macro_f1"].append(test.get("macro_f1"))
             entry["val_fused"].append(val.get("acc"))
+            if isinstance(val.get("n"), int):
+                val_sizes.append(val["n"])
             entry["selection_score"].append(score)
             entry["best_epoch"].append(res.get("best_epoch"))
             for m in res.get("modalities") or []:
@@ -631,6 +634,7 @@ def summarize(out: str | Path, *, tie_tolerance: float = TIE_TOLERANCE) -> dict:
     summary["data"] = base.data or base.dataset
     summary["epochs"] = base.epochs
     summary["tie_tolerance"] = tie_tolerance
+    summary["val_samples"] = min(val_sizes) if val_sizes else None
     summary["simplicity_order"] = [m for m in sorted(set(SIMPLICITY) | set(METHODS), key=simplicity_rank)]
     _verdict(summary, refusals, tie_tolerance)
     return summary
@@ -742,6 +746,13 @@ def _verdict_text(summary: dict, scores: dict, best_uni_val, tol: float) -> str:
     text = "; ".join(parts) + "."
     if sel == "normal" and len(scores) > 1:
         text += f" No balancing method beat Normal on validation by more than {100 * tol:.1f} points."
+    if not summary["best_unimodal"]:
+        text += " No modality-alone run finished: the check against the best single modality was not made."
+    n = summary.get("val_samples")
+    if n and 1.0 / n > tol:
+        text += (f" Note: the validation split holds {n} samples, so one sample moves a validation accuracy by "
+                 f"{100 / n:.1f} points, more than the {100 * tol:.1f}-point tie tolerance: treat the selection "
+                 "as tentative (more validation data, or more seeds, settle it).")
     if summary["fused_below_best_unimodal"]:
         uni = summary["best_unimodal"]
         text += f" WARNING: the selected fused model's validation accuracy ({_pct(score)}) is below {uni} alone " \
