@@ -17,7 +17,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
 from cli_tiny import TINY  # noqa: E402
-from training_standins import TinyDataset, tiny_bundle, tiny_config  # noqa: E402
+from training_standins import Stop, TinyDataset, metric_rows, stop_after, tiny_bundle, tiny_config  # noqa: E402
 
 from ogmge.interfaces.cli import main  # noqa: E402
 from ogmge.training import DataBundle, load_checkpoint_file, load_run, train  # noqa: E402
@@ -26,7 +26,6 @@ from ogmge.training.factory import build_model_from_config  # noqa: E402
 
 METHODS = ("gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
 FITTED = ("gblend", "uni_ensemble", "anchored")  # fitted on validation: cross-fitted selection
-TIMING = ("train/seconds", "train/samples_per_s")
 
 
 def model_fn(bundle, config):
@@ -39,19 +38,6 @@ def _cfg(tmp_path, method, **changes):
     return tiny_config(tmp_path, **values)
 
 
-class Stop(Exception):
-    pass
-
-
-def _stop_after(index):
-    def cb(event, info):
-        if event == "epoch_end" and info["epoch"] == index:
-            raise Stop
-    return cb
-
-
-def _rows(run_dir):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -81,7 +67,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
     full = train(_cfg(tmp_path / "full", method), datasets=tiny_bundle(), model=model_fn)
     cut = _cfg(tmp_path / "cut", method)
     with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), model=model_fn, callbacks=[_stop_after(1)])
+        train(cut, datasets=tiny_bundle(), model=model_fn, callbacks=[stop_after(1)])
     resumed = train(cut, resume=True, datasets=tiny_bundle(), model=model_fn)
     assert resumed.start_epoch == 2
     a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
@@ -89,7 +75,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
         if torch.is_tensor(a["model"][k]):
             assert torch.equal(a["model"][k], b["model"][k]), k
     assert repr(a["method"]) == repr(b["method"])
-    assert _rows(full.run_dir) == _rows(resumed.run_dir)
+    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
 
 

@@ -7,28 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from training_standins import tiny_bundle, tiny_config, tiny_model
+from training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config, tiny_model
 
 from ogmge.training import TrainConfig, atomic_save, load_checkpoint_file, load_run, train
 from ogmge.training import checkpoint as ckpt_mod
 from ogmge.training.loop import _batch_loss
-
-TIMING = ("train/seconds", "train/samples_per_s")
-
-
-class Stop(Exception):
-    pass
-
-
-def _stop_after(index):
-    def cb(event, info):
-        if event == "epoch_end" and info["epoch"] == index:
-            raise Stop
-    return cb
-
-
-def _rows(run_dir):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
 
 
 def _weights(path):
@@ -38,7 +21,7 @@ def _weights(path):
 def test_same_seed_gives_identical_metrics_and_trace(tmp_path):
     a = train(tiny_config(tmp_path / "a", epochs=2), datasets=tiny_bundle(), model=tiny_model)
     b = train(tiny_config(tmp_path / "b", epochs=2), datasets=tiny_bundle(), model=tiny_model)
-    assert _rows(a.run_dir) == _rows(b.run_dir)
+    assert metric_rows(a.run_dir) == metric_rows(b.run_dir)
     assert load_run(a.run_dir).trace() == load_run(b.run_dir).trace()
     c = train(tiny_config(tmp_path / "c", epochs=2, seed=4), datasets=tiny_bundle(), model=tiny_model)
     assert load_run(a.run_dir).trace() != load_run(c.run_dir).trace()
@@ -48,7 +31,7 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path, caplog):
     full = train(tiny_config(tmp_path / "full"), datasets=tiny_bundle(), model=tiny_model)
     cfg = tiny_config(tmp_path / "cut")
     with pytest.raises(Stop):
-        train(cfg, datasets=tiny_bundle(), model=tiny_model, callbacks=[_stop_after(1)])
+        train(cfg, datasets=tiny_bundle(), model=tiny_model, callbacks=[stop_after(1)])
     assert load_checkpoint_file(cfg.out + "/last.pt")["epoch"] == 1
     with caplog.at_level(logging.INFO, logger="ogmge.training"):
         resumed = train(cfg, resume=True, datasets=tiny_bundle(), model=tiny_model)
@@ -58,8 +41,8 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path, caplog):
     assert w_full.keys() == w_cut.keys()
     for k in w_full:
         assert torch.equal(w_full[k], w_cut[k]), k
-    assert _rows(full.run_dir) == _rows(resumed.run_dir)
-    assert [r["epoch"] for r in _rows(resumed.run_dir)] == [0, 1, 2, 3]
+    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
+    assert [r["epoch"] for r in metric_rows(resumed.run_dir)] == [0, 1, 2, 3]
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
     assert full.test_metrics == resumed.test_metrics
 

@@ -76,3 +76,26 @@ def tiny_config(tmp_path, **changes) -> TrainConfig:
     )
     values.update(changes)
     return TrainConfig(**values)
+
+
+#: Metrics fields that measure time, not what a run computed.
+TIMING = ("train/seconds", "train/samples_per_s")
+
+
+class Stop(Exception):
+    """Raised by :func:`stop_after` to interrupt a run after an epoch's checkpoint."""
+
+
+def stop_after(index):
+    """A ``train`` callback that interrupts the run at the end of epoch ``index``."""
+    def cb(event, info):
+        if event == "epoch_end" and info["epoch"] == index:
+            raise Stop
+    return cb
+
+
+def metric_rows(run_dir):
+    """``metrics.jsonl`` rows without the timing fields."""
+    from ogmge.training import load_run
+
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
