@@ -2,7 +2,7 @@
 
 Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
-(``uni_ensemble``), this project's anchored fusion (``anchored``), plus adapters for OGM-GE and OPM (``adapters``). They know
+(``uni_ensemble``), this project's anchored fusion (``anchored``), MASAM (``masam``), plus adapters for OGM-GE and OPM (``adapters``). They know
 tensors, parameters and modality names; never a model, dataset or trainer.
 """
 
@@ -10,12 +10,14 @@ from .adapters import OGMGEMethod, OPMMethod
 from .anchored import AnchoredFusion
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
+from .masam import MASAM
 from .mdrop import ModalityDropout
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
     "AnchoredFusion",
+    "MASAM",
     "FUSED",
     "BalancingMethod",
     "GBlending",

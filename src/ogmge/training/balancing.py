@@ -44,10 +44,8 @@ PLAIN = "plain"
 def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool, val_size: int | None = None) -> None:
     """Refuse what a method cannot do, with errors naming the method."""
     if distributed and not method.distributed_ok:
-        raise ValueError(
-            f"method {method.name!r} is not supported under DDP (its replicas would not stay identical); "
-            "train it on one process"
-        )
+        why = getattr(method, "distributed_reason", None) or "its replicas would not stay identical"
+        raise ValueError(f"method {method.name!r} is not supported under DDP ({why}); train it on one process")
     if isinstance(method, GBlending) and not has_val:
         raise ValueError("method 'gblend' estimates its weights on a validation split: set val_fraction > 0 "
                          "(or give data with a validation split)")

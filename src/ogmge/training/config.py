@@ -38,7 +38,7 @@ GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "masam")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -116,6 +116,10 @@ class TrainConfig:
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
     anchored_weight: float = 1.0
+    masam_rho: float = 0.3
+    masam_score_weight: float = 0.8
+    masam_momentum: float = 0.91
+    masam_as_released: bool = False
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -195,6 +199,11 @@ class TrainConfig:
         check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
         check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
         check_number("anchored_weight", self.anchored_weight, lo=0, lo_open=True)
+        check_number("masam_rho", self.masam_rho, lo=0)
+        check_number("masam_score_weight", self.masam_score_weight, lo=0, hi=1)
+        check_number("masam_momentum", self.masam_momentum, lo=0, hi=1, hi_open=True)
+        if not isinstance(self.masam_as_released, bool):
+            raise ValueError(f"masam_as_released must be true or false, got {self.masam_as_released!r}")
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

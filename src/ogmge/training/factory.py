@@ -16,6 +16,7 @@ from ogmge.contracts import ModalitySpec
 from ogmge.methods import (
     AnchoredFusion,
     BalancingMethod,
+    MASAM,
     GBlending,
     MMPareto,
     ModalityDropout,
@@ -28,7 +29,7 @@ from ogmge.seeding import component_seed
 from .config import PAPER_DATASETS, TrainConfig
 
 #: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
-HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored")
+HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored", "masam")
 
 
 def model_spec(
@@ -185,6 +186,10 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         # {modality: encoder}; nn.Module's __getattr__ is typed as Tensor | Module
         encoders = cast(Mapping[str, nn.Module], model.encoders)
         return MMPareto(dict(encoders.items()), scale=config.mmpareto_scale)
+    if method == "masam":
+        encoders = cast(Mapping[str, nn.Module], model.encoders)
+        return MASAM(dict(encoders.items()), rho=config.masam_rho, score_weight=config.masam_score_weight,
+                     momentum=config.masam_momentum, as_released=config.masam_as_released)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
     if method == "anchored":

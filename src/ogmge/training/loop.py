@@ -31,6 +31,7 @@ stays on the device and reaches the host once per trace flush.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -133,6 +134,24 @@ def probe_loss(model: nn.Module, out, labels: torch.Tensor) -> torch.Tensor | No
     if callable(fn):
         return fn(out, labels)
     return None
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module):
+    """BatchNorm layers keep their running statistics (momentum 0, counter restored) inside."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            if count is not None:
+                assert m.num_batches_tracked is not None
+                m.num_batches_tracked.copy_(count)
 
 
 def _batch_loss(out, labels: torch.Tensor) -> torch.Tensor:
@@ -413,7 +432,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         out = self._forward(b)
         loss, total, terms = self._loss(out, labels)
-        self._backward(total, terms)
+        self._backward(total, terms, b)
         stats, skip_reason = self._after_backward(out, labels, total, epoch)
         self._optimizer_step(skip_reason)
         heads = ("fused", *(getattr(out, "head_logits", None) or {}))
@@ -438,10 +457,23 @@ class Trainer:
             total, terms = total + extra, {**terms, "probe": extra}
         return terms["fused"], total, terms
 
-    def _backward(self, total: Tensor, terms: dict) -> None:
-        """The method's backward (``total.backward()``, scaled under AMP, unless it owns it)."""
-        self.method.backward(total, terms, scaler=self.scaler)
+    def _backward(self, total: Tensor, terms: dict, b: dict) -> None:
+        """The method's backward (``total.backward()``, scaled under AMP, unless it owns it).
+        A method that owns the step (``owns_step``: MASAM's second pass at perturbed
+        weights) also gets ``recompute()``: the forward pass and loss on the same batch at
+        the current weights, BatchNorm running statistics frozen."""
+        if getattr(self.method, "owns_step", False):
+            self.method.backward(total, terms, scaler=self.scaler, recompute=lambda: self._recompute(b))
+        else:
+            self.method.backward(total, terms, scaler=self.scaler)
         balancing.average_other_gradients_(self.method, self.model, self.ctx)  # DDP + MMPareto: the heads
+
+    def _recompute(self, b: dict) -> tuple[Tensor, dict]:
+        """``(total, terms)`` of the batch at the current weights (BatchNorm statistics untouched)."""
+        with frozen_running_stats(self.model):
+            out = self._forward(b)
+            _, total, terms = self._loss(out, b["labels"])
+        return total, terms
 
     def _after_backward(self, out, labels: Tensor, total: Tensor, epoch: int):
         """Between backward and the optimizer: unscale (AMP), balance the gradients,
