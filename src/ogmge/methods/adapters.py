@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from ogmge.modulation import OGMGE, OPM, ModulationStats, OPMMasks, batch_scores, discrepancy_ratios
+from ogmge.modulation import OGMGE, OPM, ModulationStats, OPMMasks, batch_scores
+from ogmge.modulation.opm import feature_widths
 
 from .base import BalancingMethod
 
@@ -66,9 +67,10 @@ class OPMMethod(BalancingMethod):
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
         if labels is None or modality_logits is None:
             raise ValueError("OPM needs labels and modality_logits to draw its masks")
-        ratios = discrepancy_ratios(batch_scores(modality_logits, labels))
+        ratios = self.opm.ratios(batch_scores(modality_logits, labels))
         first = next(iter(features.values()))
-        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device)
+        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device,
+                                     widths=feature_widths({n: features[n] for n in ratios}))
         return self.masks.apply(features)
 
     @property
