@@ -355,6 +355,9 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        opm = getattr(self.model, "opm", None)
+        if opm is not None:  # OPM's window (warm-up) follows the trainer's epoch
+            opm.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
