@@ -39,7 +39,7 @@ from .execute import (
     run_state,
     train_job,
 )
-from .lookups import CROSS_FIT, SIMPLICITY, fits_on_validation, tie_order, tie_rank
+from .lookups import fits_on_validation, known_methods, tie_order, tie_rank
 from .plan import (
     DEFAULT_SEEDS,
     FREE_SETTINGS,
@@ -67,10 +67,10 @@ from .summary import (
 )
 
 __all__ = [
-    "CROSS_FIT", "DEFAULT_SEEDS", "FREE_SETTINGS", "SETTINGS", "SIMPLICITY", "TIE_TOLERANCE", "TIMING",
+    "DEFAULT_SEEDS", "FREE_SETTINGS", "SETTINGS", "TIE_TOLERANCE", "TIMING",
     "CostEstimate", "Executor", "Job", "LocalExecutor", "MethodEntry", "Outcome", "Paired", "Plan", "PlannedRun",
     "RegimeLine", "Schedule", "Settings", "SettingsError", "Summary", "UnimodalEntry", "Verdict", "base_config",
-    "default_jobs", "estimate_cost", "estimate_run_seconds", "execute_plan", "fits_on_validation", "mean_std",
+    "default_jobs", "estimate_cost", "estimate_run_seconds", "execute_plan", "fits_on_validation", "known_methods", "mean_std",
     "neutral_config", "run_comparison", "run_config", "run_state", "select", "summarize", "summarize_runs",
     "tie_order", "tie_rank", "train_job",
 ]

@@ -1,44 +1,33 @@
-"""What compare asks of a method, one small function each (the method registry answers these).
-
-Each function here is the single place compare looks a method up by name, so that
-moving the answers onto the method classes (``ogmge.methods.registry``) changes
-only this module.
-"""
+"""What compare asks of a method, one small function each, answered by the method registry
+(``ogmge.methods.registry``): the method classes declare it, compare never tests a name."""
 
 from __future__ import annotations
 
-from ..config import METHOD_MODULATION, METHODS
-
-#: Simplicity order for ties: a method wins a tie against every method after it.
-#: Methods added later go at the end (in ``METHODS`` order).
-SIMPLICITY: tuple[str, ...] = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "gblend", "uni_ensemble", "mmpareto")
-#: Methods that fit something on the validation split (``fits_on_validation``): selection
-#: needs a cross-fitted score.
-CROSS_FIT = frozenset({"uni_ensemble", "gblend", "anchored"})
+from ...methods import registry
 
 
 def known_methods() -> tuple[str, ...]:
-    """Every method name compare accepts."""
-    return tuple(METHODS)
+    """Every registered method, simplest first."""
+    return registry.names()
 
 
-def tie_rank(method: str) -> int:
-    """Position of ``method`` in the tie order (lower wins a tie); unknown names last."""
-    order = list(SIMPLICITY) + [m for m in METHODS if m not in SIMPLICITY]
-    return order.index(method) if method in order else len(order)
+def tie_rank(method: str) -> float:
+    """The method's declared place in the tie order (lower wins a tie); unknown names last."""
+    return registry.get(method).tie_rank if registry.is_registered(method) else float("inf")
 
 
 def tie_order() -> list[str]:
-    """Every known method, simplest first."""
-    return sorted(set(SIMPLICITY) | set(METHODS), key=tie_rank)
+    """Every registered method, simplest first."""
+    return list(registry.names())
 
 
 def fits_on_validation(method: str) -> bool:
     """Whether ``method`` fits something on the validation split (its selection score
     must then be cross-fitted)."""
-    return method in CROSS_FIT
+    return registry.is_registered(method) and bool(registry.get(method).fits_on_validation)
 
 
 def modulation_of(method: str) -> tuple[str, bool]:
-    """``(modulation, opm)`` that ``method`` sets in a run's configuration."""
-    return METHOD_MODULATION.get(method, ("Normal", False))
+    """``(modulation, opm)`` that ``method`` sets in a run's configuration (its ``paper_flags``)."""
+    flags = registry.get(method).paper_flags if registry.is_registered(method) else {}
+    return str(flags.get("modulation", "Normal")), bool(flags.get("opm", False))
