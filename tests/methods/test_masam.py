@@ -184,20 +184,27 @@ def test_needs_recompute_and_refuses_ddp_with_its_reason():
         MASAM(model.encoders, rho=-1)
 
 
-def test_the_trainers_second_pass_leaves_batchnorm_statistics_alone():
-    from ogmge.training.loop import frozen_running_stats
-
+def test_the_second_pass_leaves_batchnorm_statistics_alone():
+    """A training-mode MASAM step moves BatchNorm statistics exactly as one forward pass does."""
     model = tiny_model(NAMES).train()
-    x, _ = batch(NAMES)
-    before = copy.deepcopy(model.state_dict())
-    with frozen_running_stats(model):
-        model(x)
-    after = model.state_dict()
+    x, y = batch(NAMES)
+    twin = copy.deepcopy(model)
+    twin(x)  # one plain forward pass
+    m = MASAM(model.encoders, modules=[model.heads, model.fusion])
+
+    def recompute():
+        o = model(x, labels=y)
+        return m.loss(o.logits, y, head_logits=o.head_logits)
+
+    total, terms = recompute()
+    m.backward(total, terms, recompute=recompute)
+    before, after = twin.state_dict(), model.state_dict()
     for k, v in before.items():
         if torch.is_tensor(v):
             assert torch.equal(v, after[k]), k
     model(x)
     assert not torch.equal(before["encoders.audio.bn.running_mean"], model.state_dict()["encoders.audio.bn.running_mean"])
+
 
 
 def test_trains_by_name_on_three_modality_byo_data(tmp_path):
@@ -221,3 +228,50 @@ def test_trains_by_name_on_three_modality_byo_data(tmp_path):
     assert result.history[-1]["train/skipped_steps"] == 0
     trace = [r for r in (result.run_dir / "trace.jsonl").read_text().splitlines() if r]
     assert "masam_dominant/c" in trace[0] and "masam_score/a" in trace[0]
+
+
+def _one_step(path: str):
+    from ogmge.methods import BuildContext, StepTools, get
+
+    model = tiny_model(NAMES).train()
+    x, y = batch(NAMES)
+    ctx = BuildContext(NAMES, encoders=dict(model.encoders.items()), heads=dict(model.heads.items()),
+                       fusion=model.fusion)
+    m = get("masam").build(ctx, rho=0.2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def recompute():
+        o = model(x, labels=y)
+        return m.loss(o.logits, y, head_logits=o.head_logits)
+
+    if path == "tools":
+        tools = StepTools(
+            forward=lambda b: model(b["inputs"], labels=b["labels"]),
+            loss=lambda out, labels: m.loss(out.logits, labels, head_logits=out.head_logits),
+            backward=lambda total, terms: m.backward(total, terms),
+            guard=lambda total: None,
+            optimizer_step=lambda skip: opt.step(),
+            zero_grad=lambda: opt.zero_grad(set_to_none=True),
+            optimizer=opt,
+            params=list(model.parameters()),
+        )
+        m.train_step({"inputs": x, "labels": y}, tools, epoch=0)
+    else:
+        opt.zero_grad(set_to_none=True)
+        total, terms = recompute()
+        m.backward(total, terms, recompute=recompute)
+        opt.step()
+    return model.state_dict()
+
+
+def test_registered_and_its_train_step_is_the_backward_path():
+    """``get("masam").build(ctx)`` and one ``train_step`` through ``StepTools`` give the same
+    weights as ``backward(recompute=...)`` and an optimizer step."""
+    from ogmge.methods import get
+
+    cls = get("masam")
+    assert cls is MASAM and cls.ddp == "refused" and cls.owns_step
+    a, b = _one_step("tools"), _one_step("backward")
+    for k, v in a.items():
+        if torch.is_tensor(v):
+            assert torch.equal(v, b[k]), k

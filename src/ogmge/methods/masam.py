@@ -40,14 +40,19 @@ own gradients.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ogmge.validation import check_number
 
 from .base import FUSED, BalancingMethod, head_loss_terms, parameter_groups
+from .registry import Option, Space, register
+
+#: Where the authors' defaults come from (Orange2107/MASAM-Multimodal-Adaptive-SAM at 713f931).
+_CFG = "Orange2107/MASAM-Multimodal-Adaptive-SAM configs/masam_cremad.yaml"
 
 #: Added to a norm before dividing by it (the released code's ``perturb_eps``).
 EPS = 1e-12
@@ -115,26 +120,80 @@ def loss_decrease(ema: Tensor | None, last: Tensor | None, loss: Tensor, momentu
     return new, (last - new).clamp_min(0.0)
 
 
+@contextlib.contextmanager
+def frozen_running_stats(modules: Iterable[nn.Module]):
+    """BatchNorm layers inside ``modules`` keep their running statistics and counters (the
+    released second pass sets their momentum to 0, ``models/util.py`` ``disable_running_stats``)."""
+    saved = []
+    for mod in modules:
+        for m in mod.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                count = None if m.num_batches_tracked is None else m.num_batches_tracked.clone()
+                saved.append((m, m.momentum, count))
+                m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            if count is not None and m.num_batches_tracked is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+@register
 class MASAM(BalancingMethod):
-    """MASAM (ICLR 2026): see the module docstring.
+    """MASAM: sharpness-aware steps on the dominant encoder, perturbed along the fused gradient.
 
     ``encoders``: ``{modality: nn.Module or parameters}`` (two or more). Keyword-only:
-    ``rho`` (perturbation radius, 0.3: ``configs/masam_cremad.yaml``), ``score_weight``
-    (weight of the loss decrease in the score, 0.8: same file), ``momentum`` (of the
-    loss EMA, 0.91: same file), ``as_released`` (per-tensor projection and factor).
+    ``rho`` (perturbation radius), ``score_weight`` (weight of the loss decrease in the
+    dominance score), ``momentum`` (of the unimodal losses' EMA), ``as_released``
+    (per-tensor projection, the last tensor's cosine factor); ``modules``: modules
+    whose BatchNorm statistics the second pass must leave alone (the encoders' are
+    always included, when they are modules).
     """
 
     name = "masam"
+    paper = ("'MASAM: Multimodal Adaptive Sharpness-Aware Minimization for Heterogeneous Data Fusion', "
+             "ICLR 2026")
+    options = (
+        Option("rho", float, 0.3, "radius of the perturbation of the dominant encoder", low=0.0,
+               source=f"{_CFG}:9 (rho)", space=Space.log_uniform(0.01, 1.0), legacy_key="masam_rho"),
+        Option("score_weight", float, 0.8, "weight of the loss decrease (vs. the gradient cosine) in the score",
+               low=0.0, high=1.0, source=f"{_CFG}:10 (score_weight)", space=Space.uniform(0.0, 1.0),
+               legacy_key="masam_score_weight"),
+        Option("momentum", float, 0.91, "momentum of the unimodal losses' moving average", low=0.0, high=1.0,
+               high_open=True, source=f"{_CFG}:11 (momentum)", space=Space.uniform(0.5, 0.99),
+               legacy_key="masam_momentum"),
+        Option("as_released", bool, False, "per-tensor projection and one tensor's cosine factor, as released",
+               source="models/sam_decomp_closure.py:147,161", legacy_key="masam_as_released"),
+    )
     needs_heads = True
+    min_modalities = 2
     owns_backward = True
-    #: ``backward`` needs ``recompute``: a second forward pass at the perturbed weights.
+    #: Two passes per step, the second at perturbed weights (``train_step``; or ``backward``'s ``recompute``).
     owns_step = True
+    tie_rank = 12.0
+    ddp = "refused"
+    ddp_reason = ("each rank would choose its dominant modality and perturb along its own gradients, "
+                  "so the replicas would drift apart")
     distributed_ok = False
-    distributed_reason = ("each rank would choose its dominant modality and perturb along its own gradients, "
-                          "so the replicas would drift apart")
+    distributed_reason = ddp_reason
+
+    @classmethod
+    def build(cls, ctx, **options) -> MASAM:
+        if ctx.encoders is None:
+            raise ValueError("method masam needs the model's encoders (ctx.encoders)")
+        extra = [m for m in (*(ctx.heads or {}).values(), ctx.fusion) if m is not None]
+        return cls(dict(ctx.encoders), modules=extra, **cls.resolve_options(options))
 
     def __init__(self, encoders, *, rho: float = 0.3, score_weight: float = 0.8, momentum: float = 0.91,
-                 as_released: bool = False) -> None:
+                 as_released: bool = False, modules: Iterable[nn.Module] = ()) -> None:
+        if isinstance(encoders, nn.ModuleDict):
+            encoders = dict(encoders.items())
+        self.bn_modules = [e for e in encoders.values() if isinstance(e, nn.Module)] if isinstance(
+            encoders, Mapping) else []
+        self.bn_modules += list(modules)
+        self._pending: Callable[[], tuple[Tensor, Mapping[str, Tensor]]] | None = None
         self.params = parameter_groups(encoders)
         self.modalities = tuple(self.params)
         self.rho = check_number("rho", rho, lo=0.0)
@@ -166,6 +225,8 @@ class MASAM(BalancingMethod):
     def backward(self, total: Tensor, terms: Mapping[str, Tensor], *, scaler=None,
                  recompute: Callable[[], tuple[Tensor, Mapping[str, Tensor]]] | None = None) -> None:
         """Both passes; leaves ``.grad`` as step 5 of the module docstring says, weights unchanged."""
+        recompute = recompute or self._pending
+        self._pending = None
         if recompute is None:
             raise ValueError("MASAM.backward needs recompute(): the forward pass and loss at the current weights "
                              "(it evaluates the perturbed point)")
@@ -199,18 +260,31 @@ class MASAM(BalancingMethod):
         with torch.no_grad():
             for j, n in enumerate(self.modalities):
                 on = (self.dominant == j).to(self.params[n][0].dtype)
-                torch._foreach_add_(self.params[n], [e * on for e in pert[n]])
+                targets: list[Tensor] = list(self.params[n])
+                torch._foreach_add_(targets, [e * on for e in pert[n]])
         try:
-            total2, _ = recompute()
+            with frozen_running_stats(self.bn_modules):
+                total2, _ = recompute()
             if scaler is not None:
                 total2 = scaler.scale(total2)
             grads2 = torch.autograd.grad(total2, enc, allow_unused=True)
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(enc, saved)
+                torch._foreach_copy_(list[Tensor](enc), saved)
         for p, g, old in zip(enc, grads2, before):
             g = torch.zeros_like(p) if g is None else g
             p.grad = g if old is None else g.add_(old)
+
+    def train_step(self, batch, tools, *, epoch: int):
+        """The whole step through the loop's ``StepTools``: forward, loss, both passes, guard, step."""
+        tools.zero_grad()
+        out = tools.forward(batch)
+        total, terms = tools.loss(out, batch["labels"])
+        self._pending = lambda: tools.loss(tools.forward(batch), batch["labels"])
+        tools.backward(total, terms)  # the loop's backward calls self.backward (scaled under AMP)
+        skip = tools.guard(total)
+        tools.optimizer_step(skip)
+        return out, total, terms, skip
 
     def state_dict(self) -> dict:
         return {"ema": {n: v.detach().cpu() for n, v in self.ema.items()},

@@ -14,9 +14,9 @@ from torch import nn
 
 from ogmge.contracts import ModalitySpec
 from ogmge.methods import (
+    MASAM,
     AnchoredFusion,
     BalancingMethod,
-    MASAM,
     GBlending,
     MMPareto,
     ModalityDropout,
@@ -190,8 +190,9 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         return MMPareto(dict(encoders.items()), scale=config.mmpareto_scale)
     if method == "masam":
         encoders = cast(Mapping[str, nn.Module], model.encoders)
+        parts = [m for m in (getattr(model, "heads", None), getattr(model, "fusion", None)) if isinstance(m, nn.Module)]
         return MASAM(dict(encoders.items()), rho=config.masam_rho, score_weight=config.masam_score_weight,
-                     momentum=config.masam_momentum, as_released=config.masam_as_released)
+                     momentum=config.masam_momentum, as_released=config.masam_as_released, modules=parts)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
     if method == "anchored":

@@ -31,7 +31,6 @@ stays on the device and reaches the host once per trace flush.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -133,24 +132,6 @@ def probe_loss(model: nn.Module, out, labels: torch.Tensor) -> torch.Tensor | No
     if callable(fn):
         return fn(out, labels)
     return None
-
-
-@contextlib.contextmanager
-def frozen_running_stats(model: nn.Module):
-    """BatchNorm layers keep their running statistics (momentum 0, counter restored) inside."""
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            saved.append((m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()))
-            m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum, count in saved:
-            m.momentum = momentum
-            if count is not None:
-                assert m.num_batches_tracked is not None
-                m.num_batches_tracked.copy_(count)
 
 
 def _batch_loss(out, labels: torch.Tensor) -> torch.Tensor:
@@ -463,18 +444,17 @@ class Trainer:
         """The method's backward (``total.backward()``, scaled under AMP, unless it owns it).
         A method that owns the step (``owns_step``: MASAM's second pass at perturbed
         weights) also gets ``recompute()``: the forward pass and loss on the same batch at
-        the current weights, BatchNorm running statistics frozen."""
+        the current weights (the method keeps BatchNorm statistics frozen)."""
         if getattr(self.method, "owns_step", False):
-            self.method.backward(total, terms, scaler=self.scaler, recompute=lambda: self._recompute(b))
+            owner: Any = self.method  # its backward takes recompute (MASAM)
+            owner.backward(total, terms, scaler=self.scaler, recompute=lambda: self._recompute(b))
         else:
             self.method.backward(total, terms, scaler=self.scaler)
         balancing.average_other_gradients_(self.method, self.model, self.ctx)  # DDP + MMPareto: the heads
 
     def _recompute(self, b: dict) -> tuple[Tensor, dict]:
-        """``(total, terms)`` of the batch at the current weights (BatchNorm statistics untouched)."""
-        with frozen_running_stats(self.model):
-            out = self._forward(b)
-            _, total, terms = self._loss(out, b["labels"])
+        """``(total, terms)`` of the batch at the current weights."""
+        _, total, terms = self._loss(self._forward(b), b["labels"])
         return total, terms
 
     def _after_backward(self, out, labels: Tensor, total: Tensor, epoch: int):
