@@ -5,7 +5,7 @@ by name, with its options (``Option``) and requirements declared on its class.
 
 Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
-(``uni_ensemble``), this project's anchored fusion (``anchored``), MASAM (``masam``), plus adapters for OGM-GE and OPM (``adapters``). They know
+(``uni_ensemble``), this project's anchored fusion (``anchored``), MASAM (``masam``), InfoReg (``inforeg``), plus adapters for OGM-GE and OPM (``adapters``). They know
 tensors, parameters and modality names; never a model, dataset or trainer.
 """
 
@@ -13,6 +13,7 @@ from .adapters import OGMGEMethod, OPMMethod
 from .anchored import AnchoredFusion
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
+from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
@@ -34,6 +35,7 @@ from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights
 
 __all__ = [
     "AnchoredFusion",
+    "InfoReg",
     "MASAM",
     "FUSED",
     "BalancingMethod",

@@ -39,7 +39,7 @@ GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "masam")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "masam", "inforeg")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -156,6 +156,11 @@ class TrainConfig:
     masam_score_weight: float = 0.8
     masam_momentum: float = 0.91
     masam_as_released: bool = False
+    inforeg_beta: float = 0.95
+    inforeg_threshold: float = 0.05
+    inforeg_window: int = 10
+    inforeg_scale_window: bool = True
+    inforeg_as_released: bool = False
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -246,6 +251,12 @@ class TrainConfig:
         check_number("masam_momentum", self.masam_momentum, lo=0, hi=1, hi_open=True)
         if not isinstance(self.masam_as_released, bool):
             raise ValueError(f"masam_as_released must be true or false, got {self.masam_as_released!r}")
+        check_number("inforeg_beta", self.inforeg_beta, lo=0)
+        check_number("inforeg_threshold", self.inforeg_threshold)
+        check_number("inforeg_window", self.inforeg_window, integer=True, lo=1)
+        for key in ("inforeg_scale_window", "inforeg_as_released"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

@@ -18,6 +18,7 @@ from ogmge.methods import (
     AnchoredFusion,
     BalancingMethod,
     GBlending,
+    InfoReg,
     MMPareto,
     ModalityDropout,
     OGMGEMethod,
@@ -29,7 +30,7 @@ from ogmge.seeding import component_seed
 from .config import PAPER_DATASETS, TrainConfig
 
 #: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
-HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored", "masam")
+HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored", "masam", "inforeg")
 
 
 def model_spec(
@@ -193,6 +194,11 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         parts = [m for m in (getattr(model, "heads", None), getattr(model, "fusion", None)) if isinstance(m, nn.Module)]
         return MASAM(dict(encoders.items()), rho=config.masam_rho, score_weight=config.masam_score_weight,
                      momentum=config.masam_momentum, as_released=config.masam_as_released, modules=parts)
+    if method == "inforeg":
+        encoders = cast(Mapping[str, nn.Module], model.encoders)
+        return InfoReg(dict(encoders.items()), beta=config.inforeg_beta, threshold=config.inforeg_threshold,
+                       window=config.inforeg_window, scale_window=config.inforeg_scale_window, epochs=config.epochs,
+                       as_released=config.inforeg_as_released)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
     if method == "anchored":
