@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 import ogmge.data.prepare as prep
 from ogmge.data.collate import collate_samples
 from ogmge.data.paper import load_paper_dataset
-from ogmge.data.paper.common import select_frames
+from ogmge.data.paper.readers import select_frames
 from ogmge.data.prepare import prepare_dataset
 
 
