@@ -32,7 +32,6 @@ stays on the device and reaches the host once per trace flush.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import random
@@ -48,7 +47,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ogmge.io_utils import atomic_write_text
 from ogmge.modulation import ModulationStats
 
 from . import balancing
@@ -65,8 +63,9 @@ from .factory import (
     model_spec,
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
-from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, _clean, truncate_jsonl
+from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, truncate_jsonl
 from .metrics import evaluate, to_device
+from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 from .selection import select_validation
 
@@ -361,6 +360,9 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        opm = getattr(self.model, "opm", None)
+        if opm is not None:  # OPM's window (warm-up) follows the trainer's epoch
+            opm.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
@@ -657,9 +659,7 @@ class Trainer:
                 "class_names": self.data.class_names,
             }
             if self.run_dir is not None:
-                clean = {k: ({kk: _clean(vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
-                         for k, v in results.items()}
-                atomic_write_text(self.run_dir / RESULTS, json.dumps(clean, indent=2) + "\n")
+                RunResults.from_dict(results).write(self.run_dir / RESULTS)
             if test is not None:
                 LOGGER.info("selected epoch %d (%s): test acc %.4f", self.best["epoch"] + 1, selected_by, test["acc"])
         return RunResult(
