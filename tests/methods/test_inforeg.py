@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import batch, tiny_model
 
 from ogmge.methods import InfoReg
 from ogmge.methods.inforeg import released_window_statistic, window_statistic
+from support.method_helpers import batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import FEAT, batch, tiny_model
 
 from ogmge.methods import MASAM
+from support.method_helpers import FEAT, batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 RHO, W, BETA = 0.3, 0.8, 0.91
