@@ -39,7 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ogmge.methods import MASAM, GBlending, MMPareto, ModalityDropout, UnimodalEnsemble
+from ogmge.methods import MASAM, GBlending, InfoReg, MMPareto, ModalityDropout, UnimodalEnsemble
 from ogmge.models import build_paper_model
 
 
@@ -117,6 +117,7 @@ def main(argv=None):
         "mmpareto_authors": make(heads=True),
         "uni_ensemble": make(heads=True, prediction="ensemble"),
         "masam": make(heads=True),
+        "inforeg": make(heads=True),
     }
     if args.only:
         wanted = {"normal", *args.only.split(",")}
@@ -128,6 +129,8 @@ def main(argv=None):
     methods = {"gblend": GBlending(names), "uni_ensemble": UnimodalEnsemble(names)}
     if "mmpareto" in models:
         methods["mmpareto"] = MMPareto(models["mmpareto"].encoders)
+    if "inforeg" in models:
+        methods["inforeg"] = InfoReg(models["inforeg"].encoders, epochs=12)
     if "masam" in models:
         mm = models["masam"]
         methods["masam"] = MASAM(mm.encoders, modules=[mm.heads, mm.fusion])
@@ -155,6 +158,8 @@ def main(argv=None):
         else:
             total, terms = method.loss(out.logits, y, head_logits=out.head_logits)
             method.backward(total, terms)
+            if key == "inforeg":  # the Fisher-trace sums and the proximal pull
+                method.after_backward(modality_logits=out.modality_logits, labels=y, epoch=0)
         opt.step()
 
     def timed(fn):

@@ -149,3 +149,15 @@ def test_trains_by_name_on_three_modality_byo_data_and_resumes_exactly(tmp_path)
         if torch.is_tensor(v):
             assert torch.equal(v, b["model"][k]), k
     assert a["method"] == b["method"] and len(a["method"]["traces"]["c"]) == 2
+
+
+def test_registered_and_built_from_a_context_with_the_runs_epochs():
+    from ogmge.methods import BuildContext, get
+
+    model = tiny_model(NAMES)
+    cls = get("inforeg")
+    m = cls.build(BuildContext(NAMES, encoders=dict(model.encoders.items()), heads=dict(model.heads.items()),
+                               fusion=model.fusion, epochs=12), window=10)
+    assert isinstance(m, InfoReg) and m.effective_window == 2 and cls.ddp == "refused" and cls.needs_heads
+    with pytest.raises(ValueError, match="window"):
+        cls.build(BuildContext(NAMES, encoders=dict(model.encoders.items())), window=0)
