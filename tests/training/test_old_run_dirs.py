@@ -16,6 +16,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs_v2"
 RUNS = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 #: Row fields that measure time, not what was computed.
 TIMING = ("train/samples_per_s", "train/seconds")
+#: Runs whose old numbers today's code no longer reproduces, and why: OPM now draws its masks
+#: as the TPAMI code does (one uniform, then one Bernoulli draw per sample and modality), so
+#: an old OPM run resumes on another random stream (with its old rescale and window).
+NEW_STREAM = {"opm", "ogm_opm"}
 
 
 def close(a, b) -> bool:
@@ -40,6 +44,10 @@ def test_old_run_dir_resumes_to_the_old_trainers_numbers(name, tmp_path):
     assert result.start_epoch == 2 and len(result.history) == 3
     row = result.history[2]
     want = expected["epoch_2_row"]
+    if name in NEW_STREAM:
+        assert set(row) - set(TIMING) >= set(want) - set(TIMING)
+        assert math.isfinite(row["train/loss"]) and result.test_metrics is not None
+        return
     differ = {k: (row.get(k), v) for k, v in want.items() if k not in TIMING and not close(row.get(k), v)}
     assert not differ, differ
     assert set(row) - set(TIMING) >= set(want) - set(TIMING)

@@ -22,12 +22,14 @@ from ogmge.modulation import (
     ModulationStats,
     OPMMasks,
     batch_scores,
-    discrepancy_ratios,
 )
+from ogmge.modulation.opm import OPM_RATIOS, OPM_RESCALES, feature_widths
 
 from .base import BalancingMethod
 from .registry import Option, Space, register
 
+#: Where OPM's defaults come from (the TPAMI paper's released code).
+_TPAMI = "GeWu-Lab/BML_TPAMI2024 code"
 #: Where OGM-GE's defaults come from (the authors' ``main.py``, GeWu-Lab/OGM-GE_CVPR2022).
 _OGM_SRC = "GeWu-Lab/OGM-GE_CVPR2022 main.py"
 
@@ -134,14 +136,23 @@ class OPMMethod(BalancingMethod):
     paper = "Wei, Hu, Du, Wen, 'On-the-fly Modulation for Balanced Multimodal Learning', TPAMI 2024"
     options = (
         Option("q_base", float, 0.5, "base drop probability of the dominant modality", low=0.0, high=1.0,
-               source="this project's OPM defaults (ogmge.modulation.opm)", space=Space.uniform(0.1, 0.9),
-               legacy_key="opm_q_base"),
+               source=f"{_TPAMI}/main.py:42 (argparse; also scripts/train_opm.sh:5; config.py:52 says 0.4, "
+                      "overridden; BalanceBenchmark configs/trainer_config.yaml:85: 0.4)",
+               space=Space.uniform(0.1, 0.9), legacy_key="opm_q_base"),
         Option("lam", float, 0.5, "how fast the drop probability grows with the discrepancy ratio", low=0.0,
-               source="this project's OPM defaults (ogmge.modulation.opm)", space=Space.uniform(0.0, 2.0),
-               legacy_key="opm_lam"),
+               source=f"{_TPAMI}/main.py:43, config.py:53", space=Space.uniform(0.0, 2.0), legacy_key="opm_lam"),
         Option("p_exe", float, 0.7, "probability that a batch is modulated at all", low=0.0, high=1.0,
-               source="this project's OPM defaults (ogmge.modulation.opm)", space=Space.uniform(0.3, 1.0),
-               legacy_key="opm_p_exe"),
+               source=f"{_TPAMI}/main.py:44, config.py:51", space=Space.uniform(0.3, 1.0), legacy_key="opm_p_exe"),
+        Option("rescale", str, "shared", "kept features x 1/(1-theta), theta = sum d_u q_u / sum d_u (shared); "
+               "per_modality: this project's earlier 1/(1-q_u), for old runs", choices=OPM_RESCALES,
+               source=f"{_TPAMI}/models/Classifier.py:39-49", legacy_key="opm_rescale"),
+        Option("ratio", str, "mean", "N > 2: rho_u = s_u / mean (or sum) of the other modalities' scores",
+               choices=OPM_RATIOS, source="DESIGN §2 (mean); BalanceBenchmark OPM_trainer.py:174-180 (sum, N = 3)",
+               legacy_key="opm_ratio"),
+        Option("start_epoch", int, 6, "first epoch with OPM (0-based, inclusive; the released warm-up)", low=0,
+               source=f"{_TPAMI}/main.py:91 (warm_up = epoch <= 5)", legacy_key="opm_starts"),
+        Option("end_epoch", int, None, "last epoch with OPM (0-based, inclusive; null: no end)", low=0,
+               allow_none=True, source=f"{_TPAMI}/main.py:91 (no end)", legacy_key="opm_ends"),
     )
     min_modalities = 2
     tie_rank = 3.0
@@ -152,13 +163,20 @@ class OPMMethod(BalancingMethod):
     def build(cls, ctx, **options) -> OPMMethod:
         """``OPM(...)`` with masks from ``component_seed(seed, "opm")``."""
         opts = cls.resolve_options(options)
-        return cls(OPM(q_base=opts["q_base"], lam=opts["lam"], p_exe=opts["p_exe"], seed=ctx.component_seed("opm")))
+        return cls(OPM(q_base=opts["q_base"], lam=opts["lam"], p_exe=opts["p_exe"], rescale=opts["rescale"],
+                       ratio=opts["ratio"], start_epoch=opts["start_epoch"], end_epoch=opts["end_epoch"],
+                       seed=ctx.component_seed("opm")))
 
     def __init__(self, opm: OPM) -> None:
         if not isinstance(opm, OPM):
             raise TypeError(f"opm must be an ogmge.OPM, got {type(opm).__name__}")
         self.opm = opm
         self.masks: OPMMasks | None = None
+
+    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> None:
+        """OPM's window (the released warm-up) follows the trainer's epoch."""
+        self.opm.set_epoch(epoch)
+        return None
 
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
         """Masked, rescaled features; unchanged (no masks drawn) without labels."""
@@ -167,9 +185,10 @@ class OPMMethod(BalancingMethod):
             return dict(features)
         if modality_logits is None:
             raise ValueError("OPM needs modality_logits to draw its masks")
-        ratios = discrepancy_ratios(batch_scores(modality_logits, labels))
+        ratios = self.opm.ratios(batch_scores(modality_logits, labels))
         first = next(iter(features.values()))
-        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device)
+        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device,
+                                     widths=feature_widths({n: features[n] for n in ratios}))
         return self.masks.apply(features)
 
     @property

@@ -6,12 +6,14 @@ Hooks run in member order: ``transform_features`` feeds each member's output to 
 next and ``sample_keep`` is the samples every member keeps; ``after_backward``,
 ``before_step``, ``begin``/``end_epoch`` call every member. Exactly one member may
 own the loss, the backward or the step (the others keep the base ones), so a chain
-never has two losses; options are the members' own (a name used by two members is
-refused), state is keyed by member name.
+never has two losses; options are the members' own, an option name a member before
+it already uses taking the member's name as a prefix (``ogm+opm``: OGM's
+``start_epoch`` and OPM's ``opm_start_epoch``); state is keyed by member name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -34,13 +36,15 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
     for hook, who in owners.items():
         if len(who) > 1:
             raise ValueError(f"methods {' and '.join(who)} both define {hook}: they cannot be chained ({name})")
-    seen: dict[str, str] = {}
-    for c in classes:
+    options: list = []
+    owners: dict[str, tuple[int, str]] = {}
+    for i, c in enumerate(classes):
         for o in c.options:
-            if o.name in seen:
-                raise ValueError(f"methods {seen[o.name]} and {c.name} both have option {o.name!r}: "
-                                 f"they cannot be chained ({name})")
-            seen[o.name] = c.name
+            key = o.name if o.name not in owners else f"{c.name}_{o.name}"
+            if key in owners:
+                raise ValueError(f"chain {name}: option {key!r} is declared twice")
+            owners[key] = (i, o.name)
+            options.append(o if key == o.name else dataclasses.replace(o, name=key, paper_key=None))
     preds = [p for p in classes[0].predictions if all(p in c.predictions for c in classes[1:])]
     if not preds:
         raise ValueError(f"methods of {name} share no prediction rule")
@@ -50,7 +54,8 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
     attrs = {
         "name": name,
         "paper": "; ".join(c.paper for c in classes if c.paper),
-        "options": tuple(o for c in classes for o in c.options),
+        "options": tuple(options),
+        "option_owners": owners,
         "needs_heads": any(c.needs_heads for c in classes),
         "predictions": tuple(preds),
         "min_modalities": max(c.min_modalities for c in classes),
@@ -89,6 +94,8 @@ class Chain(BalancingMethod):
     """Methods run one after the other at each point of the step (see the module docstring)."""
 
     member_classes: tuple[type[BalancingMethod], ...] = ()
+    #: ``{chain option: (member index, the member's option name)}``
+    option_owners: dict[str, tuple[int, str]] = {}
 
     def __init__(self, members: Sequence[BalancingMethod]) -> None:
         self.members = list(members)
@@ -98,19 +105,26 @@ class Chain(BalancingMethod):
     @classmethod
     def build(cls, ctx: BuildContext, **options) -> Chain:
         opts = resolve_options(cls, options)
-        built = []
-        for c in cls.member_classes:
-            mine = {o.name: opts[o.name] for o in c.options}
-            built.append(c.build(ctx, **mine))
-        return cls(built)
+        return cls([c.build(ctx, **cls._member_options(i, opts)) for i, c in enumerate(cls.member_classes)])
+
+    @classmethod
+    def _member_options(cls, index: int, options: Mapping) -> dict:
+        return {own: options[key] for key, (i, own) in cls.option_owners.items() if i == index and key in options}
 
     @classmethod
     def model_parts(cls, ctx, **options) -> dict:
         parts: dict = {}
-        for c in cls.member_classes:
-            mine = {o.name: options[o.name] for o in c.options if o.name in options}
-            parts.update(c.model_parts(ctx, **mine))
+        for i, c in enumerate(cls.member_classes):
+            parts.update(c.model_parts(ctx, **cls._member_options(i, options)))
         return parts
+
+    def current_options(self) -> dict:
+        out = {}
+        for key, (i, own) in self.option_owners.items():
+            values = self.members[i].current_options()
+            if own in values:
+                out[key] = values[own]
+        return out
 
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
         out = dict(features)

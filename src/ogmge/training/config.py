@@ -52,6 +52,34 @@ DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: 
                "(or --method-opt KEY=VALUE)")
 
 
+#: Keys every saved run config has carried since OPM had settings: a mapping holding all of them
+#: is a run's saved config, not a user's YAML (``legacy_behaviour``).
+SAVED_CONFIG_MARKERS = frozenset({"opm_q_base", "opm_lam", "opm_p_exe", "seed", "device", "trace_every"})
+#: What a saved config that predates a setting ran with: ``{new key: value then}`` (the
+#: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper).
+LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0}
+
+
+def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's saved config lacks because it predates them, with the behaviour it
+    ran with (``LEGACY_DEFAULTS``); empty for a user's YAML or a current saved config."""
+    if not SAVED_CONFIG_MARKERS <= set(values):
+        return {}
+    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values}
+
+
+def legacy_note(values: dict[str, Any]) -> str | None:
+    """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
+    legacy = legacy_behaviour(values)
+    if "opm_rescale" in legacy and not values.get("opm"):
+        legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
+    if not legacy:
+        return None
+    settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
+    return (f"this run predates these settings and keeps the behaviour it was trained with: {settings} "
+            "(docs/methods.md: OPM before it followed its paper)")
+
+
 RETIRED_IMBALANCE = (
     "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
     "installation generates): a run made on version 1 cannot be evaluated or resumed here, retrain it; "
@@ -335,11 +363,14 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise TypeError(f"a configuration must be a mapping of settings, got {type(values).__name__}")
-        values = _translate_legacy(values)
         if "imbalance" in values:  # built-in data v1's knob (retired in v2); old runs' configs carry it
             values = dict(values)
             if values.pop("imbalance") is not None or values.get("dataset", "builtin") == "builtin":
                 raise ValueError(RETIRED_IMBALANCE)
+        legacy = legacy_behaviour(values)
+        if legacy:  # a run made before these settings existed resumes with the behaviour it started with
+            values = {**values, **legacy}
+        values = _translate_legacy(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
