@@ -73,6 +73,9 @@ class BalancingMethod:
         super().__init_subclass__(**kwargs)
         if "distributed_ok" not in cls.__dict__:
             cls.distributed_ok = cls.ddp != "refused"
+        elif not cls.distributed_ok and "ddp" not in cls.__dict__:  # the older spelling of ddp = "refused"
+            cls.ddp = "refused"
+            cls.ddp_reason = cls.__dict__.get("ddp_reason") or "its replicas would not stay identical"
 
     distributed_ok = True
 

@@ -32,8 +32,8 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
     if len(classes) < 2:
         raise ValueError("a chain needs two or more methods")
     name = "+".join(c.name for c in classes)
-    owners = {hook: [c.name for c in classes if _overrides(c, hook)] for hook in ("loss", "backward", "train_step")}
-    for hook, who in owners.items():
+    hooks = {hook: [c.name for c in classes if _overrides(c, hook)] for hook in ("loss", "backward", "train_step")}
+    for hook, who in hooks.items():
         if len(who) > 1:
             raise ValueError(f"methods {' and '.join(who)} both define {hook}: they cannot be chained ({name})")
     options: list = []
@@ -106,6 +106,14 @@ class Chain(BalancingMethod):
     def build(cls, ctx: BuildContext, **options) -> Chain:
         opts = resolve_options(cls, options)
         return cls([c.build(ctx, **cls._member_options(i, opts)) for i, c in enumerate(cls.member_classes)])
+
+    @classmethod
+    def option_key(cls, member: str, option: str) -> str | None:
+        """The chain's name for member ``member``'s option ``option`` (None: no such option)."""
+        for key, (i, own) in cls.option_owners.items():
+            if cls.member_classes[i].name == member and own == option:
+                return key
+        return None
 
     @classmethod
     def _member_options(cls, index: int, options: Mapping) -> dict:

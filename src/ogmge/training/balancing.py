@@ -77,9 +77,9 @@ def evaluate_validation(method: BalancingMethod, model: nn.Module, loader, devic
     if method.cross_fit == "split":
         a, b = halves(n, seed)
         return metrics_from_outputs(subset(outputs, b)), head_losses(subset(outputs, a))
-    losses = head_losses(outputs) if outputs["head_logits"] else None
     if comb is not None:
-        return _cross_fit_combination(comb, outputs, seed), losses
+        return _cross_fit_combination(comb, outputs, seed), None
+    losses = head_losses(outputs) if outputs["head_logits"] else None
     return metrics_from_outputs(outputs), losses
 
 

@@ -8,6 +8,7 @@ YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -336,8 +337,9 @@ class TrainConfig:
         if name.startswith("__") or name not in _legacy_keys():
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         method_name, opt = _legacy_keys()[name]
-        if self.__dict__.get("method") is not None and self.resolved_method == method_name:
-            return self.method_options.get(opt.name, opt.default)
+        if "method" in self.__dict__ and method_name in self.resolved_method.split("+"):
+            key = _option_key(self.method_cls, method_name, opt.name)
+            return self.method_options.get(key, opt.default) if key else opt.default
         return opt.default
 
     def resolved_optimizer(self, builder: str) -> str:
@@ -415,6 +417,22 @@ class TrainConfig:
         return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
 
 
+_dataclass_init = TrainConfig.__init__
+
+
+def _init_with_legacy_keys(self, *args, **kwargs) -> None:
+    """``TrainConfig(...)``, also with the deprecated flat method keys (``mdrop_p=0.3``),
+    translated as ``from_dict`` does."""
+    if any(k in _legacy_keys() for k in kwargs):
+        kwargs = _translate_legacy(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init_with_legacy_keys.__signature__ = inspect.signature(_dataclass_init)  # type: ignore[attr-defined]
+_init_with_legacy_keys.__doc__ = _dataclass_init.__doc__
+TrainConfig.__init__ = _init_with_legacy_keys  # type: ignore[method-assign]
+
+
 def _derived_method(modulation: str, opm: bool) -> str:
     """The method the paper's flags mean (``method: null``)."""
     base = {"Normal": "normal", "OGM": "ogm", "OGM_GE": "ogm_ge"}[modulation]
@@ -431,6 +449,12 @@ def _method_class(name: str, qualname: str | None):
             raise ValueError(f"method_class {qualname!r} is the method {cls.name!r}, not {name!r}")
         return cls
     return registry.get(name)
+
+
+def _option_key(cls, member: str, option: str) -> str | None:
+    """The name under which method ``cls`` (maybe a chain ``a+b``) has ``member``'s ``option``."""
+    key_of = getattr(cls, "option_key", None)
+    return key_of(member, option) if key_of is not None else option
 
 
 def _legacy_keys() -> dict[str, tuple[str, Any]]:
@@ -451,6 +475,12 @@ def _translate_legacy(values: dict[str, Any]) -> dict[str, Any]:
     found = {k: values[k] for k in values if k in legacy}
     if not found:
         return values
+    for key, value in found.items():  # checked even where unused: a typo'd value is an error
+        owner, opt = legacy[key]
+        try:
+            found[key] = opt.validate(value, owner=owner)
+        except ValueError as exc:
+            raise ValueError(f"{key} ({exc})") from None
     values = {k: v for k, v in values.items() if k not in found}
     method = values.get("method")
     if method is None:
@@ -463,13 +493,19 @@ def _translate_legacy(values: dict[str, Any]) -> dict[str, Any]:
     if changed:
         warnings.warn(DEPRECATION.format(keys=", ".join(sorted(changed)), name=name), DeprecationWarning,
                       stacklevel=3)
-    if mine and any(v != legacy[k][1].default for k, v in found.items() if legacy[k][0] in members):
+    if mine and (changed or method is not None):
         spec = {"name": name} if method is None or isinstance(method, str) else dict(method)
-        for opt, v in mine.items():
-            spec.setdefault(opt, v)
+        cls = registry.get(name)
+        for key, value in found.items():
+            owner, opt = legacy[key]
+            target = _option_key(cls, owner, opt.name) if owner in members else None
+            if target is None:
+                continue
+            if value != opt.default:
+                spec[target] = value  # given explicitly (or an old run's setting): it wins
+            else:
+                spec.setdefault(target, value)
         values["method"] = spec
-    elif mine and isinstance(method, dict):
-        values["method"] = {**{o: v for o, v in mine.items()}, **method}
     return values
 
 

@@ -219,6 +219,7 @@ class Trainer:
             raise
         self.val_protocol = balancing.val_protocol(self.method, self.model, self.data.val is not None)
         self.train_head_losses: dict | None = None
+        self._prediction_trace = balancing.prediction_row(self.model)
         if self.monitor is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
@@ -306,6 +307,7 @@ class Trainer:
             self.method.load_legacy_state(ck["legacy_method_state"])
         if ck.get("method"):
             self.method.load_state_dict(ck["method"])
+        self._prediction_trace = balancing.prediction_row(self.model)
         self.start_epoch = int(ck["epoch"]) + 1
         self.global_step = int(ck.get("global_step", 0))
         self.history = list(ck.get("history", []))
@@ -621,9 +623,10 @@ class Trainer:
                 row["modulated"] = stats.finite
                 row["skip_reason"] = (grads_reason if stats.scores_finite is None
                                       else Choice(stats.scores_finite, grads_reason, "non-finite scores"))
-        if step.skip_reason is not None:
-            row["modulated"], row["skip_reason"] = False, step.skip_reason
         row.update(self.method.trace_row())
+        row.update(self._prediction_trace)  # the prediction's weights (fitted at the last evaluation)
+        if step.skip_reason is not None:  # the step's own skip overrides what the modulation says
+            row["modulated"], row["skip_reason"] = False, step.skip_reason
         return row
 
     def _evaluate(self, split: str) -> dict | None:
@@ -666,7 +669,8 @@ class Trainer:
         val, val_losses = self._evaluate_validation()
         self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=val_losses)
         row.update({k: float(v) for k, v in self.method.epoch_row().items()})
-        row.update(balancing.prediction_row(self.model))
+        self._prediction_trace = balancing.prediction_row(self.model)
+        row.update(self._prediction_trace)
         return val
 
     def _test_epoch(self, val: dict | None) -> dict | None:
