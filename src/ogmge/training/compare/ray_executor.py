@@ -223,10 +223,20 @@ class RayExecutor:
                         record(Outcome(job.key, "done", seconds=stats["seconds"]))
                 submit()
         except BaseException:
-            for ref in pending:  # Ctrl-C or a driver error: stop what is still running
-                ray.cancel(ref, force=True)
+            self._cancel(list(pending))
             raise
         return outcomes
+
+    def _cancel(self, refs: list, timeout: float = 60.0) -> None:
+        """Ctrl-C or a driver error: kill the tasks still running and wait until they have
+        ended, so that no worker still writes into a run directory a rerun may clear."""
+        ray = self.ray
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        deadline = time.monotonic() + timeout
+        left = refs
+        while left and time.monotonic() < deadline:
+            _, left = ray.wait(left, num_returns=len(left), timeout=max(0.1, deadline - time.monotonic()))
 
 
 def _unwrap(ray, exc: BaseException) -> BaseException:
