@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.methods import OPMMethod
 from ogmge.models import build_model
 from ogmge.modulation import OPM
