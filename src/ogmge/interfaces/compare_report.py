@@ -217,6 +217,11 @@ def compare(
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
     executor: Executor | None = None,
+    tune: int | None = None,
+    tune_shared: str = "schedule",
+    cv: int | None = None,
+    storage: str | None = None,
+    pruner: str = "median",
     **settings: Any,
 ) -> dict:
     """Train ``methods`` x ``seeds`` and each modality alone on ``config``'s data, write
@@ -227,7 +232,11 @@ def compare(
     ``methods`` defaults to every method; ``normal`` is always included. ``jobs``: runs at
     once (default: one per CPU core with one thread each, or one per CUDA device).
     ``tie_tolerance``: fraction of accuracy within which the simpler method wins (0.005).
-    ``executor``: how runs execute (default: local processes). The figure:
+    ``executor``: how runs execute (default: local processes). ``tune=TRIALS``: every
+    candidate tuned with Optuna on validation half A and compared on half B
+    (``tune_shared``: ``"schedule"`` or ``"none"``; ``cv``: folds, 0 for halves, None: by
+    the validation size; ``storage``: an Optuna RDB URL; ``pruner``: ``median``,
+    ``halving`` or ``none``; ``ogmge.training.compare.tuning``). The figure:
     ``ogmge.interfaces.compare_plot.plot_comparison(out)``.
 
     Examples
@@ -239,6 +248,14 @@ def compare(
     >>> summary["selected"], summary["fused_below_best_unimodal"]  # doctest: +SKIP
     ('ogm_ge', False)
     """
+    if tune is not None:  # every candidate tuned on half A, compared on half B (compare.tuning)
+        from ogmge.training.compare.tuning import run_tuned
+
+        return run_tuned(config, out=out, methods=methods, seeds=seeds, trials=tune, tune_shared=tune_shared, cv=cv,
+                         storage=storage, pruner=pruner, tie_tolerance=tie_tolerance, jobs=jobs, executor=executor,
+                         echo=echo, **settings)
+    if (Path(out) / "tune.yaml").is_file():
+        raise ValueError(f"{out} holds a tuned comparison (tune.yaml): rerun it with --tune, or use another --out")
     summary, verdict = run_comparison(config, out=out, methods=methods, seeds=seeds, jobs=jobs,
                                       tie_tolerance=tie_tolerance, echo=echo, progress=progress,
                                       executor=executor, **settings)
