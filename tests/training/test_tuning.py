@@ -275,3 +275,22 @@ def test_permuted_test_labels_change_no_trial_no_choice_no_verdict(tmp_path):
     assert a["verdict"] == b["verdict"]
     on_disk = yaml.safe_load((tmp_path / "orig" / "tune.yaml").read_text())
     assert on_disk["cv"] == 0 and json.loads((tmp_path / "orig" / "summary.json").read_text())["tuned"]
+
+
+def test_cli_tune_writes_default_vs_tuned_rows_and_refuses_an_untuned_rerun(tmp_path, capsys):
+    from ogmge.interfaces.cli import main
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(data), "--methods", "ogm_ge", "--seeds", "0", "--epochs", "1", "--batch-size",
+            "8", "--device", "cpu", "--set", "model_options={hidden: 4, out_dim: 8}", "--no-progress",
+            "--jobs", "1", "--out", str(out), "--tune", "2", "--tune-shared", "none", "--cv", "0"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| ogm_ge" in text and "default B" in text and "Verdict (half B)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tuned"] and summary["candidates"]["ogm_ge"]["trials"]["complete"] == 2
+    with pytest.raises(ValueError, match="tuned comparison"):
+        import ogmge
+
+        ogmge.compare(tiny_config(data), out=out, methods=["ogm_ge"], seeds=[0], jobs=1, echo=None, progress=False)
