@@ -85,7 +85,9 @@ class ArrayDataset(Dataset):
     ``arrays[name]`` is ``(N, *sample_shape)``; for a modality in ``lengths``
     the variable axis is padded and sample ``i`` is trimmed to ``lengths[name][i]``.
     Exposes ``modalities``, ``num_classes``, ``class_names``, ``targets``,
-    ``groups`` (or None) and ``splits`` (or None).
+    ``groups`` (or None), ``splits`` (or None) and ``label_values`` (or None).
+    Without ``class_names`` and ``num_classes``, labels must be 0..C-1 (every class present):
+    others are refused rather than widened to ``max(label) + 1`` classes.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class ArrayDataset(Dataset):
         num_classes: int | None = None,
         groups: Sequence | None = None,
         splits: Sequence[str] | None = None,
+        label_values: Sequence[int] | None = None,
     ) -> None:
         self.arrays = {n: torch.as_tensor(a) for n, a in arrays.items()}
         self.labels = torch.as_tensor(labels, dtype=torch.long)
@@ -117,6 +120,13 @@ class ArrayDataset(Dataset):
             if axis is not None:
                 shape[axis] = None
             self.modalities[name] = ModalitySpec(name, kinds[name], tuple(shape))
+        if num_classes is None and class_names is None and len(self.labels):
+            present = torch.unique(self.labels)
+            if int(present[0]) != 0 or int(present[-1]) != len(present) - 1:
+                raise ValueError(
+                    f"labels take the values {_show_values(present.tolist())}, not 0..C-1: pass class_names "
+                    "(or num_classes) to say how many classes there are, or relabel them 0..C-1 "
+                    "(load_byo does so, keeping the values as class names)")
         if num_classes is None:
             num_classes = len(class_names) if class_names is not None else int(self.labels.max()) + 1
         self.num_classes = int(num_classes)
@@ -124,6 +134,8 @@ class ArrayDataset(Dataset):
         self.targets = self.labels.tolist()
         self.groups = list(groups) if groups is not None else None
         self.splits = list(splits) if splits is not None else None
+        #: the label values of the source when ``load_byo`` renumbered them (class i had label_values[i])
+        self.label_values = list(label_values) if label_values is not None else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -156,6 +168,7 @@ class ArrayDataset(Dataset):
             num_classes=self.num_classes,
             groups=None if self.groups is None else [self.groups[i] for i in rows],
             splits=None if self.splits is None else [self.splits[i] for i in rows],
+            label_values=self.label_values,
         )
 
     def select_modalities(self, names: Sequence[str]) -> ArrayDataset:
@@ -172,6 +185,7 @@ class ArrayDataset(Dataset):
             num_classes=self.num_classes,
             groups=self.groups,
             splits=self.splits,
+            label_values=self.label_values,
         )
 
     def split(self, which: str) -> ArrayDataset:
@@ -185,6 +199,27 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         mods = ", ".join(f"{n}: {s.kind} {s.shape}" for n, s in self.modalities.items())
         return f"ArrayDataset({len(self)} samples, {self.num_classes} classes; {mods})"
+
+
+def _show_values(values: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return "{" + shown + (f", ... ({len(values)} values)" if len(values) > limit else "") + "}"
+
+
+def contiguous_labels(labels: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
+    """``(labels, None)`` when they are 0..C-1 with every class present; else labels renumbered
+    0..C-1 in the order of their values and the values (``values[i]`` is class ``i``'s label)."""
+    values = np.unique(labels)
+    if values[0] == 0 and values[-1] == len(values) - 1:
+        return labels, None
+    return np.searchsorted(values, labels).astype(np.int64), [int(v) for v in values]
+
+
+def describe_relabel(values: Sequence[int]) -> str:
+    """The line shown when labels were renumbered: the mapping, value -> class index."""
+    pairs = ", ".join(f"{v}->{i}" for i, v in enumerate(values[:8])) + (", ..." if len(values) > 8 else "")
+    return (f"labels {_show_values(values)} are not 0..C-1: renumbered to classes 0..{len(values) - 1} "
+            f"({pairs}); the class names keep the original values")
 
 
 # --------------------------------------------------------------------- validation
@@ -282,6 +317,10 @@ def validate_byo(
         if arr.shape[0] != n:
             raise ValueError(f"array {name!r} has {arr.shape[0]} samples but 'labels' has {n}")
         sample_shape = tuple(arr.shape[1:])
+        if 0 in sample_shape:
+            raise ValueError(
+                f"array {name!r} has per-sample shape {sample_shape}: an axis of size 0 holds no data; every "
+                "sample needs at least one step / value along each axis (pad short samples and give lengths)")
         has_lengths = name in lengths and lengths[name] is not None
         kind = kinds.get(name) or infer_kind(sample_shape, has_lengths=has_lengths)
         _check_kind(name, kind, sample_shape, has_lengths)
@@ -533,6 +572,10 @@ def load_byo(
     split: keep only rows whose ``split`` column is ``"train"``, ``"val"`` or ``"test"``.
     modalities: keep only these modalities (e.g. to train one encoder alone).
     Returns an :class:`ArrayDataset` whose samples ``collate_samples`` batches.
+
+    Without ``class_names``, labels that are not 0..C-1 (``{3, 7, 100}``) are renumbered in
+    the order of their values (:func:`contiguous_labels`); the class names are then the
+    values (``["3", "7", "100"]``) and ``dataset.label_values`` holds them (else None).
     """
     path = Path(path)
     if path.is_dir():
@@ -550,15 +593,21 @@ def load_byo(
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     groups = content["groups"]
+    labels, values = content["labels"], None
+    class_names = content["class_names"]
+    if class_names is None:  # classes 0..C-1 by the labels' values, never max(label) + 1 of them
+        labels, values = contiguous_labels(labels)
+        class_names = None if values is None else [str(v) for v in values]
     dataset = ArrayDataset(
         {n: torch.from_numpy(np.ascontiguousarray(a, dtype=MODEL_DTYPE)) for n, a in content["arrays"].items()},
-        torch.from_numpy(content["labels"]),
+        torch.from_numpy(labels),
         kinds=content["kinds"],
         lengths={n: torch.from_numpy(v) for n, v in content["lengths"].items()},
-        class_names=content["class_names"],
-        num_classes=None if content["class_names"] is not None else int(content["labels"].max()) + 1,
+        class_names=class_names,
+        num_classes=None if class_names is not None else int(labels.max()) + 1,
         groups=None if groups is None else groups.tolist(),
         splits=None if content["split"] is None else content["split"].tolist(),
+        label_values=values,
     )
     if modalities is not None:
         dataset = dataset.select_modalities(list(modalities))
