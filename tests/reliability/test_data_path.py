@@ -9,11 +9,11 @@ import json
 
 import numpy as np
 import pytest
-from reliability_helpers import cli, tiny_npz, tiny_values
 
 from ogmge.data.byo import ArrayDataset, load_byo, save_byo
 from ogmge.training import TrainConfig, build_datasets
 from ogmge.training.fingerprint import check_same_data, data_fingerprint
+from support.reliability_helpers import cli, tiny_npz, tiny_values
 
 TRAIN = ("--epochs", "1", "--device", "cpu", "--no-progress", "--set", "model_options={hidden: 4, out_dim: 8}")
 

@@ -47,13 +47,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ogmge.data.views import set_epoch
 from ogmge.modulation import ModulationStats
 
 from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from .config import TrainConfig
-from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
+from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
     build_method,
     build_model_from_config,
@@ -67,6 +68,7 @@ from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, trunc
 from .metrics import evaluate, to_device
 from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
+from .selection import select_validation
 
 #: Skipped (non-finite) steps in a row after which the run stops. Under AMP the
 #: scaler's first overflow steps count too; they halve the scale each time, so 25
@@ -115,6 +117,8 @@ class RunResult:
     resumed: bool = False
     seconds: float = 0.0
     class_names: list[str] = field(default_factory=list)
+    #: The selected checkpoint on the held-out half (``val_selection: {holdout: true}``), else None.
+    holdout_metrics: dict | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +187,8 @@ class Trainer:
 
         seed_everything(self.config.seed)
         self.data = datasets if datasets is not None else build_datasets(self.config)
+        # the samples that select (val_selection: half A, a fold); the held-out half is read once, in _finish
+        self.data, self.holdout = select_validation(self.data, self.config.val_selection)
         check_trainable(self.data)
         if self.ckpt is not None:
             check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
@@ -625,7 +631,7 @@ class Trainer:
     def _finish(self, log: RunLog, t0: float) -> RunResult:
         cfg = self.config
         selected_by = "val acc" if self.data.val is not None else "last epoch"
-        test = None
+        test = holdout = None
         if self.is_main:
             last = self.history[-1] if self.history else None
             if last is not None and last["epoch"] == self.best["epoch"] == cfg.epochs - 1 and "test/acc" in last:
@@ -637,6 +643,7 @@ class Trainer:
                     best = ckpt_mod.load_checkpoint_file(self.run_dir / ckpt_mod.BEST, map_location=self.device)
                     self.model.load_state_dict(best["model"])
                 test = self._evaluate("test")
+            holdout = self._evaluate_holdout()  # the model holds the selected weights here
             results = {
                 "best_epoch": self.best["epoch"],
                 "selected_by": selected_by,
@@ -648,6 +655,7 @@ class Trainer:
                 "patience": self.patience,
                 "val": self.best["val"],
                 "test": test,
+                **({"holdout": holdout, "val_selection": cfg.val_selection} if holdout is not None else {}),
                 "modalities": list(self.data.modalities),
                 "class_names": self.data.class_names,
             }
@@ -668,7 +676,15 @@ class Trainer:
             resumed=self.resume,
             seconds=time.perf_counter() - t0,
             class_names=self.data.class_names,
+            holdout_metrics=holdout,
         )
+
+    def _evaluate_holdout(self) -> dict | None:
+        """The held-out half, once, on the selected checkpoint (what it fitted, it fitted on half A)."""
+        if self.holdout is None or not self.config.val_selection.get("holdout"):
+            return None
+        loader = make_loader(self.holdout, self.config, shuffle=False, device=self.device)[0]
+        return evaluate(self.model, loader, self.device, amp=self.amp)
 
 
 def train(
