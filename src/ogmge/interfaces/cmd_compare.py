@@ -41,12 +41,36 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="training seeds (default 0,1,2)")
     c.add_argument("--jobs", type=int, metavar="N",
                    help="runs at once (default: one per CPU core, one thread each; on CUDA one per device)")
+    c.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where runs execute: local processes (default) or Ray tasks on a cluster "
+                   "(pip install \"ogmge[ray]\"; docs/training.md, 'On a cluster')")
+    c.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address (--backend ray; default: a local Ray runtime; 'auto': the "
+                   "cluster this machine belongs to)")
+    c.add_argument("--cpus-per-run", type=int, metavar="N",
+                   help="CPUs per run: torch's intra-op threads in either backend, the Ray task's CPU request")
+    c.add_argument("--gpus-per-run", type=float, default=0, metavar="G",
+                   help="GPUs per Ray task (--backend ray; default 0)")
     c.add_argument("--out", metavar="DIR",
                    help="the comparison's directory (default: compare-<data file stem or dataset>)")
     c.add_argument("--tie-tolerance", type=float, default=0.5, metavar="POINTS",
                    help="validation accuracy points within which the simpler method wins (default 0.5)")
     c.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="write DIR/comparison.png (default: yes)")
+    t = p.add_argument_group("tuning (every candidate tuned on validation half A, compared on half B)")
+    t.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="search TRIALS settings per candidate (Normal and each modality alone included) with "
+                   "Optuna; the verdict compares the chosen settings on half B (docs/training.md)")
+    t.add_argument("--tune-shared", choices=("schedule", "none"), default="schedule",
+                   help="schedule: search optimizer, lr and weight decay for every candidate (default); "
+                   "none: keep the configuration's and search only the methods' own options")
+    t.add_argument("--cv", type=int, metavar="K",
+                   help="K group-aware folds of train + validation as the objective (0: halves of the validation "
+                   "split; default: 5 folds when the validation split holds fewer than 200 samples)")
+    t.add_argument("--storage", metavar="URL",
+                   help="an Optuna RDB storage (postgresql://..., mysql+pymysql://...; default: DIR/tuning.db)")
+    t.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                   help="stop settings clearly behind on their per-epoch half-A accuracy (default median)")
     return p
 
 
@@ -90,9 +114,21 @@ def run(args) -> int:
         methods=parse_list(args.methods, "methods"),
         seeds=parse_list(args.seeds, "seeds", int) or [],
         jobs=args.jobs,
+        backend=args.backend,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
         tie_tolerance=args.tie_tolerance / 100.0,
         progress=config.progress,
+        tune=args.tune,
+        **({"tune_shared": args.tune_shared, "cv": args.cv, "storage": args.storage, "pruner": args.pruner}
+           if args.tune is not None else {}),
     )
+    if summary.get("tuned"):
+        print()
+        print((out / "summary.md").read_text())
+        print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; trials: {out / 'tuning.json'}")
+        return 1 if summary.get("failed") else 0
     return report(summary, out, plot=args.plot)
 
 

@@ -138,8 +138,6 @@ class InfoReg(BalancingMethod):
     tie_rank = 9.0
     ddp = "refused"
     ddp_reason = "the pull's strength comes from each rank's own batch (sum of p_y), so replicas would drift apart"
-    distributed_ok = False
-    distributed_reason = ddp_reason
 
     @classmethod
     def build(cls, ctx, **options) -> InfoReg:

@@ -29,9 +29,11 @@ mean of per-tensor cosines (``sam_decomp_closure.py:289-301``). The released pat
 stores gradients for two named modalities (``sam_decomp_closure.py:66-75``); here
 any number N >= 2 of encoders is handled the same way.
 
-The second forward pass needs the batch again: the trainer passes
-``recompute()`` (the forward pass and :meth:`loss` at the current weights,
-BatchNorm running statistics frozen, as the released ``disable_running_stats``).
+The second forward pass needs the batch again: the method owns the step
+(``train_step`` through the trainer's ``StepTools``); in a plain loop,
+``backward(total, terms, recompute=fn)`` with ``fn()`` the forward pass and
+:meth:`loss` at the current weights. BatchNorm running statistics stay frozen
+during the second pass, as the released ``disable_running_stats``.
 Cost: two forward passes and three backward passes (the released code: N + 2
 backward passes in the first pass). The dominant modality is chosen on the device
 (a mask, no host synchronisation). Not for DDP: each rank would perturb along its
@@ -170,14 +172,12 @@ class MASAM(BalancingMethod):
     needs_heads = True
     min_modalities = 2
     owns_backward = True
-    #: Two passes per step, the second at perturbed weights (``train_step``; or ``backward``'s ``recompute``).
+    #: Two passes per step, the second at perturbed weights (``train_step``, or ``backward(recompute=...)``).
     owns_step = True
     tie_rank = 12.0
     ddp = "refused"
     ddp_reason = ("each rank would choose its dominant modality and perturb along its own gradients, "
                   "so the replicas would drift apart")
-    distributed_ok = False
-    distributed_reason = ddp_reason
 
     @classmethod
     def build(cls, ctx, **options) -> MASAM:
