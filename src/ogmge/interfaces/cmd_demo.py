@@ -53,9 +53,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ogmge.training import TrainConfig
-    from ogmge.training.compare import SETTINGS
+    from ogmge.training.compare import SETTINGS, CompareInterrupted
 
-    from .cmd_compare import parse_list, report
+    from .cmd_compare import interrupted, parse_list, report
     from .compare_report import compare
 
     if args.unimodal is False:
@@ -86,8 +86,11 @@ def run(args) -> int:
     t0 = time.perf_counter()
     print(f"ogmge demo: built-in data, methods {', '.join(DEMO_METHODS)} and each modality alone, seeds "
           f"{seeds}, {base.epochs} epochs, fusion {base.fusion}; outputs in {out}/", flush=True)
-    summary = compare(base, out=out, methods=list(DEMO_METHODS), seeds=seeds, jobs=args.jobs,
-                      progress=args.progress)
+    try:
+        summary = compare(base, out=out, methods=list(DEMO_METHODS), seeds=seeds, jobs=args.jobs,
+                          progress=args.progress)
+    except CompareInterrupted as stop:
+        return interrupted(stop, "demo")
     code = report(summary, out)
     print(f"total time: {time.perf_counter() - t0:.0f} s")
     return code
