@@ -12,6 +12,7 @@ same ``run`` method (its work function and jobs are picklable by design).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -251,17 +252,6 @@ class LocalExecutor:
         return outcomes
 
     def _run_here(self, schedule: Schedule, record: Callable[[Outcome], None]) -> None:
-        import torch
-
-        before = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            self._run_here_pinned(schedule, record)
-        finally:
-            torch.set_num_threads(before)
-
-    def _run_here_pinned(self, schedule: Schedule, record: Callable[[Outcome], None]) -> None:
         while True:
             ready = schedule.ready()
             if not ready:
@@ -271,7 +261,8 @@ class LocalExecutor:
                 if self.devices:
                     values["device"] = self.devices[0]
                 try:
-                    seconds = self.work(values, job.resume)
+                    with _torch_threads(self.threads):
+                        seconds = self.work(values, job.resume)
                 except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
                     record(outcome_of_error(job.key, exc))
                 else:
@@ -324,6 +315,20 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
         if p.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
             p.kill()
             p.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` for the block (unchanged when None)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_jobs(config: TrainConfig) -> tuple[int, int | None, list[str] | None]:

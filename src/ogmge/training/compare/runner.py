@@ -49,15 +49,23 @@ def run_comparison(
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
     executor: Executor | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_run: int | None = None,
+    gpus_per_run: float = 0,
     **settings: Any,
 ) -> tuple[Summary, Verdict]:
     """Train what ``out`` lacks of ``methods`` x ``seeds`` and each modality alone; return the
     summary of every finished run and its verdict. Writes ``compare.yaml``, the run
     directories and ``timing.json`` (the report files are the interfaces' job:
     ``ogmge.compare`` writes them). ``executor``: how runs execute (default
-    :class:`LocalExecutor` with ``jobs`` runs at once); arguments as ``ogmge.compare``.
+    :class:`LocalExecutor` with ``jobs`` runs at once, or ``backend="ray"``: a
+    :class:`~.ray_executor.RayExecutor` on the cluster at ``address``); ``cpus_per_run``:
+    torch threads (and, under Ray, CPUs) per run in either backend; arguments as
+    ``ogmge.compare``.
     """
     say = echo or (lambda _msg: None)
+    check_backend(backend, cpus_per_run, gpus_per_run)
     base = base_config(config, settings)
     if base.val_fraction == 0:
         raise ValueError("val_fraction must be > 0 for compare: the verdict is chosen on the validation split "
@@ -72,7 +80,8 @@ def run_comparison(
     make_out(out)
     with ComparisonLock(out):
         return _run_locked(base, out, methods_, seeds_, jobs=jobs, tie_tolerance=tie_tolerance, say=say,
-                           progress=progress, executor=executor)
+                           progress=progress, executor=executor, backend=backend, address=address,
+                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
 
 
 class CompareInterrupted(KeyboardInterrupt):
@@ -108,7 +117,8 @@ def check_same_data(out: Path, stored: Settings | None, current: dict) -> None:
 
 
 def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[int], *, jobs: int | None,
-                tie_tolerance: float, say, progress: bool, executor: Executor | None) -> tuple[Summary, Verdict]:
+                tie_tolerance: float, say, progress: bool, executor: Executor | None, backend: str,
+                address: str | None, cpus_per_run: int | None, gpus_per_run: float) -> tuple[Summary, Verdict]:
     from ..fingerprint import data_fingerprint
 
     stored = Settings.load(out) if (out / SETTINGS).is_file() else None
@@ -120,6 +130,12 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
         jobs = auto_jobs
     if devices is not None:
         jobs = min(jobs, len(devices))
+    if cpus_per_run is not None:
+        threads = cpus_per_run
+    if backend == "ray" and executor is None:
+        from .ray_executor import RayExecutor
+
+        executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
 
     modalities = stored_modalities(out)
     estimate = None
@@ -145,6 +161,9 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
     if todo:
         where = f"{parallel} at once" + (f", {threads} thread{'s' if threads != 1 else ''} each" if threads else "")
         start = "" if parallel <= 1 else " plus a few seconds to start the worker processes"
+        if backend == "ray":
+            where = f"Ray tasks of {cpus_per_run or 1} CPU(s)" + (f", {gpus_per_run} GPU(s)" if gpus_per_run else "")
+            start = " plus the Ray runtime's start"
         say(f"  estimate: about {fmt_seconds(total)}{start} ({fmt_seconds(per_run)} per run from {source}; "
             f"{where})")
 
@@ -163,6 +182,23 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
     summary = replace(summarize(out), jobs=parallel if todo else jobs, threads_per_run=threads, failed=failed,
                       unavailable=unavailable)
     return summary, select(summary, tie_tolerance)
+
+
+BACKENDS = ("local", "ray")
+
+
+def check_backend(backend: str, cpus_per_run: int | None, gpus_per_run: float) -> None:
+    """Refuse an unknown backend or resource request, naming it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if cpus_per_run is not None and (isinstance(cpus_per_run, bool) or not isinstance(cpus_per_run, int)
+                                     or cpus_per_run < 1):
+        raise ValueError(f"cpus_per_run must be an integer >= 1, got {cpus_per_run!r}")
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, (int, float)) or gpus_per_run < 0:
+        raise ValueError(f"gpus_per_run must be a number >= 0, got {gpus_per_run!r}")
+    if gpus_per_run and backend != "ray":
+        raise ValueError("gpus_per_run is a Ray resource request (backend 'ray'); the local backend puts one "
+                         "run on each CUDA device")
 
 
 def execute_plan(plan: Plan, todo, states, executor: Executor, *, timing: dict[str, float],
