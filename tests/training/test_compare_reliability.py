@@ -106,9 +106,11 @@ def test_ctrl_c_in_compare_jobs_1_keeps_finished_runs_and_says_how_to_continue(t
     flags = ["--data", str(data), "--methods", "normal", "--seeds", "0", "--jobs", "1", "--out", str(out),
              "--epochs", "1", "--no-plot", "--no-progress"]
     assert main(["compare", *flags]) == 130
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"ogmge compare: interrupted: 1 of 3 runs finished and kept in {out}; rerun the same command "
-                   "to continue (interrupted runs resume from their last checkpoint)"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"ogmge compare: interrupted: 1 of 3 runs finished and kept in {out}; rerun the same command to continue "
+        "(interrupted runs resume from their last checkpoint)"), err
     assert (out / "normal" / "seed-0" / "results.json").is_file()
     ComparisonLock(out).acquire().release()  # the lock went with the compare
     monkeypatch.setattr(execute, "train_job", real)
