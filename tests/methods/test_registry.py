@@ -10,7 +10,8 @@ from ogmge import methods
 from ogmge.methods import BalancingMethod, BuildContext, Option, Space, register
 from ogmge.methods.registry import options_table, resolve_options
 
-BUILTIN = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "gblend", "uni_ensemble", "mmpareto", "anchored")
+BUILTIN = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "multitask", "gblend", "uni_ensemble", "mmpareto",
+           "anchored")
 
 
 def context(names=("audio", "visual", "text"), seed=0):
@@ -145,11 +146,12 @@ def test_context_seeds_are_derived_from_the_run_seed_and_component_name():
 
 def test_declarations_of_the_builtins():
     get = methods.get
-    assert [n for n in BUILTIN if get(n).needs_heads] == ["gblend", "uni_ensemble", "mmpareto", "anchored"]
+    assert [n for n in BUILTIN if get(n).needs_heads] == ["multitask", "gblend", "uni_ensemble", "mmpareto",
+                                                          "anchored"]
     assert {n: get(n).cross_fit for n in BUILTIN if get(n).fits_on_validation} == {
         "gblend": "split", "uni_ensemble": "swap", "anchored": "swap"}
     assert get("mmpareto").ddp == "syncs" and get("mmpareto").owns_backward
-    assert get("uni_ensemble").predictions == ("ensemble",) and get("anchored").predictions == ("blend",)
+    assert get("uni_ensemble").predictions == ("stacked",) and get("anchored").predictions == ("stacked",)
     assert get("ogm").paper_flags == {"modulation": "OGM", "opm": False}
     assert get("opm").paper_flags == {"modulation": "Normal", "opm": True}
     assert all(get(n).distributed_ok for n in BUILTIN)

@@ -83,7 +83,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--mmpareto-scale", type=float, metavar="S",
                    help="MMPareto: multiplier of the combined encoder gradients (default 1.5)")
     o.add_argument("--anchored-weight", type=float, metavar="W",
-                   help="anchored: weight of each unimodal head's loss beside the fused loss (default 1)")
+                   help="anchored (= multitask + stacked): weight of each unimodal head's loss (default 1)")
+    o.add_argument("--multitask-weight", type=float, metavar="W",
+                   help="multitask: weight of each unimodal head's loss beside the fused loss (default 1, "
+                        "MMPareto's uniform baseline)")
     o.add_argument("--modulation", choices=MODES)
     o.add_argument("--alpha", type=float)
     o.add_argument("--modulation-starts", type=int, metavar="EPOCH", help="first modulated epoch (0-based)")
@@ -118,7 +121,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
     "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
-    "mdrop_p", "mmpareto_scale", "anchored_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
+    "mdrop_p", "mmpareto_scale", "anchored_weight", "multitask_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )

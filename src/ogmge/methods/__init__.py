@@ -5,7 +5,10 @@ by name, with its options (``Option``) and requirements declared on its class.
 
 Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
-(``uni_ensemble``), this project's anchored fusion (``anchored``), plus adapters for OGM-GE and OPM (``adapters``). They know
+(``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
+baseline), plus adapters for OGM-GE and OPM (``adapters``). The ``stacked``
+prediction rule (``stacked``: this project's head combiner) pools a model's heads
+on validation; ``anchored`` is the old name of ``multitask`` + ``stacked``. They know
 tensors, parameters and modality names; never a model, dataset or trainer.
 """
 
@@ -15,6 +18,7 @@ from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .mdrop import ModalityDropout
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
+from .multitask import Multitask
 from .normal import Normal
 from .registry import (
     BuildContext,
@@ -29,6 +33,7 @@ from .registry import (
     register,
     resolve_qualname,
 )
+from .stacked import StackedPrediction
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
@@ -50,6 +55,8 @@ __all__ = [
     "GBlending",
     "MMPareto",
     "ModalityDropout",
+    "Multitask",
+    "StackedPrediction",
     "OGMGEMethod",
     "OPMMethod",
     "UnimodalEnsemble",

@@ -47,8 +47,10 @@ defaults in brackets):
 - ``needs_heads`` [False]: the model gets a trainable linear head per modality
   (``ModelOutput.head_logits``; in the context as ``ctx.heads``).
 - ``predictions`` [``("fused",)``]: the prediction rules the method supports, the
-  first the default (``"fused"``: the fusion head; ``"ensemble"``: the heads'
-  weighted log-probabilities; ``"blend"``: fused head and heads; more to come).
+  first the default (``"fused"``: the fusion head; ``"stacked"``: the heads'
+  validation-fitted log-linear pool, :mod:`ogmge.methods.stacked` — over the fused
+  head and the modality heads, or the modality heads only for a method without a
+  trained fusion head; more to come).
 - ``min_modalities`` [1], ``max_modalities`` [None]: modalities it can balance.
 - ``fits_on_validation`` [False] and ``cross_fit`` [None]: whether it fits
   something on the validation split, and how its selection score is then

@@ -63,7 +63,8 @@ from .logs import METRICS, RESULTS, read_jsonl
 
 #: Simplicity order for ties: a method wins a tie against every method after it.
 #: Methods added later go at the end (in ``METHODS`` order).
-SIMPLICITY: tuple[str, ...] = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "gblend", "uni_ensemble", "mmpareto")
+SIMPLICITY: tuple[str, ...] = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "multitask", "gblend", "uni_ensemble",
+                               "mmpareto")
 #: Methods that fit something on the validation split (``fits_on_validation``): selection
 #: needs a cross-fitted score.
 CROSS_FIT = frozenset({"uni_ensemble", "gblend", "anchored"})

@@ -39,7 +39,7 @@ GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "multitask", "anchored")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -152,6 +152,7 @@ class TrainConfig:
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
     anchored_weight: float = 1.0
+    multitask_weight: float = 1.0
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -237,6 +238,7 @@ class TrainConfig:
         check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
         check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
         check_number("anchored_weight", self.anchored_weight, lo=0, lo_open=True)
+        check_number("multitask_weight", self.multitask_weight, lo=0, lo_open=True)
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

@@ -1,7 +1,7 @@
 """Building the model, optimiser, scheduler and modulator of a run from its config.
 
 Random components are seeded here, and only here, each from ``(config.seed, its name)``
-(:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``, ``"estimator"``.
+(:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``, ``"estimator"``, ``"mdrop"``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ogmge.methods import (
     GBlending,
     MMPareto,
     ModalityDropout,
+    Multitask,
     OGMGEMethod,
     UnimodalEnsemble,
 )
@@ -28,7 +29,7 @@ from ogmge.seeding import component_seed
 from .config import PAPER_DATASETS, TrainConfig
 
 #: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
-HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored")
+HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "multitask", "anchored")
 
 
 def model_spec(
@@ -116,7 +117,8 @@ def build_model_from_config(
     options = {k: v for k, v in config.model_options.items() if k != "builder"}
     method_options = method_model_options(config, len(modalities))
     if config.resolved_method == "mdrop":
-        method_options["feature_transform"] = ModalityDropout(list(modalities), p=config.mdrop_p, seed=config.seed)
+        method_options["feature_transform"] = ModalityDropout(
+            list(modalities), p=config.mdrop_p, seed=component_seed(config.seed, "mdrop"))
     if builder == "paper" and set(modalities) != {"audio", "visual"}:
         model = _paper_subset_model(config, list(modalities), num_classes, options)
     elif builder == "paper":
@@ -191,6 +193,8 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         return UnimodalEnsemble(names)
     if method == "anchored":
         return AnchoredFusion(names, anchor_weight=config.anchored_weight)
+    if method == "multitask":
+        return Multitask(names, head_weight=config.multitask_weight)
     if method == "mdrop":
         ft = getattr(model, "feature_transform", None)
         if not isinstance(ft, ModalityDropout):
