@@ -72,12 +72,15 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--method", choices=METHODS,
                    help="balancing method (default: derived from --modulation and --opm, the paper's flags; "
                    "--method opm is --modulation Normal --opm)")
+    o.add_argument("--gblend-estimator", choices=("paper", "online"),
+                   help="G-Blending: paper (a copy per head trained for a super-epoch; default) or online "
+                   "(the earlier estimate from the run's own losses)")
     o.add_argument("--gblend-super-epoch", type=int, metavar="EPOCHS",
-                   help="G-Blending: epochs between two estimates of the blending weights (default 2)")
+                   help="G-Blending: epochs between two estimates of the blending weights (default 10)")
     o.add_argument("--gblend-w-min", type=float, metavar="W",
-                   help="G-Blending: floor of every head's weight (default 0.05)")
+                   help="G-Blending: floor of every head's weight (default 0: none, as in the paper)")
     o.add_argument("--gblend-delta-o-min", type=float, metavar="D",
-                   help="G-Blending: guard, dO**2 is at least D**2 (default 0.01)")
+                   help="G-Blending: guard where the paper divides by ~0, dO**2 >= D**2 (default 1e-6)")
     o.add_argument("--mdrop-p", type=float, metavar="P",
                    help="modality dropout: probability that a sample keeps one modality only (default 0.5)")
     o.add_argument("--mmpareto-scale", type=float, metavar="S",
@@ -120,7 +123,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 #: Named flags that map one-to-one on a config key.
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
-    "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
+    "estimator", "width", "opm", "method", "gblend_estimator", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
     "mdrop_p", "mmpareto_scale", "anchored_weight", "multitask_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",

@@ -90,6 +90,15 @@ class BalancingMethod:
         """Extra modules the model must hold for this method (``{name: module}``; default none)."""
         return {}
 
+    #: The method trains copies of the model to estimate something (G-Blending's paper estimator):
+    #: before each epoch the trainer calls :meth:`estimate_from_copies` with a copy trainer.
+    trains_copies: bool = False
+
+    def estimate_from_copies(self, epoch: int, copies) -> None:
+        """Before training epoch ``epoch`` (with ``trains_copies``): ``copies`` clones the current
+        model, trains a clone for an epoch on one head's loss and measures per-head losses on the
+        training split and the held-out validation half A (``ogmge.methods.gblend.CopyTraining``)."""
+
     def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> Tensor | None:
         """Before training epoch ``epoch``: the epoch's sample indices into the training split
         (re-sampling; repeats allowed), or None for the usual shuffled pass. ``outputs()``

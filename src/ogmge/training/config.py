@@ -53,8 +53,11 @@ METHOD_MODULATION = {
 #: is a run's saved config, not a user's YAML (``legacy_behaviour``).
 SAVED_CONFIG_MARKERS = frozenset({"opm_q_base", "opm_lam", "opm_p_exe", "seed", "device", "trace_every"})
 #: What a saved config that predates a setting ran with: ``{new key: value then}`` (the
-#: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper).
-LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0}
+#: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper; the
+#: online G-Blending estimate, before G-Blending trained copies per head).
+LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0, "gblend_estimator": "online"}
+#: A legacy default applies only to a saved config that has its method's older settings.
+LEGACY_NEEDS = {"opm_rescale": "opm_q_base", "opm_starts": "opm_q_base", "gblend_estimator": "gblend_super_epoch"}
 
 
 def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
@@ -62,19 +65,21 @@ def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
     ran with (``LEGACY_DEFAULTS``); empty for a user's YAML or a current saved config."""
     if not SAVED_CONFIG_MARKERS <= set(values):
         return {}
-    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values}
+    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values and LEGACY_NEEDS[k] in values}
 
 
 def legacy_note(values: dict[str, Any]) -> str | None:
     """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
     legacy = legacy_behaviour(values)
-    if "opm_rescale" in legacy and not values.get("opm"):
+    if not values.get("opm"):
         legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
+    if values.get("method") != "gblend":
+        legacy = {k: v for k, v in legacy.items() if not k.startswith("gblend_")}
     if not legacy:
         return None
     settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
     return (f"this run predates these settings and keeps the behaviour it was trained with: {settings} "
-            "(docs/methods.md: OPM before it followed its paper)")
+            "(docs/methods.md: OPM and G-Blending before they followed their papers)")
 
 
 RETIRED_IMBALANCE = (
@@ -146,9 +151,11 @@ class TrainConfig:
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
     # hyper-parameters of the methods of ``ogmge.methods`` (docs/methods.md), prefixed by method
-    gblend_super_epoch: int = 2
-    gblend_w_min: float = 0.05
-    gblend_delta_o_min: float = 0.01
+    #: ``paper`` (copies trained per head for a super-epoch) or ``online`` (the earlier estimate)
+    gblend_estimator: str = "paper"
+    gblend_super_epoch: int = 10
+    gblend_w_min: float = 0.0
+    gblend_delta_o_min: float = 1e-6
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
     anchored_weight: float = 1.0
@@ -232,6 +239,7 @@ class TrainConfig:
         check_number("opm_ends", self.opm_ends, integer=True, lo=0, allow_none=True)
         if self.opm_ends is not None and self.opm_ends < self.opm_starts:
             raise ValueError(f"opm_ends ({self.opm_ends}) must not be before opm_starts ({self.opm_starts})")
+        check_choice("gblend_estimator", self.gblend_estimator, ("paper", "online"))
         check_number("gblend_super_epoch", self.gblend_super_epoch, integer=True, lo=1)
         check_number("gblend_w_min", self.gblend_w_min, lo=0, hi=1 / 3)
         check_number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0, lo_open=True)

@@ -183,8 +183,8 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
     if method in HEAD_METHODS and getattr(model, "heads", None) is None:
         raise ValueError(f"method {method!r} needs a model with per-modality heads (MultimodalClassifier(heads=True))")
     if method == "gblend":
-        return GBlending(names, super_epoch=config.gblend_super_epoch, w_min=config.gblend_w_min,
-                         delta_o_min=config.gblend_delta_o_min)
+        return GBlending(names, estimator=config.gblend_estimator, super_epoch=config.gblend_super_epoch,
+                         w_min=config.gblend_w_min, delta_o_min=config.gblend_delta_o_min)
     if method == "mmpareto":
         # {modality: encoder}; nn.Module's __getattr__ is typed as Tensor | Module
         encoders = cast(Mapping[str, nn.Module], model.encoders)

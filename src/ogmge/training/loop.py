@@ -215,6 +215,7 @@ class Trainer:
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
         self.optimizer = build_optimizer(self.config, self.model.parameters(), builder=builder)
+        self.builder = builder
         self.patience = self.config.resolved_patience(builder)  # early stopping (None: off)
         self.optimizer_name = self.config.resolved_optimizer(builder)
         self.scheduler = build_scheduler(self.config, self.optimizer)
@@ -350,11 +351,25 @@ class Trainer:
                 self.method.begin(train_losses=start[0], val_losses=start[1])
         balancing.share_state(self.method, self.model, self.ctx)
 
+    def _estimate_from_copies(self, epoch: int) -> None:
+        """A method that trains copies of the model (G-Blending, as published) estimates before the
+        epoch, on rank 0 (its weights then reach every rank)."""
+        if self.is_main:
+            cfg = self.config
+            copies = balancing.TrainerCopies(
+                self.model, lambda params: build_optimizer(cfg, params, builder=self.builder), self.optimizer,
+                self.train_loader, make_loader(self.data.train, cfg, shuffle=False, device=self.device)[0],
+                self.eval_loaders.get("val"), self.device, seed=cfg.seed, epoch=epoch, amp=self.amp)
+            balancing.estimate_from_copies(self.method, copies, self.device)
+        balancing.share_state(self.method, self.model, self.ctx)
+
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
-        self.net.train()
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
+        if self.method.trains_copies:  # the copies see this epoch's data; the loader is reseeded below
+            self._estimate_from_copies(epoch)
+        self.net.train()
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         opm = getattr(self.model, "opm", None)
         if opm is not None:  # OPM's window (warm-up) follows the trainer's epoch
