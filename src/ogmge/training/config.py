@@ -132,6 +132,9 @@ class TrainConfig:
     modalities: list[str] | None = None
     val_fraction: float = 0.1
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: Which validation samples select the epoch (``{}``: all); ``{half: A, seed, holdout}``
+    #: or ``{folds: K, fold: k, seed}`` (``ogmge.training.selection``; tuned comparisons).
+    val_selection: dict[str, Any] = field(default_factory=dict)
     # model
     fusion: FusionName = "concat"
     estimator: EstimatorName | None = None
@@ -229,6 +232,10 @@ class TrainConfig:
                 raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
             self.modalities = list(self.modalities)
         check_number("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
+        # lazy: selection imports the data module, which imports this one
+        from .selection import check_selection
+
+        self.val_selection = check_selection(self.val_selection)
         check_number("width", self.width, integer=True, lo=1)
         check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
         check_number("opm_lam", self.opm_lam, lo=0)
