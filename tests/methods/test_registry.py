@@ -151,7 +151,7 @@ def test_declarations_of_the_builtins():
     assert {n: get(n).cross_fit for n in BUILTIN if get(n).fits_on_validation} == {
         "gblend": "split", "uni_ensemble": "swap", "anchored": "swap"}
     assert get("mmpareto").ddp == "syncs" and get("mmpareto").owns_backward
-    assert get("uni_ensemble").predictions == ("stacked",) and get("anchored").predictions == ("stacked",)
+    assert get("uni_ensemble").predictions == ("ensemble",) and get("anchored").predictions == ("blend",)
     assert get("ogm").paper_flags == {"modulation": "OGM", "opm": False}
     assert get("opm").paper_flags == {"modulation": "Normal", "opm": True}
     assert all(get(n).distributed_ok for n in BUILTIN)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from ogmge.validation import check_number
@@ -56,7 +57,7 @@ class AnchoredFusion(Multitask):
                low=0.0, low_open=True, source="GeWu-Lab/MMPareto_ICML2024 code/uniform_baseline.py:79 (weights 1)",
                space=Space.log_uniform(0.1, 10.0), legacy_key="anchored_weight"),
     )
-    predictions = ("stacked",)
+    predictions = ("blend",)  # the stacked pool over the fused and the modality heads
     fits_on_validation = True
     cross_fit = "swap"
     tie_rank = 8.0
@@ -92,13 +93,16 @@ class AnchoredFusion(Multitask):
         return self.stacked.predict(head_logits)
 
     def state_dict(self) -> dict:
-        return self.stacked.state_dict()
+        """The members only: the trainer keeps the fitted weights in the model's combiner
+        (``model.combiner``); ``self.weights`` is for plain loops."""
+        return {"members": list(self.members)}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.stacked.load_state_dict(state)
+        if list(state.get("members", [])) != list(self.members):
+            raise ValueError(f"anchored fusion state is for {state.get('members')}, this one has {list(self.members)}")
+        if "weights" in state:  # written before the combiner held them
+            self.weights = torch.as_tensor(state["weights"], dtype=torch.float64).clone()
 
-    def trace_row(self) -> dict[str, float]:
-        return {f"blend_w/{m}": float(self.weights[i]) for i, m in enumerate(self.members)}
 
     def __repr__(self) -> str:
         return f"AnchoredFusion(modalities={list(self.modalities)}, anchor_weight={self.anchor_weight})"

@@ -169,6 +169,8 @@ class GBlending(BalancingMethod):
     fits_on_validation = True
     cross_fit = "split"
     tie_rank = 5.0
+    needs_validation = True
+    wants_initial_losses = True
 
     @classmethod
     def build(cls, ctx, **options) -> GBlending:
@@ -190,6 +192,7 @@ class GBlending(BalancingMethod):
         self.estimator = estimator
         #: the paper's estimator: the trainer calls :meth:`estimate_from_copies` before each epoch
         self.trains_copies = estimator == "paper"
+        self.wants_initial_losses = estimator == "online"
         self.heads = (FUSED, *self.modalities)
         self.super_epoch = check_positive_int("super_epoch", super_epoch)
         self.w_min = check_number("w_min", w_min, lo=0.0, hi=1.0 / len(self.heads))

@@ -58,7 +58,8 @@ class Multitask(BalancingMethod):
                "loss_v)", space=Space.log_uniform(0.1, 10.0), legacy_key="multitask_weight"),
     )
     needs_heads = True
-    predictions: tuple[str, ...] = ("fused", "stacked")
+    #: "blend": the stacked pool of the fused and the modality heads (ogmge.methods.stacked)
+    predictions: tuple[str, ...] = ("fused", "blend")
     min_modalities = 2
     tie_rank = 4.5
 

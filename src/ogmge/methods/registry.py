@@ -47,10 +47,10 @@ defaults in brackets):
 - ``needs_heads`` [False]: the model gets a trainable linear head per modality
   (``ModelOutput.head_logits``; in the context as ``ctx.heads``).
 - ``predictions`` [``("fused",)``]: the prediction rules the method supports, the
-  first the default (``"fused"``: the fusion head; ``"stacked"``: the heads'
-  validation-fitted log-linear pool, :mod:`ogmge.methods.stacked` — over the fused
-  head and the modality heads, or the modality heads only for a method without a
-  trained fusion head; more to come).
+  first the default (``"fused"``: the fusion head; the ``stacked`` rule of
+  :mod:`ogmge.methods.stacked`, a validation-fitted log-linear pool of heads, as
+  ``"blend"`` over the fused and the modality heads or ``"ensemble"`` over the
+  modality heads only; more to come).
 - ``min_modalities`` [1], ``max_modalities`` [None]: modalities it can balance.
 - ``fits_on_validation`` [False] and ``cross_fit`` [None]: whether it fits
   something on the validation split, and how its selection score is then
@@ -472,9 +472,19 @@ def _ensure_loaded() -> None:
     load_plugins()
 
 
+_CHAINS: dict[str, type[BalancingMethod]] = {}
+
+
 def get(name: str) -> type[BalancingMethod]:
-    """The method class registered as ``name`` (or an alias of it); a ValueError listing the names."""
+    """The method class registered as ``name`` (or an alias of it); ``"a+b"`` is the chain of
+    ``a`` and ``b`` (``ogmge.methods.chain``). A ValueError lists the names."""
     _ensure_loaded()
+    if isinstance(name, str) and "+" in name:
+        if name not in _CHAINS:
+            from .chain import compose
+
+            _CHAINS[name] = compose([get(part) for part in name.split("+")])
+        return _CHAINS[name]
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(names())} "
@@ -490,6 +500,8 @@ def names() -> tuple[str, ...]:
 
 def is_registered(name: str) -> bool:
     _ensure_loaded()
+    if "+" in name:
+        return all(is_registered(part) for part in name.split("+"))
     return _ALIASES.get(name, name) in _REGISTRY
 
 
@@ -498,10 +510,21 @@ def qualname(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+_KNOWN: dict[str, type[BalancingMethod]] = {}
+
+
+def remember(cls: type[BalancingMethod]) -> None:
+    """Let :func:`resolve_qualname` find ``cls`` in this process without importing it (a
+    class handed to the trainer, e.g. one defined inside a function)."""
+    _KNOWN[qualname(cls)] = cls
+
+
 def resolve_qualname(text: str) -> type[BalancingMethod]:
     """The class named by ``module:QualName`` (imports the module)."""
     from .base import BalancingMethod
 
+    if text in _KNOWN:
+        return _KNOWN[text]
     module, _, qual = text.partition(":")
     if not module or not qual:
         raise ValueError(f"a method class is named 'module:QualName', got {text!r}")
