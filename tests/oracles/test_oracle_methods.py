@@ -249,7 +249,7 @@ def test_gblend_estimate_is_delta_g_over_delta_o_squared_normalised():
     assert not fallback
     for h in start:
         assert abs(weights[h] - raw[h] / total) <= 1e-12
-    gb = GBlending(list(NAMES), estimator="online", super_epoch=1, w_min=0.0, delta_o_min=1e-6)
+    gb = GBlending(list(NAMES), estimate="online", super_epoch=1, w_min=0.0, delta_o_min=1e-6)
     gb.begin(train_losses={h: v[0] for h, v in start.items()}, val_losses={h: v[1] for h, v in start.items()})
     gb.end_epoch(0, train_losses={h: v[0] for h, v in end.items()}, val_losses={h: v[1] for h, v in end.items()})
     assert all(abs(gb.weights[h] - raw[h] / total) <= 1e-12 for h in start)

@@ -10,7 +10,7 @@ over an interval of training, with ``O = L_val - L_train`` (overfitting):
     dO = O(end) - O(start)                  (overfitting gained)
     w_h  proportional to  dG / dO**2, normalised to sum to 1  (Eq. 6, Alg. 1)
 
-``estimator="paper"`` (default; the paper's Algorithm 1 and BalanceBenchmark's
+``estimate="paper"`` (default; the paper's Algorithm 1 and BalanceBenchmark's
 ``GBlending_trainer.py:super_epoch_origin``): at the start of every
 ``super_epoch``-th epoch, from the current weights, a **copy** of the model is
 trained per head (each modality's head on its encoder, and the fused model) for
@@ -22,7 +22,7 @@ then trains with the new weights. Cost: ``(N + 1) * super_epoch`` extra training
 epochs per estimate, i.e. about ``N + 1`` extra runs' worth of training over a
 whole run, plus ``N + 2`` evaluation passes of both splits per estimate.
 
-``estimator="online"`` (this project's earlier variant, kept for run directories
+``estimate="online"`` (this project's earlier variant, kept for run directories
 made with it): the heads being trained with the current weights are measured on
 the blended run's own per-head losses (the epoch's running training means and a
 validation pass) every ``super_epoch`` epochs; the first interval starts on the
@@ -43,7 +43,7 @@ Guards, only where the paper leaves a case undefined:
 
 Usage of the online estimator in a plain loop (the model returns ``logits`` and ``head_logits``)::
 
-    gb = GBlending(["audio", "visual"], estimator="online", super_epoch=2)
+    gb = GBlending(["audio", "visual"], estimate="online", super_epoch=2)
     gb.begin(train_losses=..., val_losses=...)            # initial model, per head
     for epoch in range(epochs):
         for x, y in loader:
@@ -141,7 +141,7 @@ class GBlending(BalancingMethod):
     """G-Blending: head weights w ∝ dG/dO² from copies trained per head; cost (N+1) x super_epoch epochs per estimate.
 
     ``modalities``: names of the unimodal heads (two or more); heads are
-    ``"fused"`` plus these. Keyword-only: ``estimator`` (``"paper"``: copies per head;
+    ``"fused"`` plus these. Keyword-only: ``estimate`` (``"paper"``: copies per head;
     ``"online"``), ``super_epoch`` (epochs per estimate, >= 1), ``w_min`` (floor,
     ``0 <= w_min <= 1/heads``), ``delta_o_min`` (guard on ``dO``, > 0), ``weights``
     (initial weights per head; default uniform).
@@ -150,10 +150,10 @@ class GBlending(BalancingMethod):
     name = "gblend"
     paper = "Wang, Tran, Feiszli, 'What Makes Training Multi-Modal Classification Networks Hard?', CVPR 2020"
     options = (
-        Option("estimator", str, "paper", "paper: copies trained per head for a super-epoch (Alg. 1); online: "
+        Option("estimate", str, "paper", "paper: copies trained per head for a super-epoch (Alg. 1); online: "
                "this project's earlier estimate from the run's own losses", choices=ESTIMATORS,
                source="Wang et al., CVPR 2020, Alg. 1; BalanceBenchmark GBlending_trainer.py (super_epoch_origin)",
-               legacy_key="gblend_estimator"),
+               legacy_key="gblend_estimate"),
         Option("super_epoch", int, 10, "epochs per estimate (and epochs each copy trains)", low=1,
                source="BalanceBenchmark configs/trainer_config.yaml:38 (super_epoch 10 over 30 epochs)",
                space=Space.int_range(1, 10), legacy_key="gblend_super_epoch"),
@@ -180,19 +180,19 @@ class GBlending(BalancingMethod):
         self,
         modalities,
         *,
-        estimator: str = "paper",
+        estimate: str = "paper",
         super_epoch: int = 10,
         w_min: float = 0.0,
         delta_o_min: float = 1e-6,
         weights: Mapping[str, float] | None = None,
     ) -> None:
         self.modalities = check_modalities("modalities", modalities)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
-        self.estimator = estimator
+        if estimate not in ESTIMATORS:
+            raise ValueError(f"estimate must be one of {list(ESTIMATORS)}, got {estimate!r}")
+        self.estimator = estimate
         #: the paper's estimator: the trainer calls :meth:`estimate_from_copies` before each epoch
-        self.trains_copies = estimator == "paper"
-        self.wants_initial_losses = estimator == "online"
+        self.trains_copies = estimate == "paper"
+        self.wants_initial_losses = estimate == "online"
         self.heads = (FUSED, *self.modalities)
         self.super_epoch = check_positive_int("super_epoch", super_epoch)
         self.w_min = check_number("w_min", w_min, lo=0.0, hi=1.0 / len(self.heads))

@@ -55,12 +55,12 @@ DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: 
 
 #: Keys every saved run config has carried since OPM had settings: a mapping holding all of them
 #: is a run's saved config, not a user's YAML (``legacy_behaviour``).
-SAVED_CONFIG_MARKERS = frozenset({"opm_q_base", "opm_lam", "opm_p_exe", "seed", "device", "trace_every"})
+SAVED_CONFIG_MARKERS = frozenset({"seed", "device", "trace_every", "mdrop_p", "mmpareto_scale", "anchored_weight"})
 #: What a saved config that predates a setting ran with: ``{new key: value then}`` (the
 #: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper).
-LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0, "gblend_estimator": "online"}
+LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0, "gblend_estimate": "online"}
 #: A legacy default applies only to a saved config that has its method's older settings.
-LEGACY_NEEDS = {"opm_rescale": "opm_q_base", "opm_starts": "opm_q_base", "gblend_estimator": "gblend_super_epoch"}
+LEGACY_NEEDS = {"opm_rescale": "opm_q_base", "opm_starts": "opm_q_base", "gblend_estimate": "gblend_super_epoch"}
 
 
 def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
