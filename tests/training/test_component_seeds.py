@@ -119,8 +119,9 @@ def test_checkpoints_save_helper_states_once_and_older_ones_with_a_copy_still_re
 
 
 def test_modality_dropout_draws_from_its_own_stream_not_the_weight_initialisation_seed():
-    cfg = TrainConfig(dataset="byo", data="unused.npz", method="mdrop", fusion="concat", seed=7)
-    model, _ = build_model_from_config(cfg, SPECS, 3)
-    drawn = torch.rand(6, generator=model.feature_transform.generators.get("cpu"))
+    from ogmge.methods import BuildContext, get
+
+    md = get("mdrop").build(BuildContext(modalities=("a", "b"), seed=7))
+    drawn = torch.rand(6, generator=md.generators.get("cpu"))
     assert torch.equal(drawn, torch.rand(6, generator=torch.Generator().manual_seed(component_seed(7, "mdrop"))))
     assert not torch.equal(drawn, torch.rand(6, generator=torch.Generator().manual_seed(7)))
