@@ -73,8 +73,7 @@ def default_out(config) -> Path:
 
 
 def run(args) -> int:
-    from ogmge.training.compare import compare
-
+    from .compare_report import compare
     from .config_cli import config_from_args
 
     for flag, instead in PER_RUN_FLAGS.items():
@@ -99,7 +98,7 @@ def run(args) -> int:
 
 def report(summary: dict, out: Path, *, plot: bool = True) -> int:
     """Print the table, the regime, the verdict and the outputs' paths; write the plot."""
-    from ogmge.training.compare import format_table
+    from .compare_report import format_table
 
     print()
     print(f"test accuracy (%) at the validation-selected epoch, mean ± std over seeds {summary['seeds']}; "

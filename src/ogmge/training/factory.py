@@ -70,6 +70,8 @@ def make_opm(config: TrainConfig) -> OPM | None:
     if not config.opm:
         return None
     return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe,
+               rescale=config.opm_rescale, ratio=config.opm_ratio,  # type: ignore[arg-type]
+               start_epoch=config.opm_starts, end_epoch=config.opm_ends,
                seed=component_seed(config.seed, "opm"))
 
 
