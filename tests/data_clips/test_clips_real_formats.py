@@ -9,13 +9,13 @@ import os
 
 import pytest
 import torch
-from clips_rawdata import write_coded_clip
 
 from ogmge.data.clips import clip_id, list_folder
 from ogmge.data.clips_dataset import load_clips_splits
 from ogmge.data.splitting import stratified_split
 from ogmge.interfaces.cli import main
 from ogmge.training import load_run
+from support.clips_rawdata import write_coded_clip
 
 #: relative path -> (video codec, audio codec or None): four per class, two of them bad.
 CLIPS = {

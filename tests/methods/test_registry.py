@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from method_helpers import FEAT, tiny_model
 
 from ogmge import methods
 from ogmge.methods import BalancingMethod, BuildContext, Option, Space, register
 from ogmge.methods.registry import options_table, resolve_options
+from support.method_helpers import FEAT, tiny_model
 
 BUILTIN = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "gblend", "uni_ensemble", "mmpareto", "anchored")
 

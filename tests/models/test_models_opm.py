@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import NUM_CLASSES, tiny_model
 
 from ogmge import OPM, batch_scores, discrepancy_ratios
 from ogmge.modulation import opm_drop_probabilities
+from support.model_helpers import NUM_CLASSES, tiny_model
 
 N = 10_000
 

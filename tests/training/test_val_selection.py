@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_standins import TinyDataset, tiny_config, tiny_model
 
 from ogmge.training import DataBundle, TrainConfig, train
 from ogmge.training.selection import PooledDataset, kfold, select_validation
+from support.training_standins import TinyDataset, tiny_config, tiny_model
 
 
 def test_half_a_selects_and_half_b_is_scored_once_at_the_end(tmp_path):

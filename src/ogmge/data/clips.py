@@ -46,7 +46,9 @@ import torch
 
 from .audio import log_spectrogram, resample, tile_to
 from .errors import DataError, check_on_error
-from .paper.common import CACHE_FORMAT, CACHE_VERSION, FRAMES_DIR, SPLITS
+from .paper.cache import CACHE_FORMAT, CACHE_VERSION
+from .paper.spec import FRAMES_DIR
+from .paper.splits import SPLITS
 from .prepare import (
     SHORTER_SIDE,
     PrepareReport,

@@ -18,7 +18,7 @@ groups). A cache prepared before this rule (no ``split_over`` in its manifest) k
 splits it gave, carved over every listed clip, and says to re-run ``prepare clips`` when the
 skipped clips emptied one.
 
-Samples are those of the paper datasets (:class:`~ogmge.data.paper.common.PaperDataset`):
+Samples are those of the paper datasets (:class:`~ogmge.data.paper.dataset.PaperDataset`):
 ``{"inputs": {"audio": (1, F, T) float32, "visual": (num_frames, 3, S, S)}, "label": int}``;
 training draws random frames (sorted) and a random resized crop with a flip per sample,
 evaluation takes evenly spaced frames resized whole.
@@ -36,12 +36,15 @@ from pathlib import Path
 
 from .clips import DATASET, LIST_FILE, SPLIT_OVER, SPLIT_OVER_KEY, ClipSettings, clip_audio_features
 from .errors import check_on_error
-from .paper.common import SPLITS, PaperDataset, PaperSpec, Record, is_cache, read_manifest
+from .paper.cache import is_cache, read_manifest
+from .paper.dataset import PaperDataset
+from .paper.spec import PaperSpec
+from .paper.splits import SPLITS, Record
 from .splitting import group_split, stratified_split
 
 #: Frames per sample given to the visual encoder by default (the paper: 3, 1 for CREMA-D).
 DEFAULT_NUM_FRAMES = 3
-#: Keywords passed on to :class:`~ogmge.data.paper.common.PaperDataset`.
+#: Keywords passed on to :class:`~ogmge.data.paper.dataset.PaperDataset`.
 DATASET_OPTIONS = ("num_frames", "image_size", "seed", "validate", "visual_dtype")
 
 
@@ -224,7 +227,7 @@ def _listed_splits(cache: ClipsCache, *, val_fraction: float, test_fraction: flo
 
 
 class ClipsDataset(PaperDataset):
-    """One split of a ``prepare clips`` cache: a :class:`~ogmge.data.paper.common.PaperDataset`
+    """One split of a ``prepare clips`` cache: a :class:`~ogmge.data.paper.dataset.PaperDataset`
     whose spectrogram shape and class names come from the cache's manifest."""
 
     def __init__(self, cache: ClipsCache, records, *, split: str, train: bool,
@@ -259,7 +262,7 @@ def load_clips(
 ) -> ClipsDataset:
     """One split (``train``, ``val`` or ``test``) of a clips cache.
 
-    ``kwargs`` go to :class:`~ogmge.data.paper.common.PaperDataset`: ``num_frames`` (3),
+    ``kwargs`` go to :class:`~ogmge.data.paper.dataset.PaperDataset`: ``num_frames`` (3),
     ``image_size`` (224), ``seed`` (augmentations), ``validate``, ``visual_dtype``.
     """
     if split not in SPLITS:

@@ -217,6 +217,10 @@ def compare(
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
     executor: Executor | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_run: int | None = None,
+    gpus_per_run: float = 0,
     **settings: Any,
 ) -> dict:
     """Train ``methods`` x ``seeds`` and each modality alone on ``config``'s data, write
@@ -227,7 +231,10 @@ def compare(
     ``methods`` defaults to every method; ``normal`` is always included. ``jobs``: runs at
     once (default: one per CPU core with one thread each, or one per CUDA device).
     ``tie_tolerance``: fraction of accuracy within which the simpler method wins (0.005).
-    ``executor``: how runs execute (default: local processes). The figure:
+    ``executor``: how runs execute (default: local processes); ``backend="ray"`` runs each
+    as a Ray task on the cluster at ``address`` (None: a local Ray runtime; ``pip install
+    "ogmge[ray]"``) with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each;
+    ``cpus_per_run`` also sets the local backend's torch threads per run. The figure:
     ``ogmge.interfaces.compare_plot.plot_comparison(out)``.
 
     Examples
@@ -241,7 +248,8 @@ def compare(
     """
     summary, verdict = run_comparison(config, out=out, methods=methods, seeds=seeds, jobs=jobs,
                                       tie_tolerance=tie_tolerance, echo=echo, progress=progress,
-                                      executor=executor, **settings)
+                                      executor=executor, backend=backend, address=address,
+                                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, **settings)
     doc = summary_document(summary, verdict)
     write_summary(out, doc)
     return doc

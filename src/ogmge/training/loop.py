@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ogmge.data.views import set_epoch
 from ogmge.modulation import ModulationStats
 
 from . import balancing
@@ -54,7 +55,7 @@ from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from . import stopping as stopping_mod
 from .config import TrainConfig
-from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
+from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
     build_method,
     build_model_from_config,

@@ -12,6 +12,7 @@ same ``run`` method (its work function and jobs are picklable by design).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -224,7 +225,8 @@ class LocalExecutor:
                 if self.devices:
                     values["device"] = self.devices[0]
                 try:
-                    seconds = self.work(values, job.resume)
+                    with _torch_threads(self.threads):
+                        seconds = self.work(values, job.resume)
                 except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
                     record(outcome_of_error(job.key, exc))
                 else:
@@ -257,6 +259,20 @@ class LocalExecutor:
                     else:
                         record(Outcome(job.key, "done", seconds=seconds))
                 submit()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` for the block (unchanged when None)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_jobs(config: TrainConfig) -> tuple[int, int | None, list[str] | None]:

@@ -45,15 +45,23 @@ def run_comparison(
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
     executor: Executor | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_run: int | None = None,
+    gpus_per_run: float = 0,
     **settings: Any,
 ) -> tuple[Summary, Verdict]:
     """Train what ``out`` lacks of ``methods`` x ``seeds`` and each modality alone; return the
     summary of every finished run and its verdict. Writes ``compare.yaml``, the run
     directories and ``timing.json`` (the report files are the interfaces' job:
     ``ogmge.compare`` writes them). ``executor``: how runs execute (default
-    :class:`LocalExecutor` with ``jobs`` runs at once); arguments as ``ogmge.compare``.
+    :class:`LocalExecutor` with ``jobs`` runs at once, or ``backend="ray"``: a
+    :class:`~.ray_executor.RayExecutor` on the cluster at ``address``); ``cpus_per_run``:
+    torch threads (and, under Ray, CPUs) per run in either backend; arguments as
+    ``ogmge.compare``.
     """
     say = echo or (lambda _msg: None)
+    check_backend(backend, cpus_per_run, gpus_per_run)
     base = base_config(config, settings)
     if base.val_fraction == 0:
         raise ValueError("val_fraction must be > 0 for compare: the verdict is chosen on the validation split "
@@ -70,6 +78,12 @@ def run_comparison(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if devices is not None:
         jobs = min(jobs, len(devices))
+    if cpus_per_run is not None:
+        threads = cpus_per_run
+    if backend == "ray" and executor is None:
+        from .ray_executor import RayExecutor
+
+        executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
 
     modalities = stored_modalities(out)
     estimate = None
@@ -88,7 +102,7 @@ def run_comparison(
     per_run = sum(known) / len(known) if known else (estimate or 0.0)
     source = "finished runs" if known else "timing a few training steps"
     parallel = min(jobs, max(len(todo), 1))
-    if parallel <= 1 and threads:  # runs in this process, with its threads
+    if parallel <= 1 and threads and cpus_per_run is None:  # runs in this process, with its threads
         import torch
 
         threads = torch.get_num_threads()
@@ -99,6 +113,9 @@ def run_comparison(
     if todo:
         where = f"{parallel} at once" + (f", {threads} thread{'s' if threads != 1 else ''} each" if threads else "")
         start = "" if parallel <= 1 else " plus a few seconds to start the worker processes"
+        if backend == "ray":
+            where = f"Ray tasks of {cpus_per_run or 1} CPU(s)" + (f", {gpus_per_run} GPU(s)" if gpus_per_run else "")
+            start = " plus the Ray runtime's start"
         say(f"  estimate: about {fmt_seconds(total)}{start} ({fmt_seconds(per_run)} per run from {source}; "
             f"{where})")
 
@@ -111,6 +128,23 @@ def run_comparison(
     summary = replace(summarize(out), jobs=parallel if todo else jobs, threads_per_run=threads, failed=failed,
                       unavailable=unavailable)
     return summary, select(summary, tie_tolerance)
+
+
+BACKENDS = ("local", "ray")
+
+
+def check_backend(backend: str, cpus_per_run: int | None, gpus_per_run: float) -> None:
+    """Refuse an unknown backend or resource request, naming it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if cpus_per_run is not None and (isinstance(cpus_per_run, bool) or not isinstance(cpus_per_run, int)
+                                     or cpus_per_run < 1):
+        raise ValueError(f"cpus_per_run must be an integer >= 1, got {cpus_per_run!r}")
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, (int, float)) or gpus_per_run < 0:
+        raise ValueError(f"gpus_per_run must be a number >= 0, got {gpus_per_run!r}")
+    if gpus_per_run and backend != "ray":
+        raise ValueError("gpus_per_run is a Ray resource request (backend 'ray'); the local backend puts one "
+                         "run on each CUDA device")
 
 
 def execute_plan(plan: Plan, todo, states, executor: Executor, *, timing: dict[str, float],
