@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from training_standins import metric_rows
 
 from ogmge.training import TrainConfig, train
+from support.training_standins import metric_rows
 
 
 def _tiny_builtin(out, seed=0) -> TrainConfig:

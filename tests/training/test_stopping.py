@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config, tiny_model
 
 from ogmge.training import TrainConfig, load_run, train
 from ogmge.training.checkpoint import atomic_save, load_checkpoint_file
 from ogmge.training.stopping import RawRule, SmoothedRule, build_rule, compatible, resolve
+from support.training_standins import (
+    Stop,
+    metric_rows,
+    stop_after,
+    tiny_bundle,
+    tiny_config,
+    tiny_model,
+)
 
 
 def run_curve(rule, accs, losses=None):
