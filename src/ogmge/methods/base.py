@@ -51,6 +51,12 @@ class BalancingMethod:
     owns_backward = False
     distributed_ok = True
     fits_on_validation = False
+    #: ``loss`` takes ``features={name: (B, D)}`` (the encoders' outputs, with graph)
+    needs_features = False
+    #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
+    wants_epoch_features = False
+    #: fraction of the training split ``start_epoch`` sees (when ``wants_epoch_features``)
+    subset = 1.0
 
     # 1. features, before fusion ------------------------------------------------
     def transform_features(
@@ -111,6 +117,12 @@ class BalancingMethod:
     # 5. optimizer step -----------------------------------------------------------
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Last look at the gradients before ``optimizer.step()`` (after clipping)."""
+
+    # 0. start of epoch -----------------------------------------------------------
+    def start_epoch(self, epoch: int, *, features: Mapping[str, Tensor], labels: Tensor) -> None:
+        """Before epoch ``epoch`` (when ``wants_epoch_features``): the encoders' eval-mode
+        features ``{name: (n, D)}`` and labels of a seeded subset (``subset``) of the
+        training split, drawn from ``(seed, name, epoch)``."""
 
     # 6. end of epoch -------------------------------------------------------------
     def begin(self, *, train_losses: Mapping[str, float] | None = None,

@@ -38,7 +38,8 @@ GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
+METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "pmr",
+           "mmcosine")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -116,6 +117,14 @@ class TrainConfig:
     mdrop_p: float = 0.5
     mmpareto_scale: float = 1.5
     anchored_weight: float = 1.0
+    # PMR (methods/pmr.py; defaults: the authors' main_Prototype_grad.py, docs/methods.md)
+    pmr_alpha: float = 1.0
+    pmr_momentum: float = 0.2
+    pmr_start: int = 0
+    pmr_end: int | None = 100
+    pmr_subset: float = 0.1
+    # MMCosine (methods/mmcosine.py): the cosine classifier's scale s
+    mmcosine_scale: float = 10.0
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -195,6 +204,12 @@ class TrainConfig:
         check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
         check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
         check_number("anchored_weight", self.anchored_weight, lo=0, lo_open=True)
+        check_number("pmr_alpha", self.pmr_alpha, lo=0, lo_open=True)
+        check_number("pmr_momentum", self.pmr_momentum, lo=0, hi=1, hi_open=True)
+        check_number("pmr_start", self.pmr_start, integer=True, lo=0)
+        check_number("pmr_end", self.pmr_end, integer=True, lo=self.pmr_start, allow_none=True)
+        check_number("pmr_subset", self.pmr_subset, lo=0, hi=1, lo_open=True)
+        check_number("mmcosine_scale", self.mmcosine_scale, lo=0, lo_open=True)
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

@@ -17,11 +17,14 @@ from ogmge.methods import (
     AnchoredFusion,
     BalancingMethod,
     GBlending,
+    MMCosine,
     MMPareto,
     ModalityDropout,
     OGMGEMethod,
     UnimodalEnsemble,
 )
+from ogmge.methods.mmcosine import CosineHead
+from ogmge.methods.pmr import PMR
 from ogmge.modulation import OGMGE, OPM
 from ogmge.seeding import component_seed
 
@@ -49,7 +52,7 @@ def model_spec(
 def method_model_options(config: TrainConfig, num_modalities: int) -> dict:
     """What the config's method asks of the model: ``heads``, ``prediction``, ``feature_transform``."""
     method = config.resolved_method
-    if method in (*HEAD_METHODS, "mdrop") and num_modalities < 2:
+    if method in (*HEAD_METHODS, "mdrop", "pmr") and num_modalities < 2:
         raise ValueError(f"method {method!r} balances two or more modalities; the data have {num_modalities}")
     out: dict = {}
     if method in HEAD_METHODS:
@@ -137,6 +140,10 @@ def build_model_from_config(
             **options,
             **method_options,
         )
+    if config.resolved_method == "mmcosine":  # the cosine classifier on the head's own weights
+        model = models.MultimodalClassifier(
+            dict(model.encoders.items()), CosineHead(model.fusion, config.mmcosine_scale),
+            estimator=make_estimator(config), opm=model.opm, **method_options)
     return model, builder
 
 
@@ -187,6 +194,13 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
         return MMPareto(dict(encoders.items()), scale=config.mmpareto_scale)
     if method == "uni_ensemble":
         return UnimodalEnsemble(names)
+    if method == "pmr":
+        return PMR(names, int(cast(int, model.num_classes)), alpha=config.pmr_alpha, momentum=config.pmr_momentum,
+                   start=config.pmr_start, end=config.pmr_end, subset=config.pmr_subset)
+    if method == "mmcosine":
+        if not isinstance(getattr(model, "fusion", None), CosineHead):
+            raise ValueError("method 'mmcosine' needs a model whose fusion head is a CosineHead")
+        return MMCosine(config.mmcosine_scale)
     if method == "anchored":
         return AnchoredFusion(names, anchor_weight=config.anchored_weight)
     if method == "mdrop":

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -50,6 +51,7 @@ from tqdm.auto import tqdm
 
 from ogmge.io_utils import atomic_write_text
 from ogmge.modulation import ModulationStats
+from ogmge.seeding import component_seed
 
 from . import balancing
 from . import checkpoint as ckpt_mod
@@ -66,7 +68,7 @@ from .factory import (
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, _clean, truncate_jsonl
-from .metrics import evaluate, to_device
+from .metrics import encoder_features, evaluate, to_device
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 
 #: Skipped (non-finite) steps in a row after which the run stops. Under AMP the
@@ -321,6 +323,7 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if self._patience_exhausted(epoch - 1):
                     break
+                self._start_epoch_method(epoch)
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
             return self._finish(log, t0)
@@ -349,6 +352,20 @@ class Trainer:
             if start is not None:
                 self.method.begin(train_losses=start[0], val_losses=start[1])
         balancing.share_state(self.method, self.model, self.ctx)
+
+    def _start_epoch_method(self, epoch: int) -> None:
+        """``method.start_epoch`` with eval-mode encoder features of a seeded training subset
+        (PMR's prototypes); identical on every rank (same subset, same weights)."""
+        if not self.method.wants_epoch_features:
+            return
+        n = len(self.data.train)
+        size = max(1, min(n, math.ceil(self.method.subset * n)))
+        gen = torch.Generator().manual_seed(component_seed(self.config.seed, f"{self.method.name}/epoch{epoch}"))
+        index = torch.randperm(n, generator=gen)[:size].sort().values.tolist()
+        loader = make_loader(torch.utils.data.Subset(self.data.train, index), self.config, shuffle=False,
+                             device=self.device)[0]
+        features, labels = encoder_features(self.model, loader, self.device)
+        self.method.start_epoch(epoch, features=features, labels=labels)
 
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
@@ -431,8 +448,9 @@ class Trainer:
         """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
         (the method's total plus the probe heads' own loss on detached features) and the
         method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
+        extra_inputs = {"features": out.features} if self.method.needs_features else {}
         total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
-                                        sample_keep=getattr(out, "sample_keep", None))
+                                        sample_keep=getattr(out, "sample_keep", None), **extra_inputs)
         extra = probe_loss(self.model, out, labels)
         if extra is not None:
             total, terms = total + extra, {**terms, "probe": extra}
