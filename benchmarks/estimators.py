@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ogmge import batch_scores, discrepancy_ratios
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.models import LogitEstimator, build_model
 
 CLASSES, DIM, BATCH = 4, 16, 64

@@ -82,7 +82,7 @@ def test_the_collector_finds_the_blocks_and_markers(tmp_path):
         (7, "y = 2\n", "needs a CUDA device", ()),
         (14, "z = 3\n", None, ("lightning", "av")),
     ]
-    assert len(BLOCKS) >= 8  # README and docs/ hold at least the eight examples of issue 15
+    assert len(BLOCKS) >= 8  # README and docs/ hold at least eight examples
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])

@@ -26,10 +26,11 @@ __all__ = [
 
 
 def __getattr__(name):
-    """``ogmge.compare``: methods x seeds with a verdict (``ogmge.training.compare``), imported
-    on first use so that ``import ogmge`` stays the light modulation core."""
+    """``ogmge.compare``: methods x seeds with a verdict (``ogmge.interfaces.compare_report``
+    over the engine ``ogmge.training.compare``), imported on first use so that
+    ``import ogmge`` stays the light modulation core."""
     if name == "compare":
-        from .training.compare import compare
+        from .interfaces.compare_report import compare
 
         return compare
     raise AttributeError(f"module 'ogmge' has no attribute {name!r}")

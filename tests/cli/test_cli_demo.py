@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import yaml
-from cli_tiny import TINY
 
 from ogmge.interfaces.cli import main
 from ogmge.training import TrainConfig, load_run
+from support.cli_tiny import TINY
 
 
 def test_demo_prints_table_verdict_and_writes_plot(tmp_path, capsys):

@@ -10,11 +10,11 @@ import matplotlib.image
 import pytest
 import torch
 import yaml
-from cli_tiny import TINY
 
 from ogmge.interfaces.cli import SUBCOMMANDS, build_parser, main
 from ogmge.interfaces.plots import PIXELS, comparison_figure
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run
+from support.cli_tiny import TINY
 
 
 @pytest.fixture

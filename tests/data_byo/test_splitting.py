@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from ogmge.data.byo import ArrayDataset
-from ogmge.data.splitting import DatasetView, group_split, split_dataset, stratified_split
+from ogmge.data.arrays import ArrayDataset
+from ogmge.data.splitting import group_split, split_dataset, stratified_split
+from ogmge.data.views import DatasetView
 
 
 def test_stratified_split_keeps_class_ratios_and_is_seeded():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from clips_rawdata import GOOD, GROUPS, write_clip
+
+from support.clips_rawdata import GOOD, GROUPS, write_clip
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import json
 import os
 
 import pytest
-from clips_rawdata import write_clip
 
 import ogmge.data.prepare as prep
 from ogmge.data.clips import ClipSettings, prepare_clips, read_clip_csv
 from ogmge.data.errors import DataError
 from ogmge.interfaces.cli import main
+from support.clips_rawdata import write_clip
 
 
 def _cut(path, keep=0.5):

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from clips_rawdata import GOOD, IDS
 from PIL import Image
 
 from ogmge.data.audio import cremad_spectrogram, pcm16_to_float
@@ -22,6 +21,7 @@ from ogmge.data.clips import (
     upright,
 )
 from ogmge.data.video import decode_video
+from support.clips_rawdata import GOOD, IDS
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ import csv
 
 import pytest
 import torch
-from clips_rawdata import GOOD, GROUPS, IDS, write_clip
 from torch.utils.data import DataLoader
 
 from ogmge import OGMGE
 from ogmge.data.clips import prepare_clips
 from ogmge.data.clips_dataset import load_clips, load_clips_splits
 from ogmge.data.collate import collate_samples
-from ogmge.data.paper.common import select_frames
+from ogmge.data.paper.readers import select_frames
+from support.clips_rawdata import GOOD, GROUPS, IDS, write_clip
 
 
 def _write_csv(path, rows, header=("path", "label", "group")):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from paper_rawdata import make_cremad, make_kinetics, write_wav
 
 from ogmge.data.errors import DataError
 from ogmge.data.paper import load_paper_dataset
 from ogmge.data.prepare import prepare_dataset
+from support.paper_rawdata import make_cremad, make_kinetics, write_wav
 
 BAD = "1002_DFA_SAD_XX"  # a train clip of the tiny CREMA-D
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paper_rawdata import make_cremad, make_kinetics
 from torch.utils.data import DataLoader
 
 from ogmge.data.collate import BufferedSamples, batch_buffers, collate_samples
 from ogmge.data.paper import load_paper_dataset
 from ogmge.data.prepare import prepare_dataset
+from support.paper_rawdata import make_cremad, make_kinetics
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_dataloader_workers_give_the_in_process_batches(caches, train):
 
 def test_split_views_forward_the_batched_fetch(caches, monkeypatch):
     """The training loop's train/val views use the dataset's batched fetch, with the same samples."""
-    from ogmge.data.splitting import DatasetView
+    from ogmge.data.views import DatasetView
 
     ds = load_paper_dataset("cremad", caches["cremad"][1], split="train", val_fraction=0, image_size=24,
                             train=True, seed=5)
@@ -121,7 +121,7 @@ def test_split_views_forward_the_batched_fetch(caches, monkeypatch):
 
 def test_modality_views_forward_the_batched_fetch(caches):
     """A unimodal run's view fetches through the dataset's batched path and keeps only its modality."""
-    from ogmge.training.data import ModalityView
+    from ogmge.data.views import ModalityView
 
     ds = load_paper_dataset("cremad", caches["cremad"][1], split="train", val_fraction=0, image_size=24,
                             train=True, seed=5)

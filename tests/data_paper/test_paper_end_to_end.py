@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from paper_rawdata import KS_CLIPS, make_ave, make_cremad, make_kinetics, make_vggsound
 from torch.utils.data import DataLoader
 
 import ogmge.data.prepare as prep
 from ogmge.data.collate import collate_samples
 from ogmge.data.paper import load_paper_dataset
-from ogmge.data.paper.common import select_frames
+from ogmge.data.paper.readers import select_frames
 from ogmge.data.prepare import prepare_dataset
+from support.paper_rawdata import KS_CLIPS, make_ave, make_cremad, make_kinetics, make_vggsound
 
 
 @pytest.fixture(scope="module")

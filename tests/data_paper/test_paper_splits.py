@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from paper_rawdata import REFERENCE
 
 from ogmge.data.errors import DataError
 from ogmge.data.paper import ave, cremad, kinetics_sounds, vggsound
-from ogmge.data.paper.common import Record, carve_validation, select_frames
+from ogmge.data.paper.readers import select_frames
+from ogmge.data.paper.splits import Record, carve_validation
+from support.paper_rawdata import REFERENCE
 
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "cremad" / "train.csv").is_file(), reason=f"official split files not found in {REFERENCE}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from paper_rawdata import write_video
 
 from ogmge.data.transforms import (
     IMAGENET_MEAN,
@@ -20,6 +19,7 @@ from ogmge.data.transforms import (
     train_transform,
 )
 from ogmge.data.video import decode_video, resize_shorter
+from support.paper_rawdata import write_video
 
 
 def test_random_resized_crop_box_bounds_and_seeding():

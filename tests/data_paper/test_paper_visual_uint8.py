@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paper_rawdata import make_cremad, make_kinetics
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ogmge.data.collate import collate_samples
@@ -12,6 +11,7 @@ from ogmge.data.paper import load_paper_dataset
 from ogmge.data.prepare import prepare_dataset
 from ogmge.data.transforms import eval_transform, frames_to_tensor, normalize, train_transform
 from ogmge.models import VisualEncoder
+from support.paper_rawdata import make_cremad, make_kinetics
 
 
 @pytest.fixture(scope="module")

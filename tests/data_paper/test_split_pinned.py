@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ogmge.data.paper.common import ParsedSplit, Record, carve_validation, choose_split
+from ogmge.data.paper.splits import ParsedSplit, Record, carve_validation, choose_split
 
 
 def cremad_like(n=400, seed=11):

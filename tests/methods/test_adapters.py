@@ -4,10 +4,10 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from method_helpers import batch, tiny_model
 
 from ogmge import OGMGE, OPM
 from ogmge.methods import BalancingMethod, OGMGEMethod, OPMMethod
+from support.method_helpers import batch, tiny_model
 
 NAMES = ("audio", "visual")
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import batch, tiny_model
 
 from ogmge.methods import AnchoredFusion, fit_simplex_weights
 from ogmge.methods.uni_ensemble import ensemble_nll
 from ogmge.training.config import TrainConfig
+from support.method_helpers import batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 

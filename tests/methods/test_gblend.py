@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import batch, tiny_model
 
 from ogmge.methods import GBlending, blending_weights, floor_weights
+from support.method_helpers import batch, tiny_model
 
 # per head (L_train, L_val)
 START = {"fused": (1.0, 1.1), "audio": (1.0, 1.0), "visual": (1.2, 1.2)}

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
-from method_helpers import batch, tiny_model
 
 from ogmge.methods import ModalityDropout
+from support.method_helpers import batch, tiny_model
 
 
 def test_each_modality_is_kept_with_probability_one_minus_p_n_minus_1_over_n():

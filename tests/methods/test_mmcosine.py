@@ -3,10 +3,10 @@
 
 import pytest
 import torch
-from method_helpers import CLASSES, FEAT, TinyEncoder, batch
 
 from ogmge.methods import CosineHead
 from ogmge.models import ConcatFusion, GatedFusion, MultimodalClassifier, SumFusion
+from support.method_helpers import CLASSES, FEAT, TinyEncoder, batch
 
 NAMES = ("audio", "visual", "text")
 
@@ -75,3 +75,17 @@ def test_a_head_whose_last_layer_is_not_per_modality_is_refused_by_name():
         CosineHead(GatedFusion({"audio": FEAT, "visual": FEAT}, CLASSES))
     with pytest.raises(ValueError, match="scale"):
         CosineHead(ConcatFusion({"audio": FEAT, "visual": FEAT}, CLASSES), scale=0)
+
+
+def test_registered_with_the_authors_scale_and_wraps_a_head():
+    from ogmge import methods
+    from ogmge.methods import BuildContext
+
+    cls = methods.get("mmcosine")
+    assert [(o.name, o.default) for o in cls.options] == [("scale", 10.0)]
+    assert "main_CD.py:59" in cls.options[0].source
+    assert cls.build(BuildContext(modalities=NAMES)).scale == 10.0
+    head = cls.wrap_fusion(ConcatFusion({n: FEAT for n in NAMES}, CLASSES), scale=15.0)
+    assert isinstance(head, CosineHead) and head.scale == 15.0
+    with pytest.raises(ValueError, match="mmcosine option scale.*-1"):
+        cls.build(BuildContext(modalities=NAMES), scale=-1)

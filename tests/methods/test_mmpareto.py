@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import CLASSES, FEAT, batch, tiny_model
 
 from ogmge.methods import MMPareto
+from support.method_helpers import CLASSES, FEAT, batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 

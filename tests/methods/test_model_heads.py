@@ -4,7 +4,7 @@ checkpoints of version 1 still load."""
 import pytest
 import torch
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.methods import GBlending, MMPareto, ModalityDropout, UnimodalEnsemble
 from ogmge.training import checkpoint as ckpt_mod
 from ogmge.training.config import TrainConfig

@@ -3,9 +3,9 @@ distance logits, the confidence ratio choosing the slower modality, the PCE term
 
 import pytest
 import torch
-from method_helpers import CLASSES, batch, tiny_model
 
 from ogmge.methods import PMR
+from support.method_helpers import CLASSES, batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 
@@ -135,3 +135,17 @@ def test_state_round_trip_and_bad_options_are_named():
             PMR(NAMES, CLASSES, **kw)
     with pytest.raises(ValueError, match="modalities"):
         other.load_state_dict({**pmr.state_dict(), "modalities": ["a", "b"]})
+
+
+def test_registered_with_the_authors_defaults_and_built_from_a_context():
+    from ogmge import methods
+    from ogmge.methods import BuildContext
+
+    cls = methods.get("pmr")
+    assert cls is PMR and {o.name: o.default for o in cls.options} == {
+        "alpha": 1.0, "momentum": 0.2, "start": 0, "end": 100, "subset": 0.1}
+    assert all("main_Prototype_grad.py:" in o.source for o in cls.options)
+    m = cls.build(BuildContext(modalities=NAMES, num_classes=CLASSES), alpha=0.5)
+    assert m.alpha == 0.5 and m.modalities == NAMES and m.num_classes == CLASSES
+    with pytest.raises(ValueError, match="pmr option momentum.*1.5"):
+        cls.build(BuildContext(modalities=NAMES, num_classes=CLASSES), momentum=1.5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,19 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from cli_tiny import TINY  # noqa: E402
-from training_standins import Stop, TinyDataset, metric_rows, stop_after, tiny_bundle, tiny_config  # noqa: E402
-
-from ogmge.interfaces.cli import main  # noqa: E402
-from ogmge.training import DataBundle, load_checkpoint_file, load_run, train  # noqa: E402
-from ogmge.training.balancing import halves  # noqa: E402
-from ogmge.training.factory import build_model_from_config  # noqa: E402
+from ogmge.interfaces.cli import main
+from ogmge.training import DataBundle, load_checkpoint_file, load_run, train
+from ogmge.training.balancing import halves
+from ogmge.training.factory import build_model_from_config
+from support.cli_tiny import TINY
+from support.training_standins import (
+    Stop,
+    TinyDataset,
+    metric_rows,
+    stop_after,
+    tiny_bundle,
+    tiny_config,
+)
 
 METHODS = ("gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored")
 FITTED = ("gblend", "uni_ensemble", "anchored")  # fitted on validation: cross-fitted selection
@@ -168,10 +171,9 @@ def test_gblend_first_estimate_starts_on_the_initial_model(tmp_path):
 
 
 def test_ensemble_validation_is_cross_fitted_by_hand():
-    from method_helpers import batch, tiny_model
-
     from ogmge.methods import UnimodalEnsemble, ensemble_logits, fit_simplex_weights
     from ogmge.training.balancing import evaluate_validation
+    from support.method_helpers import batch, tiny_model
 
     names = ("audio", "visual")
     model = tiny_model(names, prediction="ensemble", dtype=torch.float32)

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from method_helpers import batch, tiny_model
 
 from ogmge.methods import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 from ogmge.methods.uni_ensemble import ensemble_nll
+from support.method_helpers import batch, tiny_model
 
 NAMES = ("audio", "visual", "text")
 

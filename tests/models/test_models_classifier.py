@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from model_helpers import NUM_CLASSES, tiny_model
 
 from ogmge import OGMGE
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.models import (
     FUSIONS,
     ConcatFusion,
@@ -16,6 +15,7 @@ from ogmge.models import (
     build_model,
     build_paper_model,
 )
+from support.model_helpers import NUM_CLASSES, tiny_model
 
 
 @pytest.mark.parametrize("fusion", list(FUSIONS))

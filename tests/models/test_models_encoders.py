@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.models import VisualEncoder, build_encoder
 
 OUT = 12

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import NUM_CLASSES, tiny_model
 
 from ogmge.models import (
     AttentionFusion,
@@ -16,6 +15,7 @@ from ogmge.models import (
     SumFusion,
     shapley_weights,
 )
+from support.model_helpers import NUM_CLASSES, tiny_model
 
 
 def feats(names, batch=5, dim=6, dtype=torch.float32, seed=0):

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import dominant_batch, tiny_model
 
 from ogmge import OGMGE
+from support.model_helpers import dominant_batch, tiny_model
 
 CASES = [
     (fusion, estimator)

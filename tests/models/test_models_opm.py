@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import NUM_CLASSES, tiny_model
 
 from ogmge import OPM, batch_scores, discrepancy_ratios
 from ogmge.modulation import opm_drop_probabilities
+from support.model_helpers import NUM_CLASSES, tiny_model
 
 N = 10_000
 
@@ -35,11 +35,18 @@ def test_drop_rate_matches_q_and_rescaling_keeps_the_mean():
     # the weaker modality (rho <= 1) is never dropped
     assert bool(out.opm.keep["visual"].all())
     assert torch.equal(out.sample_keep, out.opm.keep["audio"] | out.opm.keep["visual"])
-    # rescaled features keep the mean of the unmasked features
+    # one shared factor 1 / (1 - theta), theta = sum_u d_u q_u / sum_u d_u (equal widths here):
+    # the expected number of surviving feature entries times the factor is the total width
+    theta = (q["audio"].item() * 16 + 0.0 * 16) / 32
+    scales = out.opm.scales
+    assert abs(scales["audio"].item() - 1 / (1 - theta)) <= 1e-6 and scales["visual"].item() == scales["audio"].item()
+    kept_entries = sum(16 * out.opm.keep[n].float().mean().item() for n in ("audio", "visual"))
+    assert abs(kept_entries * scales["audio"].item() - 32) / 32 <= 0.02
     masked = out.opm.apply(out.features)["audio"].detach()
     unmasked = out.features["audio"].detach()
-    rel = (masked.mean() - unmasked.mean()).abs() / unmasked.mean().abs()
-    assert rel.item() <= 0.02
+    # the dominant modality's mean shrinks to (1 - q_a) / (1 - theta) of its own: the rebalancing
+    ratio = (masked.mean() / unmasked.mean()).item()
+    assert abs(ratio - (1 - q["audio"].item()) / (1 - theta)) <= 0.03
     # the fusion head saw the masked features, not the raw ones
     with torch.no_grad():
         torch.testing.assert_close(out.logits, model.fusion(out.opm.apply(out.features)))
@@ -143,8 +150,8 @@ class _GivenRatiosOPM(OPM):
         super().__init__(**kwargs)
         self.given = {k: torch.tensor(v) for k, v in ratios.items()}
 
-    def sample(self, ratios, batch_size, device=None):
-        return super().sample(self.given, batch_size, device=device)
+    def sample(self, ratios, batch_size, device=None, **kwargs):
+        return super().sample(self.given, batch_size, device=device, **kwargs)
 
 
 def test_three_modalities_samples_losing_every_modality_leave_the_loss():

@@ -1,4 +1,4 @@
-"""Issue 9, raw tracebacks: each case now ends in a clear error naming the file, setting or value
+"""Raw tracebacks: each case now ends in a clear error naming the file, setting or value
 (the CLI prints ``ogmge <command>: error: ...`` and exits 2)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import cli, tiny_npz
 from torch import nn
 
 from ogmge import OGMGE
 from ogmge.data.byo import load_byo
 from ogmge.training import DataBundle, TrainConfig, train
+from support.reliability_helpers import cli, tiny_npz
 
 TRAIN = ("--epochs", "1", "--device", "cpu", "--no-progress", "--set", "model_options={hidden: 4, out_dim: 8}")
 
@@ -167,7 +167,7 @@ def test_preset_with_other_fusion(fusion):
     add_config_flags(p)
     cfg = config_from_args(p.parse_args(["--config", "builtin_cpu", "--fusion", fusion]))
     assert cfg.fusion == fusion and cfg.estimator is None  # follows the fusion
-    from ogmge.data.kinds import ModalitySpec
+    from ogmge.contracts import ModalitySpec
     from ogmge.training.factory import build_model_from_config
 
     specs = {"audio": ModalitySpec("audio", "spectrogram", (1, 16, 16)),

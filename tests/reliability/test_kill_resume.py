@@ -1,4 +1,4 @@
-"""Issue 9, items 7 and 9 and the kill -9 trials: a run killed anywhere and resumed ends
+"""Kill -9 trials: a run killed anywhere and resumed ends
 exactly as an uninterrupted run (weights and optimizer state bit-identical; metrics.jsonl,
 trace.jsonl and results.json equal row for row, timing fields excepted), and at no kill
 point do ``last.pt`` and ``best.pt`` disagree."""
@@ -13,11 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import assert_same_run, cli, run_in_child, snapshot, tiny_npz, tiny_values
 
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run, train
+from support.reliability_helpers import (
+    assert_same_run,
+    cli,
+    run_in_child,
+    snapshot,
+    tiny_npz,
+    tiny_values,
+)
 
-HERE = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # on the child's path: the support package
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill trials fork a child process (POSIX)")
 
 
@@ -58,14 +65,14 @@ def _nth(prefix: str, n: int, suffix: str = ""):
     return lambda events: match(events[-1]) and sum(map(match, events)) == n
 
 
-# item 7 -----------------------------------------------------------------------------------------
-def test_07_cli_run_killed_after_a_checkpoint_resumes_with_identical_logs(tmp_path, reference):
+# a real CLI process killed after a checkpoint ------------------------------------------------------
+def test_cli_run_killed_after_a_checkpoint_resumes_with_identical_logs(tmp_path, reference):
     """A real ``ogmge train`` process, SIGKILLed right after epoch 1's last.pt is renamed into place:
     the logs of epoch 1 must be on disk already (they were lost in Python's buffer before)."""
     values, expected, _ = reference["val"]
     run = tmp_path / "run"
     script = (
-        "import sys, reliability_helpers as h\n"
+        "import sys, support.reliability_helpers as h\n"
         "k = h.Killer(None)\n"
         "base = k.hit\n"
         "def hit(name):\n"
@@ -78,7 +85,7 @@ def test_07_cli_run_killed_after_a_checkpoint_resumes_with_identical_logs(tmp_pa
     import ogmge
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE), str(Path(ogmge.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+        [str(TESTS), str(Path(ogmge.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
     args = ["train", "--data", str(reference["data"]), "--out", str(run), "--epochs", "3", "--batch-size", "8",
             "--lr", "0.1", "--seed", "3", "--alpha", "0.5", "--val-fraction", "0.25", "--device", "cpu",
             "--no-progress", "--set", "model_options={hidden: 4, out_dim: 8}", "--set", "lr_step=2"]
@@ -91,9 +98,9 @@ def test_07_cli_run_killed_after_a_checkpoint_resumes_with_identical_logs(tmp_pa
     assert_same_run(snapshot(run), expected)
 
 
-# item 9 -----------------------------------------------------------------------------------------
+# a kill between the two files of an epoch ----------------------------------------------------------
 @pytest.mark.parametrize("n", [3, 4], ids=["after-first-file", "after-second-file"])
-def test_09_kill_between_the_two_files_of_an_epoch(tmp_path, reference, n):
+def test_kill_between_the_two_files_of_an_epoch(tmp_path, reference, n):
     """Without validation every epoch is the best, so each writes both files: killing after
     the first or second ``.pt`` rename of epoch 1 must leave a consistent pair."""
     values, expected, _ = reference["noval"]

@@ -1,4 +1,4 @@
-"""Issue 9, silent failures: each case produced a wrong result or lost data with exit 0."""
+"""Silent failures: each case produced a wrong result or lost data with exit 0."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import logging
 
 import numpy as np
 import pytest
-import reliability_helpers as helpers
 import torch
-from reliability_helpers import cli
 from torch import nn
 
+import support.reliability_helpers as helpers
 from ogmge import OGMGE, discrepancy_ratios
 from ogmge.training import TrainConfig, load_checkpoint_file, load_run, train
+from support.reliability_helpers import cli
 
 
 def tiny_npz(path, **kw):  # 36 samples: 3 training steps of 12 per epoch (step arithmetic below)
@@ -24,7 +24,7 @@ def tiny_values(data, out, **changes):
 
 
 # 1 ----------------------------------------------------------------------------------------------
-def test_01_single_class_labels_are_refused(tmp_path, capsys):
+def test_single_class_labels_are_refused(tmp_path, capsys):
     data = tiny_npz(tmp_path / "one.npz", labels=np.zeros(36, dtype=np.int64))
     assert cli("train", "--data", data, "--epochs", "1", "--device", "cpu", "--no-progress",
                "--out", tmp_path / "run") == 2
@@ -34,7 +34,7 @@ def test_01_single_class_labels_are_refused(tmp_path, capsys):
 
 
 # 2 ----------------------------------------------------------------------------------------------
-def test_02a_values_finite_in_float64_but_not_float32_are_refused(tmp_path, capsys):
+def test_values_finite_in_float64_but_not_float32_are_refused(tmp_path, capsys):
     path = tmp_path / "big.npz"
     x = np.random.default_rng(0).normal(size=(36, 4))
     x[5, 2] = 1e300  # finite as float64, inf as the float32 the model sees
@@ -73,7 +73,7 @@ class PoisonedModel(nn.Module):
 
 @pytest.mark.parametrize("optimizer, scaler", [("sgd", False), ("adam", False), ("sgd", True)],
                          ids=["sgd", "adam", "sgd-gradscaler"])
-def test_02b_nonfinite_step_never_reaches_weights_or_optimizer_state(tmp_path, optimizer, scaler):
+def test_nonfinite_step_never_reaches_weights_or_optimizer_state(tmp_path, optimizer, scaler):
     """Step 4 has a NaN loss: it is skipped, counted and traced, and the weights and the
     optimizer's state (momentum / Adam moments) after it are exactly those before it --
     without AMP, and through the GradScaler path (a CPU GradScaler stands in for CUDA AMP)."""
@@ -106,7 +106,7 @@ def test_02b_nonfinite_step_never_reaches_weights_or_optimizer_state(tmp_path, o
     assert all(t["skip_reason"] is None for t in trace if t["step"] != 4)
 
 
-def test_02c_persistent_nonfinite_stops_with_the_step_and_tensor_named(tmp_path, monkeypatch):
+def test_persistent_nonfinite_stops_with_the_step_and_tensor_named(tmp_path, monkeypatch):
     from ogmge.training import loop
 
     data = tiny_npz(tmp_path / "d.npz")
@@ -122,7 +122,7 @@ def test_02c_persistent_nonfinite_stops_with_the_step_and_tensor_named(tmp_path,
 
 
 # 3 ----------------------------------------------------------------------------------------------
-def test_03a_split_column_without_train_rows_is_refused(tmp_path, capsys):
+def test_split_column_without_train_rows_is_refused(tmp_path, capsys):
     data = tiny_npz(tmp_path / "s.npz", split=["val"] * 6 + ["test"] * 30)
     assert cli("train", "--data", data, "--epochs", "1", "--device", "cpu", "--no-progress",
                "--out", tmp_path / "run") == 2
@@ -130,7 +130,7 @@ def test_03a_split_column_without_train_rows_is_refused(tmp_path, capsys):
     assert "'split' column has no 'train' rows" in err and "'val': 6" in err and "'test': 30" in err
 
 
-def test_03b_split_column_without_test_rows_is_said_at_start(tmp_path, caplog):
+def test_split_column_without_test_rows_is_said_at_start(tmp_path, caplog):
     data = tiny_npz(tmp_path / "s.npz", split=["train"] * 30 + ["val"] * 6)
     with caplog.at_level(logging.WARNING, logger="ogmge.training"):
         r = train(TrainConfig.from_dict(tiny_values(data, tmp_path / "run", epochs=1)))
@@ -139,7 +139,7 @@ def test_03b_split_column_without_test_rows_is_said_at_start(tmp_path, caplog):
 
 
 # 4 ----------------------------------------------------------------------------------------------
-def test_04_out_with_user_files_is_refused_and_left_alone(tmp_path, capsys):
+def test_out_with_user_files_is_refused_and_left_alone(tmp_path, capsys):
     data = tiny_npz(tmp_path / "d.npz")
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -156,7 +156,7 @@ def test_04_out_with_user_files_is_refused_and_left_alone(tmp_path, capsys):
 
 
 # 5 ----------------------------------------------------------------------------------------------
-def test_05_directory_of_a_failed_run_is_refused_then_overwrite_starts_over(tmp_path, capsys):
+def test_directory_of_a_failed_run_is_refused_then_overwrite_starts_over(tmp_path, capsys):
     data = tiny_npz(tmp_path / "d.npz")
     values = tiny_values(data, tmp_path / "run", epochs=1)
 
@@ -189,7 +189,7 @@ def _fail_before_checkpoint(values):
 
 
 # 6 ----------------------------------------------------------------------------------------------
-def test_06_resume_or_eval_on_other_data_is_refused_naming_both(tmp_path, capsys):
+def test_resume_or_eval_on_other_data_is_refused_naming_both(tmp_path, capsys):
     first = tiny_npz(tmp_path / "first.npz", seed=0)
     other = tiny_npz(tmp_path / "other.npz", seed=1)  # same shapes, other content
     run = tmp_path / "run"
@@ -209,7 +209,7 @@ def test_06_resume_or_eval_on_other_data_is_refused_naming_both(tmp_path, capsys
 
 
 # 8 ----------------------------------------------------------------------------------------------
-def test_08_step_with_nan_logits_is_a_noop_decided_on_device():
+def test_step_with_nan_logits_is_a_noop_decided_on_device():
     torch.manual_seed(0)
     enc = {n: nn.Linear(3, 3) for n in ("a", "b")}
     for m in enc.values():
@@ -227,7 +227,7 @@ def test_08_step_with_nan_logits_is_a_noop_decided_on_device():
 
 # 10 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [3, 4, 5, 6])
-def test_10_equal_scores_give_ratio_one_exactly(n):
+def test_equal_scores_give_ratio_one_exactly(n):
     g = torch.Generator().manual_seed(n)
     for value in torch.rand(2000, generator=g) * 64:
         scores = {f"m{i}": value.clone() for i in range(n)}

@@ -11,36 +11,21 @@ import numpy as np
 import pytest
 import yaml
 
-from ogmge.data.byo import save_byo
+from ogmge.interfaces.compare_report import compare
+from ogmge.interfaces.compare_report import report_of as summarize
 from ogmge.training import TrainConfig, load_run, train
 from ogmge.training.compare import (
     SETTINGS,
     PlannedRun,
-    _save_settings,
-    compare,
+    RegimeLine,
+    Settings,
     neutral_config,
     run_config,
-    summarize,
 )
+from support.compare_data import tiny_config, tiny_npz
 
 #: Fields that measure time or how the runs were executed, not what they computed.
 TIMING_FIELDS = ("seconds", "relative_seconds", "jobs", "threads_per_run")
-
-
-def tiny_npz(path: Path) -> Path:
-    """60 samples, 3 classes, two vector modalities (``a`` informative, ``b`` weakly), a split column."""
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    a = rng.normal(size=(n, 6)).astype(np.float32) + labels[:, None]
-    b = rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None]
-    split = np.array((["train"] * 6 + ["val"] * 2 + ["test"] * 2) * 6)
-    return save_byo(path, {"a": a, "b": b}, labels, kinds={"a": "vector", "b": "vector"}, split=split)
-
-
-def tiny_config(data: Path, **changes) -> dict:
-    return {"dataset": "byo", "data": str(data), "epochs": 1, "batch_size": 8, "lr": 0.01, "device": "cpu",
-            "model_options": {"hidden": 4, "out_dim": 8}, "progress": False, **changes}
 
 
 def strip_timing(value):
@@ -136,7 +121,7 @@ def test_interrupted_run_resumed_and_summary_equals_uninterrupted(tmp_path):
         if info["epoch"] == 0:
             raise Killed
 
-    _save_settings(out, base, ["normal"], [0], ["a", "b"])  # what compare writes before its first run
+    Settings(["normal"], [0], ["a", "b"], base).save(out)  # what compare writes before its first run
     with pytest.raises(Killed):  # killed after its first checkpoint: resumable
         train(run_config(base, PlannedRun("normal", 0), out), callbacks=[kill_after_first_epoch])
     cut = out / "normal" / "seed-0"
@@ -231,7 +216,7 @@ def test_cross_fitting_used_and_required(tmp_path):
         {
             "normal": three(0.60, 0.60),
             # fitted on validation: plain val 0.90 is optimistic; the cross-fitted score is what counts
-            "uni_ensemble": three(0.90, 0.70, val_protocol="cross-fit", selection_score=0.66),
+            "uni_ensemble": three(0.66, 0.70, val_protocol="cross-fit"),
             # fits on validation but reports no cross-fitted score: never selected
             "gblend": three(0.95, 0.90),
         },
@@ -239,17 +224,15 @@ def test_cross_fitting_used_and_required(tmp_path):
     )
     s = summarize(out)
     ue = s["methods"]["uni_ensemble"]
-    assert ue["val_protocol"] == "cross-fit" and ue["selection_score"] == [0.66] * 3
-    assert ue["val_fused"] == pytest.approx([0.89, 0.90, 0.91])
+    assert ue["val_protocol"] == "cross-fit" and ue["selection_score"] == pytest.approx([0.65, 0.66, 0.67])
     assert s["methods"]["gblend"]["val_protocol"] == "plain"
     assert s["selection"]["scores"] == pytest.approx({"normal": 0.60, "uni_ensemble": 0.66})
     assert s["selected"] == "uni_ensemble"
     assert "gblend fits on the validation split" in s["not_selectable"]["gblend"]
     assert "cross-fitted" in s["verdict"]
-    # with the cross-fitted score below Normal's, Normal is selected despite a plain val of 0.90
+    # with the cross-fitted score below Normal's, Normal is selected
     out2 = fabricate(tmp_path / "d", {"normal": three(0.60, 0.60),
-                                      "uni_ensemble": three(0.90, 0.70, val_protocol="cross-fit",
-                                                            selection_score=0.59)},
+                                      "uni_ensemble": three(0.59, 0.70, val_protocol="cross-fit")},
                      {"audio": three(0.5, 0.5), "visual": three(0.4, 0.4)})
     assert summarize(out2)["selected"] == "normal"
     # the methods' own convention: val.acc itself is the cross-fitted score
@@ -282,7 +265,7 @@ def test_changed_setting_refused_naming_it(tmp_path):
 
 def test_top_level_compare_is_lazy():
     code = ("import sys, ogmge; assert 'ogmge.training' not in sys.modules; "
-            "from ogmge.training.compare import compare; assert ogmge.compare is compare")
+            "from ogmge.interfaces.compare_report import compare; assert ogmge.compare is compare")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -290,12 +273,12 @@ def test_cross_fit_set_matches_the_methods_that_fit_on_validation():
     import inspect
 
     import ogmge.methods
-    from ogmge.training.compare import CROSS_FIT
+    from ogmge.training.compare import fits_on_validation
     from ogmge.training.config import METHODS
 
     fitting = {cls.name for _, cls in inspect.getmembers(ogmge.methods, inspect.isclass)
                if issubclass(cls, ogmge.methods.BalancingMethod) and cls.fits_on_validation}
-    assert fitting == set(CROSS_FIT) and fitting <= set(METHODS)
+    assert fitting == {m for m in METHODS if fits_on_validation(m)}
 
 
 def test_film_fusion_trains_each_modality_alone_with_a_concat_head(tmp_path):
@@ -314,20 +297,19 @@ def test_film_fusion_trains_each_modality_alone_with_a_concat_head(tmp_path):
 
 
 def test_data_paths_are_stored_resolved(tmp_path, monkeypatch):
-    from ogmge.training.compare import _base_config
+    from ogmge.training.compare import base_config
 
     monkeypatch.chdir(tmp_path)
-    base = _base_config(None, {"data": "tiny.npz"})
+    base = base_config(None, {"data": "tiny.npz"})
     assert base.data == str(tmp_path / "tiny.npz")
 
 
 def test_regime_line_near_chance_is_relative_to_the_class_count():
-    from ogmge.training.compare import _regime
+    from ogmge.interfaces.compare_report import regime_text
+    from ogmge.training.compare.summary import regime_kind
 
     def line(num_classes, alone):
-        summary = {"num_classes": num_classes, "methods": {"normal": {"test_modality": {"m": [alone]}}},
-                   "unimodal": {"m": {"test": [alone]}}}
-        return _regime(summary)[0]
+        return regime_text(RegimeLine("m", alone, alone, 1 / num_classes, regime_kind(alone, alone, 1 / num_classes)))
 
     assert "near chance" in line(6, 0.172)        # 17.2 % with 6 classes (chance 16.7 %)
     assert "near chance" not in line(6, 0.482)

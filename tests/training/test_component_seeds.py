@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_standins import tiny_bundle
 
 from ogmge.contracts import ModalitySpec
 from ogmge.seeding import component_seed
 from ogmge.training import TrainConfig
 from ogmge.training.factory import build_model_from_config, build_modulator
+from support.training_standins import tiny_bundle
 
 SPECS = {n: ModalitySpec(n, "vector", (4,)) for n in ("a", "b", "c", "d", "e", "f", "g")}
 

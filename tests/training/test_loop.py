@@ -7,11 +7,18 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config, tiny_model
 
 from ogmge.training import TrainConfig, atomic_save, load_checkpoint_file, load_run, train
 from ogmge.training import checkpoint as ckpt_mod
 from ogmge.training.loop import _batch_loss
+from support.training_standins import (
+    Stop,
+    metric_rows,
+    stop_after,
+    tiny_bundle,
+    tiny_config,
+    tiny_model,
+)
 
 
 def _weights(path):
@@ -175,9 +182,8 @@ def test_loss_uses_only_kept_samples():
 
 
 def test_load_checkpoint_and_predict_with_custom_model(tmp_path):
-    from training_standins import TinyModel
-
     from ogmge.training import load_checkpoint, predict
+    from support.training_standins import TinyModel
 
     r = train(tiny_config(tmp_path, epochs=1), datasets=tiny_bundle(), model=tiny_model)
     with pytest.raises(ValueError, match="custom model; pass model="):

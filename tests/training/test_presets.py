@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.training import TrainConfig
 from ogmge.training.config import PAPER_DATASETS, list_presets
 from ogmge.training.factory import build_model_from_config, build_modulator, build_optimizer

@@ -7,7 +7,8 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from training_standins import tiny_bundle, tiny_config, tiny_model
+
+from support.training_standins import tiny_bundle, tiny_config, tiny_model
 
 
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:

@@ -48,8 +48,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .arrays import ArrayDataset
 from .audio import log_spectrogram
-from .byo import ArrayDataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401  (constants re-exported)
 
 #: Generator version; recorded with every run (``builtin_identity``). Version 1 (until

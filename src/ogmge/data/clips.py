@@ -46,7 +46,9 @@ import torch
 
 from .audio import log_spectrogram, resample, tile_to
 from .errors import DataError, check_on_error
-from .paper.common import CACHE_FORMAT, CACHE_VERSION, FRAMES_DIR, SPLITS
+from .paper.cache import CACHE_FORMAT, CACHE_VERSION
+from .paper.spec import FRAMES_DIR
+from .paper.splits import SPLITS
 from .prepare import (
     SHORTER_SIDE,
     PrepareReport,
@@ -65,6 +67,11 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m
                     ".3gp", ".wmv", ".ogv")
 #: The clip list a ``prepare clips`` cache keeps (in ``CACHE/splits/``).
 LIST_FILE = "clips.csv"
+#: ``manifest.json`` key saying over which clips the splits are carved: ``"prepared"`` (the
+#: listed clips less those ``prepare`` skipped). Caches written before it carve over every
+#: listed clip and then drop the skipped ones (:mod:`ogmge.data.clips_dataset`).
+SPLIT_OVER_KEY = "split_over"
+SPLIT_OVER = "prepared"
 CSV_COLUMNS = ("path", "label", "split", "group")
 #: Why a file found while scanning a folder is not a clip.
 IGNORED = ("hidden", "extension", "not_in_class_folder")
@@ -437,6 +444,7 @@ def _manifest(settings: ClipSettings, listing: ClipListing) -> dict:
         "audio": "spectrogram", "audio_shape": list(settings.audio_shape), "frames_dir": FRAMES_DIR,
         "shorter_side": SHORTER_SIDE, "settings": settings.as_dict(),
         "class_names": list(listing.class_names), "has_split": listing.has_split, "has_group": listing.has_group,
+        SPLIT_OVER_KEY: SPLIT_OVER,
     }
 
 

@@ -4,7 +4,7 @@ For every clip listed in the dataset's official split files (found in ``source``
 from the WAV (or the video's track, 16-bit PCM via PyAV), frames from the 1 fps JPEG folder
 (or the video decoded at 1 fps); the deterministic audio features are precomputed (VGGSound
 keeps its 10 s 16 kHz waveform for random crops); frames are resized so the shorter side is
-256 and stored as uint8 ``(N, H, W, 3)`` ``.npy``. Layout: see :mod:`ogmge.data.paper.common`.
+256 and stored as uint8 ``(N, H, W, 3)`` ``.npy``. Layout: see :mod:`ogmge.data.paper.cache`.
 
 Each clip is written into a temporary folder and renamed into place, so it is either complete
 or absent; a re-run skips the clips already there. Bad clips raise :class:`DataError` naming
@@ -28,14 +28,10 @@ from ..io_utils import atomic_write_text
 from ..validation import check_choice, check_positive_int
 from .errors import DataError, check_on_error
 from .paper import DATASETS
-from .paper.common import (
-    CACHE_FORMAT,
-    CACHE_VERSION,
-    FRAMES_DIR,
-    check_clip_ids,
-    compute_audio,
-    raw_sources,
-)
+from .paper.cache import CACHE_FORMAT, CACHE_VERSION
+from .paper.readers import compute_audio, raw_sources
+from .paper.spec import FRAMES_DIR
+from .paper.splits import check_clip_ids
 from .video import decode_video, list_frame_files, read_image, resize_shorter
 
 SHORTER_SIDE = 256

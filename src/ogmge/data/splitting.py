@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..validation import check_number
-from .views import DatasetView  # noqa: F401  (re-exported: its home was here)
+from .views import DatasetView
 
 SplitIndices = tuple[list[int], list[int]]
 

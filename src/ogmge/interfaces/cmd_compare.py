@@ -41,6 +41,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="training seeds (default 0,1,2)")
     c.add_argument("--jobs", type=int, metavar="N",
                    help="runs at once (default: one per CPU core, one thread each; on CUDA one per device)")
+    c.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where runs execute: local processes (default) or Ray tasks on a cluster "
+                   "(pip install \"ogmge[ray]\"; docs/training.md, 'On a cluster')")
+    c.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address (--backend ray; default: a local Ray runtime; 'auto': the "
+                   "cluster this machine belongs to)")
+    c.add_argument("--cpus-per-run", type=int, metavar="N",
+                   help="CPUs per run: torch's intra-op threads in either backend, the Ray task's CPU request")
+    c.add_argument("--gpus-per-run", type=float, default=0, metavar="G",
+                   help="GPUs per Ray task (--backend ray; default 0)")
     c.add_argument("--out", metavar="DIR",
                    help="the comparison's directory (default: compare-<data file stem or dataset>)")
     c.add_argument("--tie-tolerance", type=float, default=0.5, metavar="POINTS",
@@ -73,8 +83,7 @@ def default_out(config) -> Path:
 
 
 def run(args) -> int:
-    from ogmge.training.compare import compare
-
+    from .compare_report import compare
     from .config_cli import config_from_args
 
     for flag, instead in PER_RUN_FLAGS.items():
@@ -91,6 +100,10 @@ def run(args) -> int:
         methods=parse_list(args.methods, "methods"),
         seeds=parse_list(args.seeds, "seeds", int) or [],
         jobs=args.jobs,
+        backend=args.backend,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
         tie_tolerance=args.tie_tolerance / 100.0,
         progress=config.progress,
     )
@@ -99,7 +112,7 @@ def run(args) -> int:
 
 def report(summary: dict, out: Path, *, plot: bool = True) -> int:
     """Print the table, the regime, the verdict and the outputs' paths; write the plot."""
-    from ogmge.training.compare import format_table
+    from .compare_report import format_table
 
     print()
     print(f"test accuracy (%) at the validation-selected epoch, mean ± std over seeds {summary['seeds']}; "

@@ -53,9 +53,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ogmge.training import TrainConfig
-    from ogmge.training.compare import SETTINGS, compare
+    from ogmge.training.compare import SETTINGS
 
     from .cmd_compare import parse_list, report
+    from .compare_report import compare
 
     if args.unimodal is False:
         raise ValueError("--no-unimodal is retired: the demo always trains each modality alone (the verdict "

@@ -50,6 +50,8 @@ def run(args) -> int:
             print(f"  {key.split('/', 1)[1]:<9} {value:.4f}  (its own head's accuracy)")
     per_class = ", ".join("-" if v is None else f"{v:.3f}" for v in metrics["per_class_acc"])
     print(f"  per class [{per_class}]")
+    if metrics.get("behaviour"):
+        print(f"  behaviour {metrics['behaviour']}")
     if args.json:
         try:
             atomic_write_text(args.json, json.dumps(metrics, indent=2) + "\n")

@@ -1,5 +1,8 @@
 """Balancing methods behind one protocol (layer 1, beside ``ogmge.modulation``; docs/methods.md).
 
+``register``, ``get(name)``, ``names()`` (``ogmge.methods.registry``): every method
+by name, with its options (``Option``) and requirements declared on its class.
+
 Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 (``uni_ensemble``), this project's anchored fusion (``anchored``), PMR (``pmr``),
@@ -14,7 +17,21 @@ from .gblend import GBlending, blending_weights, floor_weights
 from .mdrop import ModalityDropout
 from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
+from .normal import Normal
 from .pmr import PMR, class_prototypes, pmr_loss, prototype_logits, weak_modalities
+from .registry import (
+    BuildContext,
+    Option,
+    Space,
+    StepTools,
+    describe,
+    get,
+    load_plugins,
+    names,
+    qualname,
+    register,
+    resolve_qualname,
+)
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
@@ -29,6 +46,18 @@ __all__ = [
     "weak_modalities",
     "FUSED",
     "BalancingMethod",
+    "BuildContext",
+    "Normal",
+    "Option",
+    "Space",
+    "StepTools",
+    "describe",
+    "get",
+    "load_plugins",
+    "names",
+    "qualname",
+    "register",
+    "resolve_qualname",
     "GBlending",
     "MMPareto",
     "ModalityDropout",

@@ -13,15 +13,66 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from ogmge.modulation import OGMGE, OPM, ModulationStats, OPMMasks, batch_scores, discrepancy_ratios
+from ogmge.modulation import (
+    COEFFICIENT_RULES,
+    OGMGE,
+    OPM,
+    SELECTIONS,
+    Mode,
+    ModulationStats,
+    OPMMasks,
+    batch_scores,
+)
+from ogmge.modulation.opm import OPM_RATIOS, OPM_RESCALES, feature_widths
 
 from .base import BalancingMethod
+from .registry import Option, Space, register
+
+#: Where OPM's defaults come from (the TPAMI paper's released code).
+_TPAMI = "GeWu-Lab/BML_TPAMI2024 code"
+#: Where OGM-GE's defaults come from (the authors' ``main.py``, GeWu-Lab/OGM-GE_CVPR2022).
+_OGM_SRC = "GeWu-Lab/OGM-GE_CVPR2022 main.py"
 
 
+def _ogm_options() -> tuple[Option, ...]:
+    return (
+        Option("alpha", float, 0.8, "strength of the modulation, k = 1 - tanh(alpha * rho) (Eq. 10)",
+               low=0.0, low_open=True, source=f"{_OGM_SRC}:35 (required there); 0.8 as in DESIGN §4's CREMA-D run",
+               space=Space.log_uniform(0.05, 2.0), paper_key="alpha"),
+        Option("start_epoch", int, 0, "first modulated epoch (0-based, inclusive)", low=0,
+               source=f"{_OGM_SRC}:33", paper_key="modulation_starts"),
+        Option("end_epoch", int, 50, "last modulated epoch (0-based, inclusive; null: no end)", low=0,
+               allow_none=True, source=f"{_OGM_SRC}:34", paper_key="modulation_ends"),
+        Option("select", str, "auto", "which encoder gradients are modulated (auto: conv kernels, else weights)",
+               choices=tuple(SELECTIONS), source=f"{_OGM_SRC} (4-D gradients only)",
+               paper_key="modulate_params"),
+        Option("coefficient", str, "paper", "the coefficient rule (paper: Eq. 10)", choices=tuple(COEFFICIENT_RULES),
+               source="Peng et al., CVPR 2022, Eq. 10", paper_key="coefficient"),
+    )
+
+
+@register
 class OGMGEMethod(BalancingMethod):
-    """Wrap an :class:`ogmge.OGMGE` modulator (Peng et al., CVPR 2022)."""
+    """OGM-GE: on-the-fly gradient modulation with generalisation enhancement (an :class:`ogmge.OGMGE`)."""
 
     name = "ogm_ge"
+    paper = "Peng, Wei, Deng, Wang, Hu, 'Balanced Multimodal Learning via On-the-fly Gradient Modulation', CVPR 2022"
+    mode: Mode = "OGM_GE"
+    options = _ogm_options()
+    tie_rank = 2.0
+    min_modalities = 1  # with one modality there is nothing to balance: it trains as Normal
+    paper_flags = {"modulation": "OGM_GE", "opm": False}
+
+    @classmethod
+    def build(cls, ctx, **options) -> OGMGEMethod:
+        """``OGMGE(ctx.encoders, mode=cls.mode, ...)``; GE noise from ``component_seed(seed, "ogmge")``."""
+        opts = cls.resolve_options(options)
+        if ctx.encoders is None:
+            raise ValueError(f"method {cls.name} needs the model's encoders (ctx.encoders)")
+        modulator = OGMGE(dict(ctx.encoders), mode=cls.mode, alpha=opts["alpha"], start_epoch=opts["start_epoch"],
+                          end_epoch=opts["end_epoch"], select=opts["select"], coefficient=opts["coefficient"],
+                          seed=ctx.component_seed("ogmge"), process_group=ctx.process_group)
+        return cls(modulator)
 
     def __init__(self, modulator: OGMGE) -> None:
         if not isinstance(modulator, OGMGE):
@@ -52,10 +103,53 @@ class OGMGEMethod(BalancingMethod):
         return f"OGMGEMethod({self.modulator!r})"
 
 
+@register
+class OGMMethod(OGMGEMethod):
+    """OGM: on-the-fly gradient modulation without the generalisation-enhancement noise."""
+
+    name = "ogm"
+    mode: Mode = "OGM"
+    tie_rank = 1.0
+    paper_flags = {"modulation": "OGM", "opm": False}
+
+
+@register
 class OPMMethod(BalancingMethod):
-    """Wrap an :class:`ogmge.OPM` (Wei, Hu, Du, Wen, TPAMI 2024) as a feature transform."""
+    """OPM: on-the-fly prediction modulation, drops the dominant modality's features (an :class:`ogmge.OPM`)."""
 
     name = "opm"
+    paper = "Wei, Hu, Du, Wen, 'On-the-fly Modulation for Balanced Multimodal Learning', TPAMI 2024"
+    options = (
+        Option("q_base", float, 0.5, "base drop probability of the dominant modality", low=0.0, high=1.0,
+               source=f"{_TPAMI}/main.py:42 (argparse; also scripts/train_opm.sh:5; config.py:52 says 0.4, "
+                      "overridden; BalanceBenchmark configs/trainer_config.yaml:85: 0.4)",
+               space=Space.uniform(0.1, 0.9), legacy_key="opm_q_base"),
+        Option("lam", float, 0.5, "how fast the drop probability grows with the discrepancy ratio", low=0.0,
+               source=f"{_TPAMI}/main.py:43, config.py:53", space=Space.uniform(0.0, 2.0), legacy_key="opm_lam"),
+        Option("p_exe", float, 0.7, "probability that a batch is modulated at all", low=0.0, high=1.0,
+               source=f"{_TPAMI}/main.py:44, config.py:51", space=Space.uniform(0.3, 1.0), legacy_key="opm_p_exe"),
+        Option("rescale", str, "shared", "kept features x 1/(1-theta), theta = sum d_u q_u / sum d_u (shared); "
+               "per_modality: this project's earlier 1/(1-q_u), for old runs", choices=OPM_RESCALES,
+               source=f"{_TPAMI}/models/Classifier.py:39-49", legacy_key="opm_rescale"),
+        Option("ratio", str, "mean", "N > 2: rho_u = s_u / mean (or sum) of the other modalities' scores",
+               choices=OPM_RATIOS, source="DESIGN §2 (mean); BalanceBenchmark OPM_trainer.py:174-180 (sum, N = 3)",
+               legacy_key="opm_ratio"),
+        Option("start_epoch", int, 6, "first epoch with OPM (0-based, inclusive; the released warm-up)", low=0,
+               source=f"{_TPAMI}/main.py:91 (warm_up = epoch <= 5)", legacy_key="opm_starts"),
+        Option("end_epoch", int, None, "last epoch with OPM (0-based, inclusive; null: no end)", low=0,
+               allow_none=True, source=f"{_TPAMI}/main.py:91 (no end)", legacy_key="opm_ends"),
+    )
+    min_modalities = 2
+    tie_rank = 3.0
+    paper_flags = {"modulation": "Normal", "opm": True}
+
+    @classmethod
+    def build(cls, ctx, **options) -> OPMMethod:
+        """``OPM(...)`` with masks from ``component_seed(seed, "opm")``."""
+        opts = cls.resolve_options(options)
+        return cls(OPM(q_base=opts["q_base"], lam=opts["lam"], p_exe=opts["p_exe"], rescale=opts["rescale"],
+                       ratio=opts["ratio"], start_epoch=opts["start_epoch"], end_epoch=opts["end_epoch"],
+                       seed=ctx.component_seed("opm")))
 
     def __init__(self, opm: OPM) -> None:
         if not isinstance(opm, OPM):
@@ -63,12 +157,18 @@ class OPMMethod(BalancingMethod):
         self.opm = opm
         self.masks: OPMMasks | None = None
 
+    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> None:
+        """OPM's window (the released warm-up) follows the trainer's epoch."""
+        self.opm.set_epoch(epoch)
+        return None
+
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
         if labels is None or modality_logits is None:
             raise ValueError("OPM needs labels and modality_logits to draw its masks")
-        ratios = discrepancy_ratios(batch_scores(modality_logits, labels))
+        ratios = self.opm.ratios(batch_scores(modality_logits, labels))
         first = next(iter(features.values()))
-        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device)
+        self.masks = self.opm.sample(ratios, first.shape[0], device=first.device,
+                                     widths=feature_widths({n: features[n] for n in ratios}))
         return self.masks.apply(features)
 
     @property

@@ -52,11 +52,13 @@ from torch import Tensor
 from ogmge.validation import check_number, check_positive_int
 
 from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
+from .registry import Option, Space, register
 from .uni_ensemble import ensemble_logits, fit_simplex_weights
 
 
+@register
 class AnchoredFusion(BalancingMethod):
-    """Anchored fusion (see the module docstring).
+    """Anchored fusion: fused loss plus fixed unimodal head losses, a blend of all heads fitted on validation.
 
     ``modalities``: two or more names. Keyword-only: ``anchor_weight`` (> 0, the
     weight of each unimodal head's loss; default 1), ``max_steps`` (>= 1) and
@@ -64,8 +66,23 @@ class AnchoredFusion(BalancingMethod):
     """
 
     name = "anchored"
+    paper = ("none: this project's setting; the loss is MMPareto's uniform multitask baseline (Wei & Hu, ICML 2024) "
+             "plus a stacked prediction")
+    options = (
+        Option("anchor_weight", float, 1.0, "weight of each unimodal head's loss beside the fused loss", low=0.0,
+               low_open=True, source="this project (docs/methods.md)", space=Space.log_uniform(0.1, 10.0),
+               legacy_key="anchored_weight"),
+    )
     needs_heads = True
+    predictions = ("blend",)
+    min_modalities = 2
     fits_on_validation = True
+    cross_fit = "swap"
+    tie_rank = 8.0
+
+    @classmethod
+    def build(cls, ctx, **options) -> AnchoredFusion:
+        return cls(ctx.modalities, **cls.resolve_options(options))
 
     def __init__(self, modalities, *, anchor_weight: float = 1.0, max_steps: int = 500, tol: float = 1e-10) -> None:
         self.modalities = check_modalities("modalities", modalities)

@@ -38,25 +38,78 @@ FUSED = "fused"
 class BalancingMethod:
     """Base class of the balancing methods: every hook a no-op (plain fused cross-entropy).
 
-    Attributes a loop may read: ``name``; ``needs_heads`` (the model must expose
-    trainable per-modality heads, ``head_logits``); ``owns_backward``
-    (``backward`` does more than ``total.backward()``); ``distributed_ok``
-    (replicas stay identical under DDP with this method); ``fits_on_validation``
-    (the method fits something on the validation split, so its selection score
-    must be cross-fitted).
+    Class attributes declare what the trainer, the model builder, ``compare`` and
+    the CLI need (``ogmge.methods.registry`` documents each): ``name``, ``paper``,
+    ``options``, ``needs_heads``, ``predictions``, ``min_modalities``,
+    ``max_modalities``, ``fits_on_validation``/``cross_fit``, ``tie_rank``,
+    ``ddp``/``ddp_reason``, ``owns_backward``, ``owns_step``, ``depends_on``,
+    ``paper_flags``. ``distributed_ok`` (``ddp != "refused"``) is kept for older code.
     """
 
     name = "normal"
+    paper = ""
+    options: tuple = ()  # of ogmge.methods.registry.Option
     needs_heads = False
-    owns_backward = False
-    distributed_ok = True
+    predictions: tuple[str, ...] = (FUSED,)
+    min_modalities = 1
+    max_modalities: int | None = None
     fits_on_validation = False
+    cross_fit: str | None = None
     #: ``loss`` takes ``features={name: (B, D)}`` (the encoders' outputs, with graph)
     needs_features = False
     #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
     wants_epoch_features = False
     #: fraction of the training split ``start_epoch`` sees (when ``wants_epoch_features``)
     subset = 1.0
+    tie_rank: float = 100.0
+    ddp = "identical"
+    ddp_reason = ""
+    owns_backward = False
+    owns_step = False
+    depends_on: tuple[str, ...] = ()
+    paper_flags: Mapping = {"modulation": "Normal", "opm": False}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "distributed_ok" not in cls.__dict__:
+            cls.distributed_ok = cls.ddp != "refused"
+
+    distributed_ok = True
+
+    # construction -------------------------------------------------------------
+    @classmethod
+    def resolve_options(cls, options: Mapping | None = None) -> dict:
+        """Every declared option: ``options`` validated (errors name the option and the
+        value; unknown keys are refused), defaults for the rest."""
+        from .registry import resolve_options
+
+        return resolve_options(cls, options)
+
+    @classmethod
+    def build(cls, ctx, **options) -> BalancingMethod:
+        """The method for a run, from its :class:`~ogmge.methods.registry.BuildContext` and options."""
+        cls.resolve_options(options)
+        return cls()
+
+    @classmethod
+    def model_parts(cls, ctx, **options) -> dict[str, nn.Module]:
+        """Extra modules the model must hold for this method (``{name: module}``; default none)."""
+        return {}
+
+    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> Tensor | None:
+        """Before training epoch ``epoch``: the epoch's sample indices into the training split
+        (re-sampling; repeats allowed), or None for the usual shuffled pass. ``outputs()``
+        (when given) runs one evaluation pass over the training split."""
+        return None
+
+    def train_step(self, batch, tools, *, epoch: int):
+        """With ``owns_step``: run the whole step through ``tools``
+        (:class:`~ogmge.methods.registry.StepTools`); return ``(out, total, terms, skip_reason)``."""
+        raise NotImplementedError(f"method {self.name!r} declares owns_step but has no train_step")
+
+    def sync_params(self) -> list[nn.Parameter]:
+        """With ``ddp = "syncs"``: the parameters whose gradients the method averages itself."""
+        return []
 
     # 1. features, before fusion ------------------------------------------------
     def transform_features(

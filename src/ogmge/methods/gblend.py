@@ -51,6 +51,7 @@ from torch import Tensor
 from ogmge.validation import check_number, check_positive_int
 
 from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
+from .registry import Option, Space, register
 
 
 def floor_weights(weights: Mapping[str, float], w_min: float) -> dict[str, float]:
@@ -103,8 +104,9 @@ def blending_weights(
     return floor_weights(normalised, w_min), info, False
 
 
+@register
 class GBlending(BalancingMethod):
-    """G-Blending (Wang, Tran, Feiszli, CVPR 2020), online variant: see the module docstring.
+    """G-Blending: per-head loss weights from each head's generalisation/overfitting trade-off (online variant).
 
     ``modalities``: names of the unimodal heads (two or more); heads are
     ``"fused"`` plus these. Keyword-only: ``super_epoch`` (epochs per estimate,
@@ -113,8 +115,27 @@ class GBlending(BalancingMethod):
     """
 
     name = "gblend"
+    paper = "Wang, Tran, Feiszli, 'What Makes Training Multi-Modal Classification Networks Hard?', CVPR 2020"
+    options = (
+        Option("super_epoch", int, 2, "epochs between two estimates of the blending weights", low=1,
+               source="this project's online variant (docs/methods.md)", space=Space.int_range(1, 5),
+               legacy_key="gblend_super_epoch"),
+        Option("w_min", float, 0.05, "floor of every head's weight (at most 1/heads)", low=0.0, high=1.0,
+               source="this project's online variant (docs/methods.md)", space=Space.uniform(0.0, 0.2),
+               legacy_key="gblend_w_min"),
+        Option("delta_o_min", float, 0.01, "guard: dO**2 is at least delta_o_min**2", low=0.0, low_open=True,
+               source="this project's online variant (docs/methods.md)", space=Space.log_uniform(1e-3, 1e-1),
+               legacy_key="gblend_delta_o_min"),
+    )
     needs_heads = True
+    min_modalities = 2
     fits_on_validation = True
+    cross_fit = "split"
+    tie_rank = 5.0
+
+    @classmethod
+    def build(cls, ctx, **options) -> GBlending:
+        return cls(ctx.modalities, **cls.resolve_options(options))
 
     def __init__(
         self,

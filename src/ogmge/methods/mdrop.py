@@ -32,10 +32,12 @@ from ogmge.modulation.generators import GeneratorPool
 from ogmge.validation import check_number
 
 from .base import BalancingMethod, check_modalities
+from .registry import Option, Space, register
 
 
+@register
 class ModalityDropout(BalancingMethod):
-    """Modality dropout (see the module docstring).
+    """Modality dropout: per training sample, w.p. p keep a single modality's features (a feature transform).
 
     ``modalities``: two or more names. Keyword-only: ``p`` (probability that a
     sample keeps a single modality, in [0, 1]; default 0.5), ``seed`` or
@@ -43,6 +45,18 @@ class ModalityDropout(BalancingMethod):
     """
 
     name = "mdrop"
+    paper = "Neverova, Wolf, Taylor, Nebout, 'ModDrop: adaptive multi-modal gesture recognition', TPAMI 2016"
+    options = (
+        Option("p", float, 0.5, "probability that a training sample keeps one modality only", low=0.0, high=1.0,
+               source="DESIGN §7 (this project's choice)", space=Space.uniform(0.1, 0.9), legacy_key="mdrop_p"),
+    )
+    min_modalities = 2
+    tie_rank = 4.0
+
+    @classmethod
+    def build(cls, ctx, **options) -> ModalityDropout:
+        """Draws from the run's seed itself (what runs before the registry did; their checkpoints resume)."""
+        return cls(ctx.modalities, seed=ctx.seed, **cls.resolve_options(options))
 
     def __init__(self, modalities, *, p: float = 0.5, seed: int = 0, generator: torch.Generator | None = None) -> None:
         self.modalities = check_modalities("modalities", modalities)

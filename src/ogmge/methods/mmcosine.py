@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ogmge.validation import check_number
 
 from .base import BalancingMethod
+from .registry import Option, Space, register
 
 #: Fusion heads whose last layer is linear in per-modality features (``linear_split``).
 COSINE_HEADS = ("ConcatFusion", "SumFusion")
@@ -95,11 +96,30 @@ class CosineHead(nn.Module):
         return torch.stack([parts[u] for u in self.modalities]).sum(0)
 
 
+@register
 class MMCosine(BalancingMethod):
     """MMCosine (Xu et al., ICASSP 2023): plain fused cross-entropy on a model whose head
-    is a :class:`CosineHead` (the trainer builds it; see the module docstring)."""
+    is a :class:`CosineHead` (``wrap_fusion``; see the module docstring)."""
 
     name = "mmcosine"
+    paper = ("Xu, Feng, Zhang, Hu, 'MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual "
+             "Fine-Grained Learning', ICASSP 2023")
+    options = (
+        Option("scale", float, 10.0, "scale s of the cosine logits", low=0.0, low_open=True,
+               source="GeWu-Lab/MMCosine_ICASSP23 main_CD.py:59", space=Space.log_uniform(5.0, 30.0),
+               legacy_key="mmcosine_scale"),
+    )
+    tie_rank = 9.0
+
+    @classmethod
+    def build(cls, ctx, **options) -> MMCosine:
+        return cls(**cls.resolve_options(options))
+
+    @classmethod
+    def wrap_fusion(cls, fusion: nn.Module, **options) -> CosineHead:
+        """The model part: the cosine classifier on ``fusion``'s weights (refused by name
+        where its last layer is not linear in per-modality features)."""
+        return CosineHead(fusion, cls.resolve_options(options)["scale"])
 
     def __init__(self, scale: float = 10.0) -> None:
         self.scale = check_number("scale", scale, lo=0.0, lo_open=True)

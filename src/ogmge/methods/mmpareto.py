@@ -58,6 +58,7 @@ from torch import Tensor
 from ogmge.validation import check_number
 
 from .base import FUSED, BalancingMethod, head_loss_terms, parameter_groups
+from .registry import Option, Space, register
 
 
 def average_gradients_(grads: list[Tensor | None], process_group=None) -> None:
@@ -123,8 +124,9 @@ def combine_gradients_(
     return full, cos, w_mm
 
 
+@register
 class MMPareto(BalancingMethod):
-    """MMPareto (Wei & Hu, ICML 2024): see the module docstring.
+    """MMPareto: per encoder, the fused and unimodal gradients combined without conflict (Pareto).
 
     ``encoders``: ``{modality: nn.Module or iterable of parameters}`` (two or
     more, e.g. ``model.encoders``). Keyword-only: ``scale`` (> 0, the final
@@ -134,11 +136,30 @@ class MMPareto(BalancingMethod):
     """
 
     name = "mmpareto"
+    paper = "Wei & Hu, 'MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance', ICML 2024"
+    options = (
+        Option("scale", float, 1.5, "multiplier of the combined encoder gradients", low=0.0, low_open=True,
+               source="the authors' released code (GeWu-Lab/MMPareto_ICML2024, the final gradient multiplier)",
+               space=Space.uniform(1.0, 2.0), legacy_key="mmpareto_scale"),
+    )
     needs_heads = True
+    min_modalities = 2
     owns_backward = True
+    tie_rank = 7.0
     #: Under DDP: the forward must run in ``no_sync()`` and the heads' gradients be averaged by the caller.
+    ddp = "syncs"
     distributed_ok = True
     syncs_encoder_grads = True
+
+    @classmethod
+    def build(cls, ctx, **options) -> MMPareto:
+        if ctx.encoders is None:
+            raise ValueError("method mmpareto needs the model's encoders (ctx.encoders)")
+        return cls(dict(ctx.encoders), process_group=ctx.process_group, **cls.resolve_options(options))
+
+    def sync_params(self) -> list:
+        """The encoders' parameters: their gradients are averaged inside ``backward``."""
+        return [p for n in self.modalities for p in self.params[n]]
 
     def __init__(self, encoders, *, scale: float = 1.5, sync_grads: bool = True, process_group=None) -> None:
         self.params = parameter_groups(encoders)

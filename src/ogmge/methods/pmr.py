@@ -41,6 +41,9 @@ from torch import Tensor
 from ogmge.validation import check_number
 
 from .base import FUSED, BalancingMethod, check_modalities, cross_entropy
+from .registry import Option, Space, register
+
+_SRC = "fanyunfeng-bit/Modal-Imbalance-PMR main_Prototype_grad.py"
 
 
 def class_prototypes(features: Tensor, labels: Tensor, num_classes: int,
@@ -86,6 +89,7 @@ def pmr_loss(logits: Tensor, labels: Tensor, proto_logits: Mapping[str, Tensor],
     return total, terms, weak
 
 
+@register
 class PMR(BalancingMethod):
     """PMR (Fan et al., CVPR 2023): see the module docstring.
 
@@ -98,6 +102,22 @@ class PMR(BalancingMethod):
     """
 
     name = "pmr"
+    paper = "Fan et al., 'PMR: Prototypical Modal Rebalance for Multimodal Learning', CVPR 2023"
+    options = (
+        Option("alpha", float, 1.0, "weight of the slower modality's prototypical cross-entropy", low=0.0,
+               low_open=True, source=f"{_SRC}:49", space=Space.log_uniform(0.1, 3.0), legacy_key="pmr_alpha"),
+        Option("momentum", float, 0.2, "EMA momentum of the class prototypes", low=0.0, high=1.0, high_open=True,
+               source=f"{_SRC}:39", space=Space.uniform(0.0, 0.9), legacy_key="pmr_momentum"),
+        Option("start", int, 0, "first epoch of the prototype term", low=0, source=f"{_SRC}:47",
+               legacy_key="pmr_start"),
+        Option("end", int, 100, "last epoch of the prototype term (inclusive; null: no end)", low=0,
+               allow_none=True, source=f"{_SRC}:48", legacy_key="pmr_end"),
+        Option("subset", float, 0.1, "fraction of the training split the prototypes are computed on", low=0.0,
+               low_open=True, high=1.0, source=f"{_SRC}:429 (the first tenth of the batches)",
+               space=Space.uniform(0.05, 1.0), legacy_key="pmr_subset"),
+    )
+    min_modalities = 2
+    tie_rank = 10.0
     needs_features = True
     #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
     wants_epoch_features = True
@@ -115,6 +135,10 @@ class PMR(BalancingMethod):
         self.epoch = 0
         self.features: Mapping[str, Tensor] | None = None
         self.last: dict[str, Tensor] = {}
+
+    @classmethod
+    def build(cls, ctx, **options) -> PMR:
+        return cls(ctx.modalities, ctx.num_classes, **cls.resolve_options(options))
 
     def active(self, epoch: int) -> bool:
         return self.start <= epoch and (self.end is None or epoch <= self.end)

@@ -33,6 +33,7 @@ from torch import Tensor
 from ogmge.validation import check_number, check_positive_int
 
 from .base import FUSED, BalancingMethod, check_modalities, cross_entropy, require_head_logits
+from .registry import register
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -99,16 +100,26 @@ def fit_simplex_weights(
     return w
 
 
+@register
 class UnimodalEnsemble(BalancingMethod):
-    """Unimodal ensemble (Du et al., ICML 2023): see the module docstring.
+    """Unimodal ensemble: each encoder trained alone with its own head, combined by weights fitted on validation.
 
     ``modalities``: two or more names. Keyword-only: ``max_steps`` (>= 1) and
     ``tol`` (> 0) of the weight fit.
     """
 
     name = "uni_ensemble"
+    paper = "Du, Teng, Wang, Shen, Zhao, 'On Uni-Modal Feature Learning in Supervised Multi-Modal Learning', ICML 2023"
     needs_heads = True
+    predictions = ("ensemble",)
+    min_modalities = 2
     fits_on_validation = True
+    cross_fit = "swap"
+    tie_rank = 6.0
+
+    @classmethod
+    def build(cls, ctx, **options) -> UnimodalEnsemble:
+        return cls(ctx.modalities, **cls.resolve_options(options))
 
     def __init__(self, modalities, *, max_steps: int = 500, tol: float = 1e-10) -> None:
         self.modalities = check_modalities("modalities", modalities)

@@ -68,7 +68,7 @@ def build_model(
     ``prediction``, ``feature_transform`` to :class:`MultimodalClassifier`.
 
     >>> import torch
-    >>> from ogmge.data.kinds import ModalitySpec
+    >>> from ogmge.contracts import ModalitySpec
     >>> specs = {"imu": ModalitySpec("imu", "sequence", (None, 6)), "image": ModalitySpec("image", "image", (3, 16, 16))}
     >>> model = build_model(specs, num_classes=4, fusion="attention", hidden=8, out_dim=16)
     >>> out = model({"imu": torch.randn(2, 10, 6), "image": torch.randn(2, 3, 16, 16)},

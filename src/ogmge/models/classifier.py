@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from ..methods.uni_ensemble import ensemble_logits
-from ..modulation import OPM, OPMMasks, batch_scores, discrepancy_ratios
+from ..modulation import OPM, OPMMasks, batch_scores
+from ..modulation.opm import feature_widths
 from .estimators import EstimatorName, LogitEstimator
 
 
@@ -228,10 +229,9 @@ class MultimodalClassifier(nn.Module):
         fused_in: Mapping[str, Tensor] = features
         masks = None
         if self.opm is not None and self.training and labels is not None:
-            scores = batch_scores(estimate.modality_logits, labels)
-            ratios = discrepancy_ratios(scores)
+            ratios = self.opm.ratios(batch_scores(estimate.modality_logits, labels))
             first = features[self.modalities[0]]
-            masks = self.opm.sample(ratios, first.shape[0], device=first.device)
+            masks = self.opm.sample(ratios, first.shape[0], device=first.device, widths=feature_widths(features))
             fused_in = masks.apply(features)
         if self.feature_transform is not None and self.training:
             baseline = self.estimator.baseline_features(features) if self.estimator.baseline == "mean" else None

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ogmge.models import predict as models_predict
 
 from . import checkpoint as ckpt_mod
-from .config import TrainConfig
+from .config import TrainConfig, legacy_note
 from .data import build_datasets, make_loader
 from .factory import build_model_from_config, specs_from
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
@@ -117,7 +117,11 @@ def evaluate_checkpoint(
         raise ValueError(f"cannot evaluate {path}: the {split} split is empty (0 samples)")
     check_same_shapes(loaded.checkpoint["model_spec"], bundle, what=f"cannot evaluate {path}")
     loader, _ = make_loader(ds, config, shuffle=False, device=device)
-    return evaluate(loaded.model, loader, torch.device(device))
+    metrics = evaluate(loaded.model, loader, torch.device(device))
+    note = legacy_note(dict(loaded.checkpoint.get("config") or {}))
+    if note:
+        metrics["behaviour"] = note
+    return metrics
 
 
 def predict(

@@ -21,6 +21,7 @@ from ogmge.models.estimators import ESTIMATORS, EstimatorName
 from ogmge.models.fusion import FUSIONS as _FUSION_HEADS
 from ogmge.models.fusion import FusionName
 from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
+from ogmge.modulation.opm import OPM_RATIOS, OPM_RESCALES
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
@@ -48,6 +49,34 @@ METHOD_MODULATION = {
     "ogm_ge": ("OGM_GE", False),
     "opm": ("Normal", True),
 }
+
+#: Keys every saved run config has carried since OPM had settings: a mapping holding all of them
+#: is a run's saved config, not a user's YAML (``legacy_behaviour``).
+SAVED_CONFIG_MARKERS = frozenset({"opm_q_base", "opm_lam", "opm_p_exe", "seed", "device", "trace_every"})
+#: What a saved config that predates a setting ran with: ``{new key: value then}`` (the
+#: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper).
+LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0}
+
+
+def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's saved config lacks because it predates them, with the behaviour it
+    ran with (``LEGACY_DEFAULTS``); empty for a user's YAML or a current saved config."""
+    if not SAVED_CONFIG_MARKERS <= set(values):
+        return {}
+    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values}
+
+
+def legacy_note(values: dict[str, Any]) -> str | None:
+    """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
+    legacy = legacy_behaviour(values)
+    if "opm_rescale" in legacy and not values.get("opm"):
+        legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
+    if not legacy:
+        return None
+    settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
+    return (f"this run predates these settings and keeps the behaviour it was trained with: {settings} "
+            "(docs/methods.md: OPM before it followed its paper)")
+
 
 RETIRED_IMBALANCE = (
     "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
@@ -99,6 +128,9 @@ class TrainConfig:
     modalities: list[str] | None = None
     val_fraction: float = 0.1
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: Which validation samples select the epoch (``{}``: all); ``{half: A, seed, holdout}``
+    #: or ``{folds: K, fold: k, seed}`` (``ogmge.training.selection``; tuned comparisons).
+    val_selection: dict[str, Any] = field(default_factory=dict)
     # model
     fusion: FusionName = "concat"
     estimator: EstimatorName | None = None
@@ -108,6 +140,13 @@ class TrainConfig:
     opm_q_base: float = 0.5
     opm_lam: float = 0.5
     opm_p_exe: float = 0.7
+    #: ``shared`` (the paper's one factor 1/(1-theta)) or ``per_modality`` (this project's earlier rule)
+    opm_rescale: str = "shared"
+    #: ``mean`` or ``sum`` of the other modalities' scores in OPM's ratio (N > 2)
+    opm_ratio: str = "mean"
+    #: OPM's inclusive window of 0-based epochs (the released warm-up: epochs 0-5 unmodulated)
+    opm_starts: int = 6
+    opm_ends: int | None = None
     # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
     method: str | None = None
     # hyper-parameters of the methods of ``ogmge.methods`` (docs/methods.md), prefixed by method
@@ -194,10 +233,20 @@ class TrainConfig:
                 raise ValueError(f"modalities must not repeat a name, got {self.modalities!r}")
             self.modalities = list(self.modalities)
         check_number("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
+        # lazy: selection imports the data module, which imports this one
+        from .selection import check_selection
+
+        self.val_selection = check_selection(self.val_selection)
         check_number("width", self.width, integer=True, lo=1)
         check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
         check_number("opm_lam", self.opm_lam, lo=0)
         check_number("opm_p_exe", self.opm_p_exe, lo=0, hi=1)
+        check_choice("opm_rescale", self.opm_rescale, OPM_RESCALES)
+        check_choice("opm_ratio", self.opm_ratio, OPM_RATIOS)
+        check_number("opm_starts", self.opm_starts, integer=True, lo=0)
+        check_number("opm_ends", self.opm_ends, integer=True, lo=0, allow_none=True)
+        if self.opm_ends is not None and self.opm_ends < self.opm_starts:
+            raise ValueError(f"opm_ends ({self.opm_ends}) must not be before opm_starts ({self.opm_starts})")
         check_number("gblend_super_epoch", self.gblend_super_epoch, integer=True, lo=1)
         check_number("gblend_w_min", self.gblend_w_min, lo=0, hi=1 / 3)
         check_number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0, lo_open=True)
@@ -301,6 +350,9 @@ class TrainConfig:
             values = dict(values)
             if values.pop("imbalance") is not None or values.get("dataset", "builtin") == "builtin":
                 raise ValueError(RETIRED_IMBALANCE)
+        legacy = legacy_behaviour(values)
+        if legacy:  # a run made before these settings existed resumes with the behaviour it started with
+            values = {**values, **legacy}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ogmge.data.collate import collate_samples
 from ogmge.data.splitting import group_split, stratified_split, subset
-from ogmge.data.views import ModalityView, set_epoch  # noqa: F401  (both re-exported here)
+from ogmge.data.views import ModalityView
 
 from .config import PAPER_DATASETS, TrainConfig
 

@@ -73,6 +73,8 @@ def make_opm(config: TrainConfig) -> OPM | None:
     if not config.opm:
         return None
     return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe,
+               rescale=config.opm_rescale, ratio=config.opm_ratio,  # type: ignore[arg-type]
+               start_epoch=config.opm_starts, end_epoch=config.opm_ends,
                seed=component_seed(config.seed, "opm"))
 
 
@@ -142,7 +144,7 @@ def build_model_from_config(
         )
     if config.resolved_method == "mmcosine":  # the cosine classifier on the head's own weights
         model = models.MultimodalClassifier(
-            dict(model.encoders.items()), CosineHead(model.fusion, config.mmcosine_scale),
+            dict(model.encoders.items()), MMCosine.wrap_fusion(model.fusion, scale=config.mmcosine_scale),
             estimator=make_estimator(config), opm=model.opm, **method_options)
     return model, builder
 

@@ -64,6 +64,7 @@ def _files_named_outside(root: Path) -> list[Path]:
 def data_fingerprint(config: TrainConfig) -> dict:
     """The fingerprint of the data ``config`` names (see the module docstring)."""
     h = hashlib.sha256()
+    extra: dict = {}
     if config.dataset == "byo":
         assert config.data is not None  # TrainConfig: dataset 'byo' needs data
         path = Path(config.data)
@@ -81,7 +82,10 @@ def data_fingerprint(config: TrainConfig) -> dict:
         root = Path(config.data_root)
         if (root / "manifest.json").is_file():
             kind = "paper-cache"
-            h.update((root / "manifest.json").read_bytes())
+            manifest = (root / "manifest.json").read_bytes()
+            h.update(manifest)
+            if config.dataset == "clips":
+                extra["split_over"] = _split_over(manifest)
             for file in sorted((root / "splits").glob("*")) if (root / "splits").is_dir() else []:
                 h.update(file.name.encode() + b"\0")
                 _hash_file(h, file)
@@ -102,7 +106,17 @@ def data_fingerprint(config: TrainConfig) -> dict:
         kind = "builtin"
         source = f"built-in data version {identity['version']} (regime {identity['regime']!r})"
         h.update(json.dumps(identity, sort_keys=True, default=str).encode())
-    return {"kind": kind, "sha256": h.hexdigest(), "source": source}
+    return {"kind": kind, "sha256": h.hexdigest(), "source": source, **extra}
+
+
+def _split_over(manifest: bytes) -> str:
+    """Over which clips a clips cache carves its splits (``ogmge.data.clips.SPLIT_OVER_KEY``):
+    ``prepared``, or ``listed`` for a cache prepared before that rule."""
+    try:
+        value = json.loads(manifest).get("split_over")
+    except (ValueError, AttributeError):
+        value = None
+    return str(value) if value else "listed"
 
 
 def check_same_data(recorded: dict | None, current: dict, *, what: str, allow: bool) -> None:
@@ -111,10 +125,14 @@ def check_same_data(recorded: dict | None, current: dict, *, what: str, allow: b
         return
     if recorded.get("sha256") == current.get("sha256"):
         return
+    why = ""
+    if current.get("split_over") == "prepared" and recorded.get("split_over", "listed") == "listed":
+        why = (" The clips cache was prepared again by a newer ogmge, which carves the splits over the clips "
+               "that were prepared rather than over every listed clip, so the splits may have moved.")
     raise ValueError(
         f"{what}: the data differ from the data the run was trained on -- trained on {recorded.get('source')} "
         f"(sha256 {str(recorded.get('sha256'))[:16]}...), now {current.get('source')} "
-        f"(sha256 {current['sha256'][:16]}...). If the change is deliberate, pass {OVERRIDE_FLAG} "
+        f"(sha256 {current['sha256'][:16]}...).{why} If the change is deliberate, pass {OVERRIDE_FLAG} "
         "(Python: allow_data_change=True)"
     )
 

@@ -32,7 +32,6 @@ stays on the device and reaches the host once per trace flush.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ogmge.io_utils import atomic_write_text
+from ogmge.data.views import set_epoch
 from ogmge.modulation import ModulationStats
 from ogmge.seeding import component_seed
 
@@ -57,7 +56,7 @@ from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from .config import TrainConfig
-from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader, set_epoch  # noqa: F401
+from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
     build_method,
     build_model_from_config,
@@ -67,9 +66,11 @@ from .factory import (
     model_spec,
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
-from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, _clean, truncate_jsonl
+from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, truncate_jsonl
 from .metrics import encoder_features, evaluate, to_device
+from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
+from .selection import select_validation
 
 #: Skipped (non-finite) steps in a row after which the run stops. Under AMP the
 #: scaler's first overflow steps count too; they halve the scale each time, so 25
@@ -118,6 +119,8 @@ class RunResult:
     resumed: bool = False
     seconds: float = 0.0
     class_names: list[str] = field(default_factory=list)
+    #: The selected checkpoint on the held-out half (``val_selection: {holdout: true}``), else None.
+    holdout_metrics: dict | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -186,6 +189,8 @@ class Trainer:
 
         seed_everything(self.config.seed)
         self.data = datasets if datasets is not None else build_datasets(self.config)
+        # the samples that select (val_selection: half A, a fold); the held-out half is read once, in _finish
+        self.data, self.holdout = select_validation(self.data, self.config.val_selection)
         check_trainable(self.data)
         if self.ckpt is not None:
             check_same_shapes(self.ckpt["model_spec"], self.data, what=f"cannot resume {self.run_dir}")
@@ -373,6 +378,9 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        opm = getattr(self.model, "opm", None)
+        if opm is not None:  # OPM's window (warm-up) follows the trainer's epoch
+            opm.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
@@ -641,7 +649,7 @@ class Trainer:
     def _finish(self, log: RunLog, t0: float) -> RunResult:
         cfg = self.config
         selected_by = "val acc" if self.data.val is not None else "last epoch"
-        test = None
+        test = holdout = None
         if self.is_main:
             last = self.history[-1] if self.history else None
             if last is not None and last["epoch"] == self.best["epoch"] == cfg.epochs - 1 and "test/acc" in last:
@@ -653,6 +661,7 @@ class Trainer:
                     best = ckpt_mod.load_checkpoint_file(self.run_dir / ckpt_mod.BEST, map_location=self.device)
                     self.model.load_state_dict(best["model"])
                 test = self._evaluate("test")
+            holdout = self._evaluate_holdout()  # the model holds the selected weights here
             results = {
                 "best_epoch": self.best["epoch"],
                 "selected_by": selected_by,
@@ -664,13 +673,12 @@ class Trainer:
                 "patience": self.patience,
                 "val": self.best["val"],
                 "test": test,
+                **({"holdout": holdout, "val_selection": cfg.val_selection} if holdout is not None else {}),
                 "modalities": list(self.data.modalities),
                 "class_names": self.data.class_names,
             }
             if self.run_dir is not None:
-                clean = {k: ({kk: _clean(vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
-                         for k, v in results.items()}
-                atomic_write_text(self.run_dir / RESULTS, json.dumps(clean, indent=2) + "\n")
+                RunResults.from_dict(results).write(self.run_dir / RESULTS)
             if test is not None:
                 LOGGER.info("selected epoch %d (%s): test acc %.4f", self.best["epoch"] + 1, selected_by, test["acc"])
         return RunResult(
@@ -686,7 +694,15 @@ class Trainer:
             resumed=self.resume,
             seconds=time.perf_counter() - t0,
             class_names=self.data.class_names,
+            holdout_metrics=holdout,
         )
+
+    def _evaluate_holdout(self) -> dict | None:
+        """The held-out half, once, on the selected checkpoint (what it fitted, it fitted on half A)."""
+        if self.holdout is None or not self.config.val_selection.get("holdout"):
+            return None
+        loader = make_loader(self.holdout, self.config, shuffle=False, device=self.device)[0]
+        return evaluate(self.model, loader, self.device, amp=self.amp)
 
 
 def train(

@@ -39,7 +39,9 @@ import os
 
 from ...validation import check_choice, check_number
 from . import ave, cremad, kinetics_sounds, vggsound
-from .common import SPLITS, PaperDataset, Record, carve_validation, select_frames
+from .dataset import PaperDataset
+from .readers import select_frames
+from .splits import SPLITS, Record, carve_validation
 
 DATASETS = {"cremad": cremad, "kinetics_sounds": kinetics_sounds, "vggsound": vggsound, "ave": ave}
 

@@ -20,15 +20,14 @@ from pathlib import Path
 
 from ..audio import cremad_spectrogram
 from ..errors import DataError, check_on_error
-from .common import (
-    PaperDataset,
-    PaperSpec,
+from .dataset import PaperDataset, make_dataset
+from .spec import PaperSpec
+from .splits import (
     ParsedSplit,
     Record,
     bad_row,
     choose_split,
     label_problem,
-    make_dataset,
     read_rows,
     resolve_split_file,
 )

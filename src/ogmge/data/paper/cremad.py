@@ -19,16 +19,15 @@ from pathlib import Path
 from ...validation import check_number
 from ..audio import cremad_spectrogram
 from ..errors import check_on_error
-from .common import (
-    PaperDataset,
-    PaperSpec,
+from .dataset import PaperDataset, make_dataset
+from .spec import PaperSpec
+from .splits import (
     ParsedSplit,
     Record,
     bad_row,
     carve_validation,
     choose_split,
     label_problem,
-    make_dataset,
     official_file_reader,
     pooled,
     read_rows,

@@ -18,15 +18,14 @@ from pathlib import Path
 
 from ..audio import kinetics_fbank
 from ..errors import check_on_error
-from .common import (
-    PaperDataset,
-    PaperSpec,
+from .dataset import PaperDataset, make_dataset
+from .spec import PaperSpec
+from .splits import (
     ParsedSplit,
     Record,
     bad_row,
     choose_split,
     label_problem,
-    make_dataset,
     official_file_reader,
     pooled,
     read_rows,

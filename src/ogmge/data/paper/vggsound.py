@@ -21,15 +21,14 @@ import torch
 
 from ..audio import vggsound_spectrogram, vggsound_waveform
 from ..errors import check_on_error
-from .common import (
-    PaperDataset,
-    PaperSpec,
+from .dataset import PaperDataset, make_dataset
+from .spec import PaperSpec
+from .splits import (
     ParsedSplit,
     Record,
     bad_row,
     choose_split,
     label_problem,
-    make_dataset,
     pooled,
     read_rows,
     resolve_split_file,

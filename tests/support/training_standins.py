@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.training import DataBundle, TrainConfig
 
 

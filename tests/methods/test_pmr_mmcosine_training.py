@@ -4,20 +4,16 @@ with three modalities, evaluation, exact resume, and refusals that name the caus
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
-from training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config  # noqa: E402
-
-from ogmge.data.byo import save_byo  # noqa: E402
-from ogmge.interfaces.cli import main  # noqa: E402
-from ogmge.training import load_checkpoint_file, load_run, train  # noqa: E402
-from ogmge.training.factory import build_model_from_config, method_model_options  # noqa: E402
+from ogmge.data.byo import save_byo
+from ogmge.interfaces.cli import main
+from ogmge.training import load_checkpoint_file, load_run, train
+from ogmge.training.factory import build_model_from_config, method_model_options
+from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
 
 METHODS = ("pmr", "mmcosine")
 

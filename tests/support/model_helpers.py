@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ogmge.data.kinds import ModalitySpec
+from ogmge.contracts import ModalitySpec
 from ogmge.models import build_model
 
 NUM_CLASSES = 4

@@ -80,3 +80,41 @@ GROUPS = {"cat/c1.mp4": "s1", "cat/c2.flv": "s2", "cat/sub/c3.mkv": "s1", "dog/d
           "dog/d2.avi": "s3", "owl/o1.mp4": "s3", "owl/O2.MP4": "s1"}
 IDS = {"cat/c1.mp4": "cat__c1", "cat/c2.flv": "cat__c2", "cat/sub/c3.mkv": "cat__sub__c3",
        "dog/d1.mov": "dog__d1", "dog/d2.avi": "dog__d2", "owl/o1.mp4": "owl__o1", "owl/O2.MP4": "owl__O2"}
+
+
+def write_coded_clip(path: Path, vcodec: str, acodec: str | None, *, seconds: float = 1.2, fps: int = 5,
+                     size: tuple[int, int] = (48, 64), rate: int = 48000, seed: int = 0) -> Path:
+    """A clip in the codecs real files use (``libvpx``/``libvpx-vp9`` + ``libopus`` in webm,
+    ``libx264`` + ``aac``/``libmp3lame`` in mp4); ``acodec`` None: no audio stream."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(vcodec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[1], size[0], "yuv420p"
+        a = c.add_stream(acodec, rate=rate) if acodec else None
+        if a is not None:
+            a.layout = "mono"
+        for k in range(int(round(seconds * fps))):
+            for p in vs.encode(av.VideoFrame.from_ndarray(frame_image(k, size, seed), format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if a is not None:
+            n = int(seconds * rate)
+            wave = (0.3 * np.sin(2 * np.pi * (220 + 40 * seed) * np.arange(n) / rate)).astype(np.float32)
+            fmt = a.codec_context.format.name
+            step = a.codec_context.frame_size or 1024
+            scale = {"s16": (np.int16, 32767), "s16p": (np.int16, 32767), "s32": (np.int32, 2**31 - 1),
+                     "s32p": (np.int32, 2**31 - 1)}.get(fmt)
+            for k in range(0, n, step):
+                chunk = np.pad(wave[k:k + step], (0, max(0, step - len(wave[k:k + step]))))[None]
+                if scale is not None:
+                    chunk = (chunk * scale[1]).astype(scale[0])
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=fmt, layout="mono")
+                fr.sample_rate, fr.pts = rate, k
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path

@@ -1,0 +1,298 @@
+"""Executing a plan: run states, jobs with dependencies, and the executor interface.
+
+An :class:`Executor` runs :class:`Job` s (one training run each) and reports an
+:class:`Outcome` per job. Jobs may name other jobs they ``need``: an executor
+starts a job only after every job it needs is ``done``; when one of them fails
+(or is unavailable), the job is not started and its outcome is ``failed`` with
+the reason (:class:`Schedule` holds this rule, so every executor applies it the
+same way). :class:`LocalExecutor` runs the jobs in this process (``jobs=1``) or in
+a pool of spawned worker processes; a cluster executor is a second class with the
+same ``run`` method (its work function and jobs are picklable by design).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .. import checkpoint as ckpt_mod
+from ..config import TrainConfig
+from ..logs import RESULTS
+
+#: State of a run's directory before a (re)run: ``done`` (results.json), ``resume``
+#: (a checkpoint), ``restart`` (a directory without either: failed before its first
+#: checkpoint) or ``new``.
+RunState = Literal["done", "resume", "restart", "new"]
+#: ``done``: trained; ``failed``: raised (or a job it needs did not finish);
+#: ``unavailable``: the method is not available in this version (NotImplementedError).
+Status = Literal["done", "failed", "unavailable"]
+
+
+def run_state(run_dir: Path) -> RunState:
+    """The state of one run directory (see :data:`RunState`)."""
+    if (run_dir / RESULTS).is_file():
+        return "done"
+    if (run_dir / ckpt_mod.LAST).is_file():
+        return "resume"
+    if run_dir.exists():
+        return "restart"
+    return "new"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to execute: ``config`` (``TrainConfig.to_dict()``, picklable), ``resume``
+    (continue from its checkpoint), and the keys of the jobs it ``needs``."""
+
+    key: str
+    config: dict[str, Any]
+    resume: bool = False
+    needs: tuple[str, ...] = ()
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a job: ``status``, wall ``seconds`` inside training (done only),
+    ``error`` (``"Type: message"``; failed and unavailable)."""
+
+    key: str
+    status: Status
+    seconds: float | None = None
+    error: str | None = None
+
+
+def outcome_of_error(key: str, exc: BaseException) -> Outcome:
+    if isinstance(exc, NotImplementedError):
+        return Outcome(key, "unavailable", error=str(exc))
+    return Outcome(key, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+#: ``work(config_values, resume) -> seconds``: trains one run (a module-level function,
+#: so that worker processes can receive it).
+Work = Callable[[dict, bool], float]
+
+
+class Executor(Protocol):
+    """Runs jobs; ``on_finish`` is called once per job, in this process, as each ends
+    (dependants of a failed job get their ``failed`` outcome right after it)."""
+
+    def run(self, jobs: Sequence[Job], on_finish: Callable[[Outcome], None] | None = None) -> dict[str, Outcome]:
+        ...
+
+
+class Schedule:
+    """The dependency rule shared by every executor.
+
+    ``ready()`` hands out the jobs whose needs are all done (each once, in the order
+    given); ``finish(outcome)`` records an outcome and returns the ``failed`` outcomes
+    of every job that (directly or through others) needed a job that did not finish.
+    A need outside ``jobs`` or a cycle is a ValueError before anything runs.
+    """
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = {j.key: j for j in jobs}
+        if len(self.jobs) != len(jobs):
+            raise ValueError("jobs: two jobs share a key")
+        for j in jobs:
+            missing = [n for n in j.needs if n not in self.jobs]
+            if missing:
+                raise ValueError(f"job {j.key} needs {missing}, which are not in the plan")
+        self.waiting = {j.key: set(j.needs) for j in jobs}
+        self.started: set[str] = set()
+        self._check_acyclic()
+
+    def _check_acyclic(self) -> None:
+        left = {k: set(v) for k, v in self.waiting.items()}
+        while left:
+            free = [k for k, v in left.items() if not v]
+            if not free:
+                raise ValueError(f"jobs: the needs form a cycle among {sorted(left)}")
+            for k in free:
+                del left[k]
+            for v in left.values():
+                v.difference_update(free)
+
+    def ready(self) -> list[Job]:
+        out = [self.jobs[k] for k, v in self.waiting.items() if not v and k not in self.started]
+        self.started.update(j.key for j in out)
+        return out
+
+    def finish(self, outcome: Outcome) -> list[Outcome]:
+        self.waiting.pop(outcome.key, None)
+        if outcome.status == "done":
+            for v in self.waiting.values():
+                v.discard(outcome.key)
+            return []
+        blocked: list[Outcome] = []
+        why = {outcome.key: outcome.error or outcome.status}
+        changed = True
+        while changed:
+            changed = False
+            for key in list(self.waiting):
+                failed_needs = [n for n in self.jobs[key].needs if n in why]
+                if failed_needs and key not in self.started:
+                    n = failed_needs[0]
+                    reason = f"not run: it needs {n}, which did not finish ({why[n]})"
+                    why[key] = reason
+                    blocked.append(Outcome(key, "failed", error=reason))
+                    del self.waiting[key]
+                    changed = True
+        return blocked
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.waiting)
+
+
+def train_job(values: dict, resume: bool) -> float:
+    """Train one run (in this process or a worker); its wall seconds inside training."""
+    from ..loop import train
+
+    if _WORKER_DEVICE is not None:
+        values = {**values, "device": _WORKER_DEVICE}
+    start = time.perf_counter()
+    train(TrainConfig.from_dict(values), resume=resume)
+    return time.perf_counter() - start
+
+
+_WORKER_DEVICE: str | None = None
+
+
+def _worker_init(threads: int | None, devices) -> None:
+    global _WORKER_DEVICE
+    import torch
+
+    from .. import loop  # noqa: F401 - imported before any run is timed
+
+    if threads:
+        torch.set_num_threads(threads)
+    if devices is not None:
+        _WORKER_DEVICE = devices.get()
+
+
+class LocalExecutor:
+    """Today's executor: ``jobs`` runs at once on this machine.
+
+    ``jobs=1``: one after another in this process (on ``devices[0]`` when given);
+    more: a pool of ``jobs`` spawned worker processes, ``threads`` torch threads each,
+    one CUDA device each when ``devices`` are given. ``work`` trains one job
+    (default :func:`train_job`).
+    """
+
+    def __init__(self, jobs: int = 1, *, threads: int | None = None, devices: Sequence[str] | None = None,
+                 work: Work | None = None) -> None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+        self.jobs = jobs
+        self.threads = threads
+        self.devices = list(devices) if devices else None
+        self.work: Work = work or train_job
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(jobs={self.jobs}, threads={self.threads}, devices={self.devices})"
+
+    def run(self, jobs: Sequence[Job], on_finish: Callable[[Outcome], None] | None = None) -> dict[str, Outcome]:
+        schedule = Schedule(jobs)
+        outcomes: dict[str, Outcome] = {}
+
+        def record(outcome: Outcome) -> None:
+            for o in [outcome, *schedule.finish(outcome)]:
+                outcomes[o.key] = o
+                if on_finish is not None:
+                    on_finish(o)
+
+        if self.jobs <= 1:
+            self._run_here(schedule, record)
+        else:
+            self._run_pool(schedule, record)
+        return outcomes
+
+    def _run_here(self, schedule: Schedule, record: Callable[[Outcome], None]) -> None:
+        while True:
+            ready = schedule.ready()
+            if not ready:
+                return
+            for job in ready:
+                values = dict(job.config)
+                if self.devices:
+                    values["device"] = self.devices[0]
+                try:
+                    with _torch_threads(self.threads):
+                        seconds = self.work(values, job.resume)
+                except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
+                    record(outcome_of_error(job.key, exc))
+                else:
+                    record(Outcome(job.key, "done", seconds=seconds))
+
+    def _run_pool(self, schedule: Schedule, record: Callable[[Outcome], None]) -> None:
+        ctx = get_context("spawn")
+        queue = None
+        if self.devices:
+            queue = ctx.Queue()
+            for d in self.devices[: self.jobs]:
+                queue.put(d)
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(self.threads, queue)) as pool:
+            pending: dict[Future, Job] = {}
+
+            def submit() -> None:
+                for job in schedule.ready():
+                    pending[pool.submit(self.work, dict(job.config), job.resume)] = job
+
+            submit()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = pending.pop(fut)
+                    try:
+                        seconds = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
+                        record(outcome_of_error(job.key, exc))
+                    else:
+                        record(Outcome(job.key, "done", seconds=seconds))
+                submit()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` for the block (unchanged when None)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def default_jobs(config: TrainConfig) -> tuple[int, int | None, list[str] | None]:
+    """``(jobs, threads per run, devices)``: on CUDA one run per device; on the CPU one
+    run per core with one thread each."""
+    import torch
+
+    cuda = config.device != "cpu" and torch.cuda.is_available() and (
+        config.device == "auto" or config.device.startswith("cuda"))
+    if cuda:
+        if config.device not in ("auto", "cuda"):
+            return 1, None, None  # one named device: runs one after another on it
+        n = torch.cuda.device_count()
+        return n, None, [f"cuda:{i}" for i in range(n)]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores), 1, None
+
+
+__all__ = ["Executor", "Job", "LocalExecutor", "Outcome", "RunState", "Schedule", "Status", "Work",
+           "default_jobs", "outcome_of_error", "run_state", "train_job"]

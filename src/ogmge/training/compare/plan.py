@@ -1,0 +1,239 @@
+"""The plan of a comparison: which runs, their configurations, and the stored settings.
+
+A :class:`Plan` is a tuple of :class:`PlannedRun` over one shared base
+configuration and one directory. A run may name other runs it needs
+(``PlannedRun.needs``: their ``key``); an executor schedules those first and fails
+the run, with the reason, when one of them fails. ``compare.yaml``
+(:class:`Settings`) records what the comparison is; a rerun merges with it
+(:func:`reconcile`): methods and seeds extend, any other changed setting is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ...io_utils import atomic_write_text
+from ..config import TrainConfig
+from .lookups import known_methods, modulation_of, tie_rank
+
+DEFAULT_SEEDS = (0, 1, 2)
+SETTINGS = "compare.yaml"
+#: Settings a rerun may change freely (where and how runs execute, not what they compute).
+FREE_SETTINGS = frozenset({"device", "progress", "num_workers", "tensorboard"})
+#: Settings the comparison itself sets per run (stored neutral in compare.yaml).
+PER_RUN = ("method", "modulation", "opm", "seed", "out", "name")
+#: Fusion heads that take exactly two modalities (one conditions the other); a modality
+#: alone is then trained with a concat head (a linear classifier on its features).
+PAIR_FUSIONS = ("film", "gated")
+
+
+class SettingsError(ValueError):
+    """A comparison directory whose ``compare.yaml`` cannot be used."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a comparison: ``method`` (``normal`` for unimodal), ``modality`` (unimodal
+    only), and the keys of the runs it ``needs`` (their results must exist before it starts)."""
+
+    method: str
+    seed: int
+    modality: str | None = None
+    needs: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str:
+        return f"only-{self.modality}" if self.modality else self.method
+
+    @property
+    def rel(self) -> str:
+        """The run's directory relative to the comparison's."""
+        return f"{self.group}/seed-{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The run's identity in a plan (its ``rel``)."""
+        return self.rel
+
+    @property
+    def label(self) -> str:
+        return f"{self.modality} alone" if self.modality else self.method
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``compare.yaml``: the comparison's identity (methods, seeds, modalities, shared config)."""
+
+    methods: list[str]
+    seeds: list[int]
+    modalities: list[str] | None
+    config: TrainConfig
+
+    def save(self, out: str | Path) -> Path:
+        values = self.config.to_dict()
+        for key in FREE_SETTINGS:  # not part of the comparison's identity
+            values.pop(key, None)
+        text = yaml.safe_dump({"methods": list(self.methods), "seeds": list(self.seeds),
+                               "modalities": None if self.modalities is None else list(self.modalities),
+                               "config": values}, sort_keys=False)
+        return atomic_write_text(Path(out) / SETTINGS, text)
+
+    @classmethod
+    def load(cls, out: str | Path) -> Settings:
+        """Read ``out/compare.yaml``; a file that is not a comparison's settings is a
+        :class:`SettingsError` naming the file and what to do."""
+        path = Path(out) / SETTINGS
+        fix = (f"restore it, or delete {Path(out)} (its finished runs go with it) or use another --out "
+               "to start a new comparison")
+        try:
+            stored = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SettingsError(f"{path} is not valid YAML ({first}); {fix}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{path} is not a text file; {fix}") from None
+        if not isinstance(stored, dict):
+            raise SettingsError(f"{path} is not a comparison's settings file (expected a mapping); {fix}")
+        try:
+            config = TrainConfig.from_dict(stored["config"])
+            methods = [str(m) for m in stored.get("methods") or []]
+            seeds = [int(s) for s in stored.get("seeds") or []]
+            mods = stored.get("modalities")
+            modalities = [str(m) for m in mods] if mods else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SettingsError(f"{path} is not a comparison's settings file ({exc}); {fix}") from None
+        return cls(methods, seeds, modalities, config)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every run of a comparison in ``out``, over the shared ``base`` configuration.
+
+    Executors read ``runs`` (in order; a run's ``needs`` name earlier or later keys of
+    the same plan) and :meth:`config_of`.
+    """
+
+    out: Path
+    base: TrainConfig
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    modalities: tuple[str, ...]
+    runs: tuple[PlannedRun, ...] = field(default=())
+
+    @classmethod
+    def build(cls, out: str | Path, base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
+              modalities: Sequence[str]) -> Plan:
+        """Every method x seed, then each modality alone x seed (method ``normal``)."""
+        runs = [PlannedRun(m, s) for s in seeds for m in methods]
+        runs += [PlannedRun("normal", s, modality=m) for s in seeds for m in modalities]
+        return cls(Path(out), base, tuple(methods), tuple(seeds), tuple(modalities), tuple(runs))
+
+    def config_of(self, run: PlannedRun) -> TrainConfig:
+        return run_config(self.base, run, self.out)
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.out / run.rel
+
+
+# ------------------------------------------------------------------ configurations
+def neutral_config(config: TrainConfig) -> TrainConfig:
+    """``config`` without what the comparison sets per run (method, seed, out, name)."""
+    values = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    for key in PER_RUN:
+        values[key] = defaults[key] if key not in ("method", "out", "name") else None
+    values["progress"] = False
+    return TrainConfig.from_dict(values)
+
+
+def run_config(base: TrainConfig, run: PlannedRun, out: str | Path) -> TrainConfig:
+    """The configuration of one run of the comparison in ``out``."""
+    modulation, opm = modulation_of(run.method)
+    changes: dict[str, Any] = {
+        "method": run.method, "modulation": modulation, "opm": opm, "seed": run.seed,
+        "out": str(Path(out) / run.rel), "name": f"{run.label} seed {run.seed}", "progress": False,
+    }
+    if run.modality is not None:
+        changes["modalities"] = [run.modality]
+        if base.fusion in PAIR_FUSIONS:  # conditioned on one modality by another: a single one needs concat
+            changes["fusion"] = "concat"
+            changes["model_options"] = {k: v for k, v in base.model_options.items() if k != "fusion_options"}
+    return base.replace(**changes)
+
+
+def base_config(config: TrainConfig | dict | str | Path | None, settings: dict) -> TrainConfig:
+    """The shared configuration from ``compare()``'s arguments (data paths resolved)."""
+    if config is None:
+        values = TrainConfig().to_dict()
+    elif isinstance(config, TrainConfig):
+        values = config.to_dict()
+    elif isinstance(config, dict):
+        values = {**TrainConfig().to_dict(), **config}
+    else:
+        values = TrainConfig.load(config).to_dict()
+    values.update(settings)
+    if settings.get("data") and "dataset" not in settings:
+        values["dataset"] = "byo"
+    for key in ("data", "data_root", "split_file"):  # resolved: a rerun from elsewhere names the same files
+        if values.get(key):
+            values[key] = os.path.abspath(os.path.expanduser(str(values[key])))
+    for key in ("method", "seed", "name"):
+        if key in settings:
+            raise ValueError(f"{key} is set per run by compare (methods=..., seeds=...); do not give {key}={settings[key]!r}")
+    return neutral_config(TrainConfig.from_dict(values))
+
+
+def check_methods(methods: Iterable[str]) -> list[str]:
+    """Known names, ``normal`` first, the rest in tie order, no repeats."""
+    methods = list(methods)
+    known = known_methods()
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; choose from {list(known)}")
+    out = ["normal"] + [m for m in methods if m != "normal"]
+    return sorted(dict.fromkeys(out), key=tie_rank)
+
+
+def check_seeds(seeds: Iterable[int]) -> list[int]:
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+    return sorted(dict.fromkeys(seeds))
+
+
+def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
+    """Merge with ``out``'s stored settings: methods and seeds extend; anything else must match."""
+    if not (out / SETTINGS).is_file():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
+                             "into it: choose a new or empty directory")
+        return methods, seeds
+    stored = Settings.load(out)
+    diffs = stored.config.differences(base, ignore=FREE_SETTINGS)
+    if diffs:
+        detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
+        raise ValueError(
+            f"{out} holds a comparison with other settings ({detail}); only --methods and --seeds may be "
+            f"added to it. Use another --out, or delete {out} to start again"
+        )
+    return check_methods(stored.methods + methods), check_seeds(stored.seeds + seeds)
+
+
+def stored_modalities(out: Path) -> list[str] | None:
+    if not (out / SETTINGS).is_file():
+        return None
+    return Settings.load(out).modalities
+
+
+__all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
+           "Settings", "SettingsError", "base_config", "check_methods", "check_seeds", "neutral_config",
+           "reconcile", "run_config", "stored_modalities"]
