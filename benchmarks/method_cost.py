@@ -38,7 +38,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ogmge.methods import PMR, CosineHead, GBlending, MMPareto, ModalityDropout, UnimodalEnsemble
+from ogmge.methods import (
+    AGM,
+    PMR,
+    CosineHead,
+    GBlending,
+    MMPareto,
+    ModalityDropout,
+    UnimodalEnsemble,
+)
 from ogmge.models import MultimodalClassifier, build_paper_model
 
 
@@ -117,6 +125,7 @@ def main(argv=None):
         "uni_ensemble": make(heads=True, prediction="ensemble"),
         "pmr": make(),
         "mmcosine": make(),
+        "agm": make(),
     }
     if args.only:
         wanted = {"normal", *args.only.split(",")}
@@ -138,6 +147,8 @@ def main(argv=None):
         pmr.start_epoch(0, features={n: torch.randn(4 * args.classes, d, device=device) for n, d in dims.items()},
                         labels=torch.arange(4 * args.classes, device=device) % args.classes)
         methods["pmr"] = pmr
+    if "agm" in models:
+        methods["agm"] = AGM(names, models["agm"].fusion, list(models["agm"].parameters()))
     inputs = {"audio": torch.randn(b, 1, *spec, device=device),
               "visual": torch.randn(b, 1, 3, image, image, device=device)}
     y = torch.randint(0, args.classes, (b,), device=device)

@@ -11,6 +11,7 @@ tensors, parameters and modality names; never a model, dataset or trainer.
 """
 
 from .adapters import OGMGEMethod, OPMMethod
+from .agm import AGM, shapley_contributions
 from .anchored import AnchoredFusion
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
@@ -35,6 +36,8 @@ from .registry import (
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
+    "AGM",
+    "shapley_contributions",
     "AnchoredFusion",
     "CosineHead",
     "MMCosine",

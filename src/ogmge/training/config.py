@@ -40,7 +40,7 @@ GENERIC_PATIENCE = 10
 #: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
 #: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
 METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "pmr",
-           "mmcosine")
+           "mmcosine", "agm")
 #: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
 #: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
 METHOD_MODULATION = {
@@ -164,6 +164,12 @@ class TrainConfig:
     pmr_subset: float = 0.1
     # MMCosine (methods/mmcosine.py): the cosine classifier's scale s
     mmcosine_scale: float = 10.0
+    # AGM (methods/agm.py; defaults: the authors' utils/config.py and run/CREMAD_main.py)
+    agm_alpha: float = 1.0
+    agm_start: int = 0
+    agm_end: int | None = 20
+    agm_cap: float = 10.0
+    agm_clip: float = 1.0
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -259,6 +265,11 @@ class TrainConfig:
         check_number("pmr_end", self.pmr_end, integer=True, lo=self.pmr_start, allow_none=True)
         check_number("pmr_subset", self.pmr_subset, lo=0, hi=1, lo_open=True)
         check_number("mmcosine_scale", self.mmcosine_scale, lo=0, lo_open=True)
+        check_number("agm_alpha", self.agm_alpha, lo=0, lo_open=True)
+        check_number("agm_start", self.agm_start, integer=True, lo=0)
+        check_number("agm_end", self.agm_end, integer=True, lo=self.agm_start, allow_none=True)
+        check_number("agm_cap", self.agm_cap, lo=0, lo_open=True)
+        check_number("agm_clip", self.agm_clip, lo=0, lo_open=True)
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:

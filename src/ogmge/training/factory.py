@@ -23,6 +23,7 @@ from ogmge.methods import (
     OGMGEMethod,
     UnimodalEnsemble,
 )
+from ogmge.methods.agm import AGM
 from ogmge.methods.mmcosine import CosineHead
 from ogmge.methods.pmr import PMR
 from ogmge.modulation import OGMGE, OPM
@@ -52,7 +53,7 @@ def model_spec(
 def method_model_options(config: TrainConfig, num_modalities: int) -> dict:
     """What the config's method asks of the model: ``heads``, ``prediction``, ``feature_transform``."""
     method = config.resolved_method
-    if method in (*HEAD_METHODS, "mdrop", "pmr") and num_modalities < 2:
+    if method in (*HEAD_METHODS, "mdrop", "pmr", "agm") and num_modalities < 2:
         raise ValueError(f"method {method!r} balances two or more modalities; the data have {num_modalities}")
     out: dict = {}
     if method in HEAD_METHODS:
@@ -199,6 +200,9 @@ def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None 
     if method == "pmr":
         return PMR(names, int(cast(int, model.num_classes)), alpha=config.pmr_alpha, momentum=config.pmr_momentum,
                    start=config.pmr_start, end=config.pmr_end, subset=config.pmr_subset)
+    if method == "agm":
+        return AGM(names, cast(nn.Module, model.fusion), list(model.parameters()), alpha=config.agm_alpha,
+                   start=config.agm_start, end=config.agm_end, cap=config.agm_cap, clip=config.agm_clip)
     if method == "mmcosine":
         if not isinstance(getattr(model, "fusion", None), CosineHead):
             raise ValueError("method 'mmcosine' needs a model whose fusion head is a CosineHead")

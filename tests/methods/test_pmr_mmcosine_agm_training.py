@@ -1,4 +1,4 @@
-"""PMR and MMCosine through the trainer: ``ogmge train --method X`` on bring-your-own data
+"""PMR, MMCosine and AGM through the trainer: ``ogmge train --method X`` on bring-your-own data
 with three modalities, evaluation, exact resume, and refusals that name the cause."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ogmge.training import load_checkpoint_file, load_run, train
 from ogmge.training.factory import build_model_from_config, method_model_options
 from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
 
-METHODS = ("pmr", "mmcosine")
+METHODS = ("pmr", "mmcosine", "agm")
 
 
 def _byo(tmp_path):
@@ -41,6 +41,9 @@ def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, method, caps
     if method == "pmr":
         assert all({"pmr_weak/a", "pmr_weak/b", "pmr_weak/c"} <= set(t) for t in trace)
         assert any(t["pmr_weak/a"] + t["pmr_weak/b"] + t["pmr_weak/c"] >= 1 for t in trace)
+    if method == "agm":
+        assert all({"agm_coeff/a", "agm_coeff/c", "agm_score/b"} <= set(t) for t in trace)
+        assert any(abs(t["agm_coeff/a"] - 1) > 1e-6 for t in trace)
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
 
