@@ -83,9 +83,10 @@ def test_state_round_trip_and_bad_hyper_parameters():
     af = AnchoredFusion(["a", "b"])
     af.weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
     other = AnchoredFusion(["a", "b"])
+    assert "weights" not in af.state_dict()  # the fitted weights live in the model's combiner
     other.load_state_dict(af.state_dict())
+    other.load_state_dict({**af.state_dict(), "weights": af.weights})  # a state written before the combiner
     assert torch.equal(other.weights, af.weights)
-    assert other.trace_row() == {"blend_w/fused": 0.2, "blend_w/a": 0.3, "blend_w/b": 0.5}
     with pytest.raises(ValueError, match="state is for"):
         AnchoredFusion(["a", "c"]).load_state_dict(af.state_dict())
     for bad in (0, -1.0, float("nan"), "1"):

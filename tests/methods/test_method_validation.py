@@ -51,7 +51,7 @@ def test_hyper_parameters_are_keyword_only():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("gblend_super_epoch", 0), ("gblend_w_min", 0.5), ("gblend_w_min", -1), ("gblend_delta_o_min", 0),
+    [("gblend_super_epoch", 0), ("gblend_w_min", 1.5), ("gblend_w_min", -1), ("gblend_delta_o_min", 0),
      ("mdrop_p", 1.1), ("mdrop_p", None), ("mmpareto_scale", -1.0)],
 )
 def test_config_errors_name_the_field(field, value):
@@ -59,22 +59,40 @@ def test_config_errors_name_the_field(field, value):
         TrainConfig(**{field: value})
 
 
-def test_cli_flags_reach_the_config():
+def test_deprecated_cli_flags_reach_the_method_and_other_methods_options_are_not_carried():
     p = argparse.ArgumentParser()
     add_config_flags(p)
     cfg = config_from_args(p.parse_args(["--method", "gblend", "--gblend-super-epoch", "3", "--gblend-w-min",
                                          "0.1", "--gblend-delta-o-min", "0.05", "--mdrop-p", "0.25",
                                          "--mmpareto-scale", "2"]))
-    assert (cfg.method, cfg.gblend_super_epoch, cfg.gblend_w_min, cfg.gblend_delta_o_min, cfg.mdrop_p,
-            cfg.mmpareto_scale) == ("gblend", 3, 0.1, 0.05, 0.25, 2.0)
+    assert cfg.method == {"name": "gblend", "super_epoch": 3, "w_min": 0.1, "delta_o_min": 0.05}
+    assert (cfg.gblend_super_epoch, cfg.gblend_w_min, cfg.gblend_delta_o_min) == (3, 0.1, 0.05)
+    assert (cfg.mdrop_p, cfg.mmpareto_scale) == (0.5, 1.5)  # not this run's method: the defaults
     with pytest.raises(ValueError, match="mdrop_p"):
         config_from_args(p.parse_args(["--mdrop-p", "2"]))
 
 
-def test_a_config_saved_before_the_method_fields_resumes_without_differences():
+def test_method_opt_sets_the_options_and_names_a_bad_one():
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    cfg = config_from_args(p.parse_args(["--method", "gblend", "--method-opt", "w_min=0.2",
+                                         "--method-opt", "super_epoch=4"]))
+    assert cfg.method == {"name": "gblend", "super_epoch": 4, "w_min": 0.2, "delta_o_min": 0.01}
+    with pytest.raises(ValueError, match="method gblend option w_min must be in .*got 2.0"):
+        config_from_args(p.parse_args(["--method", "gblend", "--method-opt", "w_min=2"]))
+    with pytest.raises(ValueError, match="method gblend has no option 'p'"):
+        config_from_args(p.parse_args(["--method", "gblend", "--method-opt", "p=0.2"]))
+    # a paper flag's option goes to its flag
+    assert config_from_args(p.parse_args(["--method", "ogm", "--method-opt", "alpha=0.3"])).alpha == 0.3
+
+
+def test_a_config_saved_before_the_registry_resumes_without_differences():
     new = TrainConfig(method="gblend")
-    old_values = {k: v for k, v in new.to_dict().items()
-                  if not k.startswith(("gblend_", "mdrop_", "mmpareto_"))}
+    old_values = {**{k: v for k, v in new.to_dict().items() if k not in ("method", "method_class", "prediction")},
+                  "method": "gblend", "gblend_super_epoch": 2, "gblend_w_min": 0.05, "gblend_delta_o_min": 0.01,
+                  "mdrop_p": 0.5, "mmpareto_scale": 1.5, "anchored_weight": 1.0}
     old = TrainConfig.from_dict(old_values)
     assert old.differences(new) == {}
-    assert new.replace(mdrop_p=0.3).differences(new) == {"mdrop_p": (0.3, 0.5)}
+    assert new.replace(mdrop_p=0.3).differences(new) == {}  # another method's setting: not this run's
+    changed = new.replace(gblend_w_min=0.1).differences(new)
+    assert list(changed) == ["method"] and changed["method"][0]["w_min"] == 0.1

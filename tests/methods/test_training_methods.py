@@ -102,7 +102,7 @@ def test_validation_changes_what_is_fitted(tmp_path, method):
     runs = [train(_cfg(tmp_path / str(s), method),
                   datasets=DataBundle(TinyDataset(48, 1), TinyDataset(15, s), TinyDataset(30, 3)), model=model_fn)
             for s in (2, 7)]
-    w = [load_checkpoint_file(r.run_dir / "last.pt")["method"]["weights"] for r in runs]
+    w = [load_checkpoint_file(r.run_dir / "last.pt")["model"]["combiner.weights"] for r in runs]
     assert not torch.equal(w[0], w[1])
 
 

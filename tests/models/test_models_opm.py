@@ -1,4 +1,4 @@
-"""OPM in the classifier's forward pass (Wei et al., TPAMI 2024)."""
+"""OPM applied in the classifier's forward pass as its feature transform (Wei et al., TPAMI 2024)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ogmge import OPM, batch_scores, discrepancy_ratios
 from ogmge.modulation import opm_drop_probabilities
-from support.model_helpers import NUM_CLASSES, tiny_model
+from support.model_helpers import NUM_CLASSES, opm_masks, tiny_model
 
 N = 10_000
 
@@ -28,31 +28,31 @@ def test_drop_rate_matches_q_and_rescaling_keeps_the_mean():
     ratios = discrepancy_ratios(batch_scores(out.modality_logits, y))
     q = opm_drop_probabilities(ratios)
     assert ratios["audio"].item() > 1.5 and ratios["visual"].item() < 1
-    assert out.opm is not None and bool(out.opm.executed)
-    drop_rate = 1 - out.opm.keep["audio"].float().mean().item()
+    assert opm_masks(model) is not None and bool(opm_masks(model).executed)
+    drop_rate = 1 - opm_masks(model).keep["audio"].float().mean().item()
     assert 0.5 < q["audio"].item() <= 0.75
     assert abs(drop_rate - q["audio"].item()) <= 0.02
     # the weaker modality (rho <= 1) is never dropped
-    assert bool(out.opm.keep["visual"].all())
-    assert torch.equal(out.sample_keep, out.opm.keep["audio"] | out.opm.keep["visual"])
+    assert bool(opm_masks(model).keep["visual"].all())
+    assert torch.equal(out.sample_keep, opm_masks(model).keep["audio"] | opm_masks(model).keep["visual"])
     # one shared factor 1 / (1 - theta), theta = sum_u d_u q_u / sum_u d_u (equal widths here):
     # the expected number of surviving feature entries times the factor is the total width
     theta = (q["audio"].item() * 16 + 0.0 * 16) / 32
-    scales = out.opm.scales
+    scales = opm_masks(model).scales
     assert abs(scales["audio"].item() - 1 / (1 - theta)) <= 1e-6 and scales["visual"].item() == scales["audio"].item()
-    kept_entries = sum(16 * out.opm.keep[n].float().mean().item() for n in ("audio", "visual"))
+    kept_entries = sum(16 * opm_masks(model).keep[n].float().mean().item() for n in ("audio", "visual"))
     assert abs(kept_entries * scales["audio"].item() - 32) / 32 <= 0.02
-    masked = out.opm.apply(out.features)["audio"].detach()
+    masked = opm_masks(model).apply(out.features)["audio"].detach()
     unmasked = out.features["audio"].detach()
     # the dominant modality's mean shrinks to (1 - q_a) / (1 - theta) of its own: the rebalancing
     ratio = (masked.mean() / unmasked.mean()).item()
     assert abs(ratio - (1 - q["audio"].item()) / (1 - theta)) <= 0.03
     # the fusion head saw the masked features, not the raw ones
     with torch.no_grad():
-        torch.testing.assert_close(out.logits, model.fusion(out.opm.apply(out.features)))
+        torch.testing.assert_close(out.logits, model.fusion(opm_masks(model).apply(out.features)))
         assert (out.logits - model.fusion(out.features)).abs().max() > 1e-3
     # dropped samples' features are zero before fusion
-    dropped = ~out.opm.keep["audio"]
+    dropped = ~opm_masks(model).keep["audio"]
     assert masked[dropped].abs().sum().item() == 0
 
 
@@ -66,7 +66,7 @@ def test_no_drops_when_ratios_are_at_most_one():
     out = model.train()({"a": xa, "b": xa.clone()}, labels=y)
     ratios = discrepancy_ratios(batch_scores(out.modality_logits, y))
     assert ratios["a"].item() == ratios["b"].item() == 1.0
-    assert bool(out.opm.keep["a"].all()) and bool(out.opm.keep["b"].all())
+    assert bool(opm_masks(model).keep["a"].all()) and bool(opm_masks(model).keep["b"].all())
     assert bool(out.sample_keep.all())
 
 
@@ -86,7 +86,9 @@ def test_opm_only_in_training_with_labels_and_seeded():
     # the generator state is saved with the model: a restored copy continues the stream
     c = tiny_model("concat", opm=OPM(seed=99))
     c.load_state_dict(a.state_dict())
-    assert torch.equal(c(x, labels=y).opm.keep["audio"], a(x, labels=y).opm.keep["audio"])
+    c(x, labels=y)
+    a(x, labels=y)
+    assert torch.equal(opm_masks(c).keep["audio"], opm_masks(a).keep["audio"])
 
 
 @pytest.mark.parametrize("fusion", ["concat", "attention"])
@@ -132,7 +134,7 @@ def test_three_modalities_two_dominant_sample_keep_is_the_union_of_the_masks():
     out = model.train()(x, labels=y)
     ratios = discrepancy_ratios(batch_scores(out.modality_logits, y))
     assert ratios["a"].item() > 1 and ratios["b"].item() > 1 and ratios["c"].item() < 1
-    keep = out.opm.keep
+    keep = opm_masks(model).keep
     q = opm_drop_probabilities(ratios, q_base=0.6, lam=0.5)
     for m in ("a", "b"):  # both dominant modalities are dropped at their rate q_m (4096 draws: +-0.03)
         assert abs((1 - keep[m].float().mean().item()) - q[m].item()) <= 0.03
@@ -163,7 +165,7 @@ def test_three_modalities_samples_losing_every_modality_leave_the_loss():
     x = {n: torch.randn(64, 8, generator=g) for n in ("a", "b", "c")}
     y = torch.randint(0, NUM_CLASSES, (64,), generator=g)
     out = model.train()(x, labels=y)
-    keep = out.opm.keep
+    keep = opm_masks(model).keep
     lost_all = ~keep["a"] & ~keep["b"] & ~keep["c"]
     # exactly the samples that lost every modality are False in sample_keep
     assert torch.equal(out.sample_keep, ~lost_all)

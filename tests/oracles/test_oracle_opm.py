@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ogmge import OPM
 from ogmge.contracts import ModalitySpec
+from ogmge.methods import OPMMethod
 from ogmge.models import build_model
 from ogmge.training import TrainConfig
 
@@ -100,7 +101,8 @@ def test_one_step_through_the_model_in_float64_matches_the_released_forward():
     torch.manual_seed(3)
     specs = {n: ModalitySpec(n, "vector", (6,)) for n in ("audio", "visual")}
     opm = OPM(p_exe=1.0, seed=5, start_epoch=0)
-    model = build_model(specs, num_classes=4, fusion="concat", hidden=8, out_dim=5, opm=opm).double().train()
+    model = build_model(specs, num_classes=4, fusion="concat", hidden=8, out_dim=5,
+                        feature_transform=OPMMethod(opm)).double().train()
     with torch.no_grad():
         model.fusion.fc.weight[:, :5].mul_(6.0)  # audio dominant
     g = torch.Generator().manual_seed(9)
@@ -119,9 +121,9 @@ def test_one_step_through_the_model_in_float64_matches_the_released_forward():
     p2 = torch.softmax(t2, 1).gather(1, y.view(-1, 1)).sum()
     r1, r2 = torch.tanh(torch.relu(p1 / p2 - 1)), torch.tanh(torch.relu(p2 / p1 - 1))
     q = torch.stack([0.5 * (1 + 0.5 * r1) * (r1 > 0), 0.5 * (1 + 0.5 * r2) * (r2 > 0)]).clamp(0, 1)
-    close(torch.stack([out.opm.drop_probabilities["audio"], out.opm.drop_probabilities["visual"]]), q)
-    ma = out.opm.keep["audio"].double().view(-1, 1)
-    mv = out.opm.keep["visual"].double().view(-1, 1)
+    close(torch.stack([model.feature_transform.masks.drop_probabilities["audio"], model.feature_transform.masks.drop_probabilities["visual"]]), q)
+    ma = model.feature_transform.masks.keep["audio"].double().view(-1, 1)
+    mv = model.feature_transform.masks.keep["visual"].double().view(-1, 1)
     theta = (5 * q[0] + 5 * q[1]) / 10
     fused = torch.cat([fa * ma, fv * mv], 1) / (1 - theta) @ w.T + b
     close(out.logits.detach(), fused)
@@ -169,9 +171,8 @@ def test_per_modality_rescale_is_the_earlier_rule_by_its_own_name():
 
 
 def test_run_configs_saved_before_the_shared_rescale_resume_with_the_rule_they_started_with():
-    saved = TrainConfig(opm=True).to_dict()
-    for key in ("opm_rescale", "opm_ratio", "opm_starts", "opm_ends"):
-        saved.pop(key)
+    saved = {k: v for k, v in TrainConfig(opm=True).to_dict().items() if k not in ("method_class", "prediction")}
+    saved.update(opm_q_base=0.5, opm_lam=0.5, opm_p_exe=0.7)  # what a run's config saved then had
     old = TrainConfig.from_dict(saved)
     assert (old.opm_rescale, old.opm_starts) == ("per_modality", 0)
     new = TrainConfig.from_dict({"opm": True, "opm_q_base": 0.4})  # a user's YAML: the paper's rule

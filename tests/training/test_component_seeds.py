@@ -9,7 +9,7 @@ import torch
 from ogmge.contracts import ModalitySpec
 from ogmge.seeding import component_seed
 from ogmge.training import TrainConfig
-from ogmge.training.factory import build_model_from_config, build_modulator
+from ogmge.training.factory import build_method, build_model_from_config
 from support.training_standins import tiny_bundle
 
 SPECS = {n: ModalitySpec(n, "vector", (4,)) for n in ("a", "b", "c", "d", "e", "f", "g")}
@@ -31,12 +31,13 @@ def make(seed: int = 7):
                       seed=seed)
     model, _ = build_model_from_config(cfg, SPECS, 3)
     model.estimator.exact_max = 3  # 7 modalities: sampled Shapley, so the estimator draws too
-    return model, build_modulator(cfg, model)
+    return model, build_method(cfg, model)  # the chain ogm_ge+opm
 
 
-def streams(model, modulator, n: int = 6) -> dict[str, torch.Tensor]:
+def streams(model, method, n: int = 6) -> dict[str, torch.Tensor]:
     """The next ``n`` draws of each component's generator (CPU)."""
-    gens = {"ogmge": modulator.generators.get("cpu"), "opm": model.opm.generators.get("cpu"),
+    ogm, opm = method.members
+    gens = {"ogmge": ogm.modulator.generators.get("cpu"), "opm": opm.opm.generators.get("cpu"),
             "estimator": model.estimator.generator}
     return {name: torch.rand(n, generator=g) for name, g in gens.items()}
 
@@ -56,7 +57,7 @@ def test_each_stream_resumes_exactly_from_the_saved_states():
     model, modulator = make()
     streams(model, modulator)  # advance every stream
     model_state = {k: v for k, v in model.state_dict().items()}
-    mod_state = modulator.state_dict()
+    mod_state = modulator.state_dict()  # the method's
     expected = streams(model, modulator)
 
     fresh_model, fresh_mod = make()
@@ -69,11 +70,12 @@ def test_each_stream_resumes_exactly_from_the_saved_states():
         assert torch.equal(resumed[name], expected[name]), name
 
 
-def test_opm_and_estimator_states_live_in_the_model_state_dict_once():
-    model, _ = make()
+def test_the_method_holds_opm_and_ogmge_state_and_the_model_only_the_estimators():
+    model, method = make()
     keys = [k for k in model.state_dict() if k.endswith("_extra_state")]
     assert sorted(keys) == ["_extra_state", "estimator._extra_state"]
-    assert set(model.state_dict()["_extra_state"]) == {"opm"}
+    assert model.state_dict()["_extra_state"] == {}  # the model holds no method
+    assert set(method.state_dict()) == {"ogm_ge", "opm"}
 
 
 def _opm_config(out, **changes) -> TrainConfig:
@@ -100,9 +102,9 @@ def test_checkpoints_save_helper_states_once_and_older_ones_with_a_copy_still_re
     last = tmp_path / "cut" / "last.pt"
     ckpt = load_checkpoint_file(last)
     assert "extra_states" not in ckpt  # the helpers' state is in ckpt["model"], once
-    assert ckpt["model"]["_extra_state"]["opm"] is not None
-    # the older format: the same OPM state a second time under "extra_states"
-    ckpt["extra_states"] = {"opm": ckpt["model"]["_extra_state"]["opm"]}
+    assert ckpt["method"]["opm"] is not None and "opm" not in ckpt["model"]["_extra_state"]
+    # an older format: a copy of a helper's state under "extra_states" (ignored)
+    ckpt["extra_states"] = {"opm": ckpt["method"]["opm"]}
     atomic_save(ckpt, last)
     assert load_checkpoint(last).epoch == 0
 

@@ -36,7 +36,7 @@ def test_contradiction_names_both():
         TrainConfig(method="opm", modulation="OGM")
     with pytest.raises(ValueError, match="method 'normal'.*opm"):
         TrainConfig(method="normal", opm=True)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="unknown method 'bogus'; registered methods"):
         TrainConfig(method="bogus")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ogmge.training import DataBundle, TrainConfig, train
-from ogmge.training.selection import PooledDataset, kfold, select_validation
+from ogmge.training.selection import PooledDataset, kfold, select_validation, stratified_halves
 from support.training_standins import TinyDataset, tiny_config, tiny_model
 
 
@@ -14,20 +14,28 @@ def test_half_a_selects_and_half_b_is_scored_once_at_the_end(tmp_path):
     bundle = DataBundle(TinyDataset(48, 1), TinyDataset(20, 2), TinyDataset(30, 3))
     cfg = tiny_config(tmp_path, val_selection={"half": "A", "seed": 5, "holdout": True}, out=None)
     res = train(cfg, datasets=bundle, model=tiny_model)
-    # independent: the halves of 20 under seed 5 (torch.randperm), first 10 = A
-    perm = torch.randperm(20, generator=torch.Generator().manual_seed(5))
-    a, b = sorted(perm[:10].tolist()), sorted(perm[10:].tolist())
+    _, held = select_validation(bundle, cfg.val_selection)
+    b = list(held.indices)
+    a = sorted(set(range(20)) - set(b))
     model = res.model.eval()
     val = bundle.val
     with torch.no_grad():
-        logits = model({"a": val.a, "b": val.b}).logits
-    pred = logits.argmax(1)
+        pred = model({"a": val.a, "b": val.b}).logits.argmax(1)
     acc_b = float((pred[b] == val.labels[b]).double().mean())
     acc_a = float((pred[a] == val.labels[a]).double().mean())
     assert res.holdout_metrics is not None
     assert res.holdout_metrics["acc"] == pytest.approx(acc_b, abs=1e-12)
-    # the selected epoch's validation accuracy is half A's
-    assert res.val_metrics["acc"] == pytest.approx(acc_a, abs=1e-12)
+    assert res.val_metrics["acc"] == pytest.approx(acc_a, abs=1e-12)  # the selected epoch's score is half A's
+
+
+def test_halves_are_disjoint_stratified_and_seeded():
+    targets = [0] * 7 + [1] * 4 + [2] * 9
+    a, b = stratified_halves(targets, seed=3)
+    assert sorted(a + b) == list(range(20)) and not set(a) & set(b)
+    assert abs(len(a) - len(b)) <= 1
+    for c in (0, 1, 2):
+        assert abs(sum(targets[i] == c for i in a) - sum(targets[i] == c for i in b)) <= 1
+    assert (a, b) == stratified_halves(targets, seed=3) and (a, b) != stratified_halves(targets, seed=4)
 
 
 def test_without_holdout_the_other_half_is_never_evaluated(tmp_path):

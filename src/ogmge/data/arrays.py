@@ -26,13 +26,21 @@ def variable_axis(kind: str, rank: int) -> int | None:
     return None if axis is None else axis % rank
 
 
+def show_values(values: Sequence[int], limit: int = 8) -> str:
+    """``{3, 7, 100}``: label values for a message (the first ``limit``)."""
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return "{" + shown + (f", ... ({len(values)} values)" if len(values) > limit else "") + "}"
+
+
 class ArrayDataset(Dataset):
     """In-memory multimodal dataset of the contract format (docs/architecture.md).
 
     ``arrays[name]`` is ``(N, *sample_shape)``; for a modality in ``lengths``
     the variable axis is padded and sample ``i`` is trimmed to ``lengths[name][i]``.
     Exposes ``modalities``, ``num_classes``, ``class_names``, ``targets``,
-    ``groups`` (or None) and ``splits`` (or None).
+    ``groups`` (or None), ``splits`` (or None) and ``label_values`` (or None).
+    Without ``class_names`` and ``num_classes``, labels must be 0..C-1 (every class present):
+    others are refused rather than widened to ``max(label) + 1`` classes.
     """
 
     def __init__(
@@ -46,6 +54,7 @@ class ArrayDataset(Dataset):
         num_classes: int | None = None,
         groups: Sequence | None = None,
         splits: Sequence[str] | None = None,
+        label_values: Sequence[int] | None = None,
     ) -> None:
         self.arrays = {n: torch.as_tensor(a) for n, a in arrays.items()}
         self.labels = torch.as_tensor(labels, dtype=torch.long)
@@ -64,6 +73,13 @@ class ArrayDataset(Dataset):
             if axis is not None:
                 shape[axis] = None
             self.modalities[name] = ModalitySpec(name, kinds[name], tuple(shape))
+        if num_classes is None and class_names is None and len(self.labels):
+            present = torch.unique(self.labels)
+            if int(present[0]) != 0 or int(present[-1]) != len(present) - 1:
+                raise ValueError(
+                    f"labels take the values {show_values(present.tolist())}, not 0..C-1: pass class_names "
+                    "(or num_classes) to say how many classes there are, or relabel them 0..C-1 "
+                    "(load_byo does so, keeping the values as class names)")
         if num_classes is None:
             num_classes = len(class_names) if class_names is not None else int(self.labels.max()) + 1
         self.num_classes = int(num_classes)
@@ -71,6 +87,8 @@ class ArrayDataset(Dataset):
         self.targets = self.labels.tolist()
         self.groups = list(groups) if groups is not None else None
         self.splits = list(splits) if splits is not None else None
+        #: the label values of the source when ``load_byo`` renumbered them (class i had label_values[i])
+        self.label_values = list(label_values) if label_values is not None else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,6 +121,7 @@ class ArrayDataset(Dataset):
             num_classes=self.num_classes,
             groups=None if self.groups is None else [self.groups[i] for i in rows],
             splits=None if self.splits is None else [self.splits[i] for i in rows],
+            label_values=self.label_values,
         )
 
     def select_modalities(self, names: Sequence[str]) -> ArrayDataset:
@@ -119,6 +138,7 @@ class ArrayDataset(Dataset):
             num_classes=self.num_classes,
             groups=self.groups,
             splits=self.splits,
+            label_values=self.label_values,
         )
 
     def split(self, which: str) -> ArrayDataset:

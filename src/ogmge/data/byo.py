@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..contracts import KINDS
-from .arrays import SPLITS, ArrayDataset, variable_axis
+from .arrays import SPLITS, ArrayDataset, show_values, variable_axis
 
 FORMAT_NAME = "ogmge-byo"
 FORMAT_VERSION = 1
@@ -73,6 +73,22 @@ def _check_kind(name: str, kind: str, sample_shape: tuple[int, ...], has_lengths
 
 # -------------------------------------------------------------------------- dataset
 # --------------------------------------------------------------------- validation
+def contiguous_labels(labels: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
+    """``(labels, None)`` when they are 0..C-1 with every class present; else labels renumbered
+    0..C-1 in the order of their values and the values (``values[i]`` is class ``i``'s label)."""
+    values = np.unique(labels)
+    if values[0] == 0 and values[-1] == len(values) - 1:
+        return labels, None
+    return np.searchsorted(values, labels).astype(np.int64), [int(v) for v in values]
+
+
+def describe_relabel(values: Sequence[int]) -> str:
+    """The line shown when labels were renumbered: the mapping, value -> class index."""
+    pairs = ", ".join(f"{v}->{i}" for i, v in enumerate(values[:8])) + (", ..." if len(values) > 8 else "")
+    return (f"labels {show_values(values)} are not 0..C-1: renumbered to classes 0..{len(values) - 1} "
+            f"({pairs}); the class names keep the original values")
+
+
 def _as_column(name: str, values, n: int) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1 or len(arr) != n:
@@ -167,6 +183,10 @@ def validate_byo(
         if arr.shape[0] != n:
             raise ValueError(f"array {name!r} has {arr.shape[0]} samples but 'labels' has {n}")
         sample_shape = tuple(arr.shape[1:])
+        if 0 in sample_shape:
+            raise ValueError(
+                f"array {name!r} has per-sample shape {sample_shape}: an axis of size 0 holds no data; every "
+                "sample needs at least one step / value along each axis (pad short samples and give lengths)")
         has_lengths = name in lengths and lengths[name] is not None
         kind = kinds.get(name) or infer_kind(sample_shape, has_lengths=has_lengths)
         _check_kind(name, kind, sample_shape, has_lengths)
@@ -418,6 +438,10 @@ def load_byo(
     split: keep only rows whose ``split`` column is ``"train"``, ``"val"`` or ``"test"``.
     modalities: keep only these modalities (e.g. to train one encoder alone).
     Returns an :class:`ArrayDataset` whose samples ``collate_samples`` batches.
+
+    Without ``class_names``, labels that are not 0..C-1 (``{3, 7, 100}``) are renumbered in
+    the order of their values (:func:`contiguous_labels`); the class names are then the
+    values (``["3", "7", "100"]``) and ``dataset.label_values`` holds them (else None).
     """
     path = Path(path)
     if path.is_dir():
@@ -435,15 +459,21 @@ def load_byo(
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     groups = content["groups"]
+    labels, values = content["labels"], None
+    class_names = content["class_names"]
+    if class_names is None:  # classes 0..C-1 by the labels' values, never max(label) + 1 of them
+        labels, values = contiguous_labels(labels)
+        class_names = None if values is None else [str(v) for v in values]
     dataset = ArrayDataset(
         {n: torch.from_numpy(np.ascontiguousarray(a, dtype=MODEL_DTYPE)) for n, a in content["arrays"].items()},
-        torch.from_numpy(content["labels"]),
+        torch.from_numpy(labels),
         kinds=content["kinds"],
         lengths={n: torch.from_numpy(v) for n, v in content["lengths"].items()},
-        class_names=content["class_names"],
-        num_classes=None if content["class_names"] is not None else int(content["labels"].max()) + 1,
+        class_names=class_names,
+        num_classes=None if class_names is not None else int(labels.max()) + 1,
         groups=None if groups is None else groups.tolist(),
         splits=None if content["split"] is None else content["split"].tolist(),
+        label_values=values,
     )
     if modalities is not None:
         dataset = dataset.select_modalities(list(modalities))

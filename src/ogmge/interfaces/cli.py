@@ -8,7 +8,7 @@ import importlib
 import sys
 
 #: Subcommands, in the order ``ogmge --help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("prepare", "train", "eval", "compare", "demo", "plot")
+SUBCOMMANDS: tuple[str, ...] = ("prepare", "train", "eval", "compare", "demo", "plot", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,6 +57,20 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="validation accuracy points within which the simpler method wins (default 0.5)")
     c.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="write DIR/comparison.png (default: yes)")
+    t = p.add_argument_group("tuning (every candidate tuned on validation half A, compared on half B)")
+    t.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="search TRIALS settings per candidate (Normal and each modality alone included) with "
+                   "Optuna; the verdict compares the chosen settings on half B (docs/training.md)")
+    t.add_argument("--tune-shared", choices=("schedule", "none"), default="schedule",
+                   help="schedule: search optimizer, lr and weight decay for every candidate (default); "
+                   "none: keep the configuration's and search only the methods' own options")
+    t.add_argument("--cv", type=int, metavar="K",
+                   help="K group-aware folds of train + validation as the objective (0: halves of the validation "
+                   "split; default: 5 folds when the validation split holds fewer than 200 samples)")
+    t.add_argument("--storage", metavar="URL",
+                   help="an Optuna RDB storage (postgresql://..., mysql+pymysql://...; default: DIR/tuning.db)")
+    t.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                   help="stop settings clearly behind on their per-epoch half-A accuracy (default median)")
     return p
 
 
@@ -106,7 +120,15 @@ def run(args) -> int:
         gpus_per_run=args.gpus_per_run,
         tie_tolerance=args.tie_tolerance / 100.0,
         progress=config.progress,
+        tune=args.tune,
+        **({"tune_shared": args.tune_shared, "cv": args.cv, "storage": args.storage, "pruner": args.pruner}
+           if args.tune is not None else {}),
     )
+    if summary.get("tuned"):
+        print()
+        print((out / "summary.md").read_text())
+        print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; trials: {out / 'tuning.json'}")
+        return 1 if summary.get("failed") else 0
     return report(summary, out, plot=args.plot)
 
 

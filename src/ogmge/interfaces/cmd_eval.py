@@ -24,6 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--allow-data-change", action="store_true",
                    help="evaluate although the data differ from the run's (fingerprint)")
+    from .config_cli import add_plugin_flag
+
+    add_plugin_flag(p)
     return p
 
 
@@ -31,6 +34,9 @@ def run(args) -> int:
     from ogmge.training import evaluate_checkpoint
     from ogmge.training.checkpoint import best_checkpoint_path
 
+    from .config_cli import load_plugins
+
+    load_plugins(args)
     path = Path(args.checkpoint)
     if path.is_dir():
         path = best_checkpoint_path(path)

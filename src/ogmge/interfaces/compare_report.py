@@ -217,6 +217,11 @@ def compare(
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
     executor: Executor | None = None,
+    tune: int | None = None,
+    tune_shared: str = "schedule",
+    cv: int | None = None,
+    storage: str | None = None,
+    pruner: str = "median",
     backend: str = "local",
     address: str | None = None,
     cpus_per_run: int | None = None,
@@ -234,7 +239,12 @@ def compare(
     ``executor``: how runs execute (default: local processes); ``backend="ray"`` runs each
     as a Ray task on the cluster at ``address`` (None: a local Ray runtime; ``pip install
     "ogmge[ray]"``) with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each;
-    ``cpus_per_run`` also sets the local backend's torch threads per run. The figure:
+    ``cpus_per_run`` also sets the local backend's torch threads per run.
+    ``tune=TRIALS``: every candidate tuned with Optuna on validation half A and compared
+    on half B
+    (``tune_shared``: ``"schedule"`` or ``"none"``; ``cv``: folds, 0 for halves, None: by
+    the validation size; ``storage``: an Optuna RDB URL; ``pruner``: ``median``,
+    ``halving`` or ``none``; ``ogmge.training.compare.tuning``). The figure:
     ``ogmge.interfaces.compare_plot.plot_comparison(out)``.
 
     Examples
@@ -246,6 +256,20 @@ def compare(
     >>> summary["selected"], summary["fused_below_best_unimodal"]  # doctest: +SKIP
     ('ogm_ge', False)
     """
+    if tune is not None:  # every candidate tuned on half A, compared on half B (compare.tuning)
+        from ogmge.training.compare.runner import check_backend
+        from ogmge.training.compare.tuning import run_tuned
+
+        check_backend(backend, cpus_per_run, gpus_per_run)
+        if backend == "ray" and executor is None:  # the chosen settings' runs as Ray tasks; trials stay here
+            from ogmge.training.compare.ray_executor import RayExecutor
+
+            executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
+        return run_tuned(config, out=out, methods=methods, seeds=seeds, trials=tune, tune_shared=tune_shared, cv=cv,
+                         storage=storage, pruner=pruner, tie_tolerance=tie_tolerance, jobs=jobs, executor=executor,
+                         echo=echo, **settings)
+    if (Path(out) / "tune.yaml").is_file():
+        raise ValueError(f"{out} holds a tuned comparison (tune.yaml): rerun it with --tune, or use another --out")
     summary, verdict = run_comparison(config, out=out, methods=methods, seeds=seeds, jobs=jobs,
                                       tie_tolerance=tie_tolerance, echo=echo, progress=progress,
                                       executor=executor, backend=backend, address=address,

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import yaml
 
+from ogmge import methods as method_registry
+from ogmge.models import PREDICTIONS
 from ogmge.modulation import MODES, SELECTIONS
 from ogmge.training.config import (
     DATASETS,
     ESTIMATORS,
     FUSIONS,
-    METHOD_MODULATION,
-    METHODS,
     OPTIMIZERS,
     RETIRED_IMBALANCE,
     TrainConfig,
@@ -69,21 +69,18 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--opm", action=argparse.BooleanOptionalAction, default=None,
                    help="On-the-fly Prediction Modulation (TPAMI 2024), combinable with any mode")
     o = p.add_argument_group("balancing method")
-    o.add_argument("--method", choices=METHODS,
-                   help="balancing method (default: derived from --modulation and --opm, the paper's flags; "
-                   "--method opm is --modulation Normal --opm)")
-    o.add_argument("--gblend-super-epoch", type=int, metavar="EPOCHS",
-                   help="G-Blending: epochs between two estimates of the blending weights (default 2)")
-    o.add_argument("--gblend-w-min", type=float, metavar="W",
-                   help="G-Blending: floor of every head's weight (default 0.05)")
-    o.add_argument("--gblend-delta-o-min", type=float, metavar="D",
-                   help="G-Blending: guard, dO**2 is at least D**2 (default 0.01)")
-    o.add_argument("--mdrop-p", type=float, metavar="P",
-                   help="modality dropout: probability that a sample keeps one modality only (default 0.5)")
-    o.add_argument("--mmpareto-scale", type=float, metavar="S",
-                   help="MMPareto: multiplier of the combined encoder gradients (default 1.5)")
-    o.add_argument("--anchored-weight", type=float, metavar="W",
-                   help="anchored: weight of each unimodal head's loss beside the fused loss (default 1)")
+    add_plugin_flag(o)
+    o.add_argument("--method", metavar="NAME",
+                   help=f"balancing method ({', '.join(method_registry.names())}, or a plug-in's; "
+                   "'ogmge methods' lists them with their options; default: derived from --modulation and "
+                   "--opm, the paper's flags; --method opm is --modulation Normal --opm; a+b chains methods)")
+    o.add_argument("--method-opt", metavar="KEY=VALUE", action="append", default=[],
+                   help="an option of the method (repeatable; 'ogmge methods NAME' lists them)")
+    o.add_argument("--prediction", choices=PREDICTIONS,
+                   help="the prediction rule (default: the method's own)")
+    for flag, (key, owner, opt) in LEGACY_FLAGS.items():
+        o.add_argument(flag, dest=key, type=opt.type, metavar=opt.name.upper(),
+                       help=f"deprecated: --method {owner} --method-opt {opt.name}=VALUE ({opt.help})")
     o.add_argument("--modulation", choices=MODES)
     o.add_argument("--alpha", type=float)
     o.add_argument("--modulation-starts", type=int, metavar="EPOCH", help="first modulated epoch (0-based)")
@@ -114,14 +111,67 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                    "at the end, on the checkpoint the validation split selected)")
 
 
+def _legacy_flags() -> dict:
+    """``{--flag: (config key, method, Option)}`` of the deprecated flat method flags (``Option.legacy_key``)."""
+    out = {}
+    for name in method_registry.names():
+        for opt in method_registry.get(name).options:
+            if opt.legacy_key:
+                out["--" + opt.legacy_key.replace("_", "-")] = (opt.legacy_key, name, opt)
+    return out
+
+
+LEGACY_FLAGS = _legacy_flags()
+
 #: Named flags that map one-to-one on a config key.
 FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
-    "estimator", "width", "opm", "method", "gblend_super_epoch", "gblend_w_min", "gblend_delta_o_min",
-    "mdrop_p", "mmpareto_scale", "anchored_weight", "modulation", "alpha", "modulation_starts", "modulation_ends",
+    "estimator", "width", "opm", "method", "prediction", *(k for k, _, _ in LEGACY_FLAGS.values()),
+    "modulation", "alpha", "modulation_starts", "modulation_ends",
     "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
+
+
+def add_plugin_flag(group) -> None:
+    """``--plugin MODULE`` (repeatable): import a module that registers methods."""
+    group.add_argument("--plugin", metavar="MODULE", action="append", default=[],
+                       help="import MODULE first (it registers balancing methods; repeatable; also "
+                       f"${method_registry.registry.PLUGIN_ENV}, comma-separated)")
+
+
+def load_plugins(args: argparse.Namespace) -> None:
+    """Import the ``--plugin`` modules and pass them on to worker processes (the environment)."""
+    import os
+
+    mods = [m for m in (getattr(args, "plugin", None) or []) if m]
+    if not mods:
+        method_registry.load_plugins()
+        return
+    method_registry.load_plugins(mods)
+    env = method_registry.registry.PLUGIN_ENV
+    have = [m for m in os.environ.get(env, "").split(",") if m]
+    os.environ[env] = ",".join(dict.fromkeys([*have, *mods]))
+
+
+def parse_method_opts(items: list[str], method_name: str | None) -> dict:
+    """``--method-opt KEY=VALUE`` items as ``{key: value}``, each parsed by its declared type."""
+    out: dict = {}
+    if not items:
+        return out
+    if method_name is None:
+        raise ValueError("--method-opt needs --method NAME (or method: in the config)")
+    cls = method_registry.get(method_name)
+    declared = {o.name: o for o in cls.options}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--method-opt needs KEY=VALUE, got {item!r}")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key not in declared:
+            raise ValueError(f"method {cls.name} has no option {key!r} (its options: "
+                             f"{', '.join(declared) or 'none'})")
+        out[key] = declared[key].parse(value, owner=cls.name)
+    return out
 
 
 def parse_set(items: list[str]) -> dict:
@@ -136,6 +186,7 @@ def parse_set(items: list[str]) -> dict:
 
 def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None) -> TrainConfig:
     """The resolved configuration of a command line (validated)."""
+    load_plugins(args)
     if args.config:
         base = TrainConfig.load(args.config).to_dict()
     elif resume_dir:
@@ -155,15 +206,26 @@ def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None)
     if given.get("data") and "dataset" not in given:
         given["dataset"] = "byo"
     if "method" in given:  # the method decides the paper's flags unless they are given too
-        meaning = dict(zip(("modulation", "opm"), METHOD_MODULATION.get(given["method"], ("Normal", False))))
+        meaning = dict(method_registry.get(given["method"]).paper_flags)
         for flag, wanted in meaning.items():
             if flag in given and given[flag] != wanted:
                 raise ValueError(f"--method {given['method']} means --{flag} {wanted}, but --{flag} "
                                  f"{given[flag]} was given too; give one of them")
-        if "modulation" not in given:
-            base.pop("modulation", None)
-        if "opm" not in given:
-            base.pop("opm", None)
+        for flag in meaning:
+            if flag not in given:
+                base.pop(flag, None)
+        old = base.get("method")
+        same = isinstance(old, dict) and old.get("name") == given["method"] or old == given["method"]
+        given["method"] = dict(old) if same and isinstance(old, dict) else {"name": given["method"]}
+    opts = getattr(args, "method_opt", None) or []
+    if opts:
+        current = given.get("method", base.get("method"))
+        if current is None:
+            current = TrainConfig.from_dict({**base, **given}).resolved_method
+        name = current if isinstance(current, str) else current["name"]
+        spec = {"name": name} if isinstance(current, str) else dict(current)
+        spec.update(parse_method_opts(opts, name))
+        given["method"] = spec
     base.update(given)
     if resume_dir:
         if base.get("out") and "out" in given and Path(given["out"]) != Path(resume_dir):

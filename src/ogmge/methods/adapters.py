@@ -69,6 +69,8 @@ class OGMGEMethod(BalancingMethod):
         opts = cls.resolve_options(options)
         if ctx.encoders is None:
             raise ValueError(f"method {cls.name} needs the model's encoders (ctx.encoders)")
+        if len(ctx.encoders) < 2:  # one modality: nothing to balance, it trains as Normal
+            return BalancingMethod()  # type: ignore[return-value]
         modulator = OGMGE(dict(ctx.encoders), mode=cls.mode, alpha=opts["alpha"], start_epoch=opts["start_epoch"],
                           end_epoch=opts["end_epoch"], select=opts["select"], coefficient=opts["coefficient"],
                           seed=ctx.component_seed("ogmge"), process_group=ctx.process_group)
@@ -96,8 +98,21 @@ class OGMGEMethod(BalancingMethod):
     def load_state_dict(self, state: Mapping) -> None:
         self.modulator.load_state_dict(state)
 
+    def load_legacy_state(self, legacy: Mapping) -> None:
+        if legacy.get("modulator"):
+            self.modulator.load_state_dict(legacy["modulator"])
+
     def trace_row(self) -> dict:
         return {} if self.stats is None else self.stats.to_floats()
+
+    def epoch_row(self) -> dict:
+        """Nothing per epoch: the scores, ratios and coefficients are per step (the trace)."""
+        return {}
+
+    def current_options(self) -> dict:
+        m = self.modulator
+        return {"alpha": m.alpha, "start_epoch": m.start_epoch, "end_epoch": m.end_epoch,
+                "coefficient": m.coefficient}
 
     def __repr__(self) -> str:
         return f"OGMGEMethod({self.modulator!r})"
@@ -141,6 +156,7 @@ class OPMMethod(BalancingMethod):
     )
     min_modalities = 2
     tie_rank = 3.0
+    transforms_features = True
     paper_flags = {"modulation": "Normal", "opm": True}
 
     @classmethod
@@ -163,8 +179,12 @@ class OPMMethod(BalancingMethod):
         return None
 
     def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
-        if labels is None or modality_logits is None:
-            raise ValueError("OPM needs labels and modality_logits to draw its masks")
+        """Masked, rescaled features; unchanged (no masks drawn) without labels."""
+        if labels is None:
+            self.masks = None
+            return dict(features)
+        if modality_logits is None:
+            raise ValueError("OPM needs modality_logits to draw its masks")
         ratios = self.opm.ratios(batch_scores(modality_logits, labels))
         first = next(iter(features.values()))
         self.masks = self.opm.sample(ratios, first.shape[0], device=first.device,
@@ -184,6 +204,17 @@ class OPMMethod(BalancingMethod):
 
     def load_state_dict(self, state: Mapping) -> None:
         self.opm.load_state_dict(state)
+
+    def load_legacy_state(self, legacy: Mapping) -> None:
+        if legacy.get("opm"):
+            self.opm.load_state_dict(legacy["opm"])
+
+    def epoch_row(self) -> dict:
+        """Nothing per epoch: the masks are per step (the trace)."""
+        return {}
+
+    def current_options(self) -> dict:
+        return {"q_base": self.opm.q_base, "lam": self.opm.lam, "p_exe": self.opm.p_exe}
 
     def trace_row(self) -> dict:
         if self.masks is None:

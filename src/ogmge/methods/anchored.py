@@ -120,15 +120,16 @@ class AnchoredFusion(BalancingMethod):
         return ensemble_logits(head_logits, self.weights, self.members)
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights.clone(), "members": list(self.members)}
+        """The members only: the trainer keeps the fitted weights in the model's combiner
+        (``model.combiner``); ``self.weights`` is for plain loops."""
+        return {"members": list(self.members)}
 
     def load_state_dict(self, state: Mapping) -> None:
         if list(state.get("members", [])) != list(self.members):
             raise ValueError(f"anchored fusion state is for {state.get('members')}, this one has {list(self.members)}")
-        self.weights = torch.as_tensor(state["weights"], dtype=torch.float64).clone()
+        if "weights" in state:  # written before the combiner held them
+            self.weights = torch.as_tensor(state["weights"], dtype=torch.float64).clone()
 
-    def trace_row(self) -> dict[str, float]:
-        return {f"blend_w/{m}": float(self.weights[i]) for i, m in enumerate(self.members)}
 
     def __repr__(self) -> str:
         return f"AnchoredFusion(modalities={list(self.modalities)}, anchor_weight={self.anchor_weight})"

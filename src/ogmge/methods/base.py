@@ -68,11 +68,20 @@ class BalancingMethod:
     owns_step = False
     depends_on: tuple[str, ...] = ()
     paper_flags: Mapping = {"modulation": "Normal", "opm": False}
+    #: ``transform_features`` changes the features (the loop passes it to the model's forward).
+    transforms_features = False
+    #: The method cannot train without a validation split (e.g. its estimate runs on it).
+    needs_validation = False
+    #: ``begin`` wants the initial model's per-head losses (one evaluation pass before training).
+    wants_initial_losses = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "distributed_ok" not in cls.__dict__:
             cls.distributed_ok = cls.ddp != "refused"
+        elif not cls.distributed_ok and "ddp" not in cls.__dict__:  # the older spelling of ddp = "refused"
+            cls.ddp = "refused"
+            cls.ddp_reason = cls.__dict__.get("ddp_reason") or "its replicas would not stay identical"
 
     distributed_ok = True
 
@@ -90,6 +99,17 @@ class BalancingMethod:
         """The method for a run, from its :class:`~ogmge.methods.registry.BuildContext` and options."""
         cls.resolve_options(options)
         return cls()
+
+    def current_options(self) -> dict:
+        """This object's option values (what a run's config records when the trainer is given
+        the object): attributes named like the options, else their defaults."""
+        return {o.name: getattr(self, o.name, o.default) for o in self.options}
+
+    @classmethod
+    def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:
+        """The fusion head the model uses with this method (default ``fusion`` itself; MMCosine
+        returns its cosine classifier on ``fusion``'s weights, refusing heads it cannot wrap)."""
+        return fusion
 
     @classmethod
     def model_parts(cls, ctx, **options) -> dict[str, nn.Module]:
@@ -110,6 +130,11 @@ class BalancingMethod:
     def sync_params(self) -> list[nn.Parameter]:
         """With ``ddp = "syncs"``: the parameters whose gradients the method averages itself."""
         return []
+
+    def load_legacy_state(self, legacy: Mapping) -> None:
+        """Restore from a checkpoint written before the registry, whose method state lived
+        elsewhere: ``legacy`` has ``"modulator"`` (the trainer's OGM-GE state), ``"opm"`` and
+        ``"feature_transform"`` (the model's extra state), each possibly None. Default: nothing."""
 
     # 1. features, before fusion ------------------------------------------------
     def transform_features(
@@ -210,6 +235,10 @@ class BalancingMethod:
         """Numbers (floats or 0-d tensors, read at the trace's next flush) about the last
         step/epoch for the trace (e.g. ``gblend_w/<head>``)."""
         return {}
+
+    def epoch_row(self) -> dict:
+        """Numbers for the epoch's metrics row, after ``end_epoch`` (default: ``trace_row()``)."""
+        return self.trace_row()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -132,6 +132,8 @@ class GBlending(BalancingMethod):
     fits_on_validation = True
     cross_fit = "split"
     tie_rank = 5.0
+    needs_validation = True
+    wants_initial_losses = True
 
     @classmethod
     def build(cls, ctx, **options) -> GBlending:

@@ -52,6 +52,7 @@ class ModalityDropout(BalancingMethod):
     )
     min_modalities = 2
     tie_rank = 4.0
+    transforms_features = True
 
     @classmethod
     def build(cls, ctx, **options) -> ModalityDropout:
@@ -102,6 +103,10 @@ class ModalityDropout(BalancingMethod):
             raise ValueError(f"modality-dropout state is for {state.get('modalities')}, this one has "
                              f"{list(self.modalities)}")
         self.generators.load_state_dict(state["generators"])
+
+    def load_legacy_state(self, legacy: Mapping) -> None:
+        if legacy.get("feature_transform"):
+            self.load_state_dict(legacy["feature_transform"])
 
     def trace_row(self) -> dict[str, Tensor]:
         """``mdrop_keep/<m>``: the last batch's kept fraction (0-d tensors; no host sync)."""

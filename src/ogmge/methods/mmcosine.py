@@ -116,7 +116,7 @@ class MMCosine(BalancingMethod):
         return cls(**cls.resolve_options(options))
 
     @classmethod
-    def wrap_fusion(cls, fusion: nn.Module, **options) -> CosineHead:
+    def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:
         """The model part: the cosine classifier on ``fusion``'s weights (refused by name
         where its last layer is not linear in per-modality features)."""
         return CosineHead(fusion, cls.resolve_options(options)["scale"])

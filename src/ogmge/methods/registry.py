@@ -470,9 +470,19 @@ def _ensure_loaded() -> None:
     load_plugins()
 
 
+_CHAINS: dict[str, type[BalancingMethod]] = {}
+
+
 def get(name: str) -> type[BalancingMethod]:
-    """The method class registered as ``name`` (or an alias of it); a ValueError listing the names."""
+    """The method class registered as ``name`` (or an alias of it); ``"a+b"`` is the chain of
+    ``a`` and ``b`` (``ogmge.methods.chain``). A ValueError lists the names."""
     _ensure_loaded()
+    if isinstance(name, str) and "+" in name:
+        if name not in _CHAINS:
+            from .chain import compose
+
+            _CHAINS[name] = compose([get(part) for part in name.split("+")])
+        return _CHAINS[name]
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(names())} "
@@ -488,6 +498,8 @@ def names() -> tuple[str, ...]:
 
 def is_registered(name: str) -> bool:
     _ensure_loaded()
+    if "+" in name:
+        return all(is_registered(part) for part in name.split("+"))
     return _ALIASES.get(name, name) in _REGISTRY
 
 
@@ -496,10 +508,21 @@ def qualname(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+_KNOWN: dict[str, type[BalancingMethod]] = {}
+
+
+def remember(cls: type[BalancingMethod]) -> None:
+    """Let :func:`resolve_qualname` find ``cls`` in this process without importing it (a
+    class handed to the trainer, e.g. one defined inside a function)."""
+    _KNOWN[qualname(cls)] = cls
+
+
 def resolve_qualname(text: str) -> type[BalancingMethod]:
     """The class named by ``module:QualName`` (imports the module)."""
     from .base import BalancingMethod
 
+    if text in _KNOWN:
+        return _KNOWN[text]
     module, _, qual = text.partition(":")
     if not module or not qual:
         raise ValueError(f"a method class is named 'module:QualName', got {text!r}")

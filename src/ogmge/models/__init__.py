@@ -3,6 +3,7 @@ logit estimators and the multimodal classifier (layer 2, docs/architecture.md)."
 
 from .builders import build_model, build_paper_model
 from .classifier import ModelOutput, MultimodalClassifier, Prediction, predict
+from .combiner import PREDICTIONS, Combiner
 from .encoders import (
     AudioEncoder,
     FrameCNNEncoder,
@@ -37,6 +38,8 @@ from .fusion import (
 from .resnet import BasicBlock, ResNet18
 
 __all__ = [
+    "Combiner",
+    "PREDICTIONS",
     "BASELINES",
     "ESTIMATORS",
     "FUSIONS",

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import cast
 
 from ..contracts import ModalitySpec
-from ..modulation import OPM
 from .classifier import MultimodalClassifier
 from .encoders import AudioEncoder, VisualEncoder, build_encoder
 from .estimators import EstimatorName, LogitEstimator
@@ -19,18 +18,18 @@ def build_paper_model(
     num_classes: int,
     width: int = 64,
     estimator: EstimatorName | LogitEstimator | None = None,
-    opm: OPM | bool | None = None,
     fusion_options: Mapping | None = None,
     heads: bool = False,
     prediction: str = "fused",
+    parts=None,
     feature_transform=None,
 ) -> MultimodalClassifier:
     """The OGM-GE paper's model (Peng et al., CVPR 2022, Sec. 4.1): modalities ``"audio"``
     (ResNet-18 on a 1-channel spectrogram) and ``"visual"`` (ResNet-18 shared over
     frames ``(B, T, 3, H, W)``), ``8 * width`` features each (512 at width 64), and a
     fusion head (``sum``, ``concat``, ``film``, ``gated``, ``attention``; FiLM and
-    gated are conditioned on audio, as in the official code). ``heads``, ``prediction``
-    and ``feature_transform`` go to :class:`MultimodalClassifier` (balancing methods).
+    gated are conditioned on audio, as in the official code). ``heads``, ``prediction``,
+    ``parts`` and ``feature_transform`` go to :class:`MultimodalClassifier` (balancing methods).
 
     >>> import torch
     >>> model = build_paper_model(fusion="concat", num_classes=6, width=4)  # tiny: the paper uses width 64
@@ -42,8 +41,8 @@ def build_paper_model(
                                                          "visual": VisualEncoder(width=width)}
     in_dims = {n: e.out_dim for n, e in encoders.items()}
     head = build_fusion(fusion, in_dims, num_classes, **dict(fusion_options or {}))
-    return MultimodalClassifier(encoders, head, estimator=estimator, opm=opm, heads=heads, prediction=prediction,
-                                feature_transform=feature_transform)
+    return MultimodalClassifier(encoders, head, estimator=estimator, heads=heads, prediction=prediction,
+                                parts=parts, feature_transform=feature_transform)
 
 
 def build_model(
@@ -54,18 +53,18 @@ def build_model(
     estimator: EstimatorName | LogitEstimator | None = None,
     hidden: int = 64,
     out_dim: int = 128,
-    opm: OPM | bool | None = None,
     encoder_options: Mapping | None = None,
     fusion_options: Mapping | None = None,
     heads: bool = False,
     prediction: str = "fused",
+    parts=None,
     feature_transform=None,
 ) -> MultimodalClassifier:
     """A classifier for any named modalities: one encoder per declared kind
     (:func:`build_encoder`), ``out_dim`` features each, and the named fusion head.
     ``encoder_options`` (e.g. ``sequence_model="gru"``, ``video_model="3d"``) go to
     every :func:`build_encoder` call; ``fusion_options`` to the head; ``heads``,
-    ``prediction``, ``feature_transform`` to :class:`MultimodalClassifier`.
+    ``prediction``, ``parts``, ``feature_transform`` to :class:`MultimodalClassifier`.
 
     >>> import torch
     >>> from ogmge.contracts import ModalitySpec
@@ -85,5 +84,5 @@ def build_model(
         encoders[name] = build_encoder(spec, out_dim=out_dim, hidden=hidden, **dict(encoder_options or {}))
     in_dims = {n: cast(int, e.out_dim) for n, e in encoders.items()}
     head = build_fusion(fusion, in_dims, num_classes, **dict(fusion_options or {}))
-    return MultimodalClassifier(encoders, head, estimator=estimator, opm=opm, heads=heads, prediction=prediction,
-                                feature_transform=feature_transform)
+    return MultimodalClassifier(encoders, head, estimator=estimator, heads=heads, prediction=prediction,
+                                parts=parts, feature_transform=feature_transform)

@@ -2,35 +2,30 @@
 
 Per-modality logits come from a :class:`LogitEstimator` (DESIGN §2) and feed
 OGM-GE's scores (Peng et al., CVPR 2022, Eq. 8) in training and the
-per-modality accuracy in evaluation. With ``opm``, the forward pass applies
-On-the-fly Prediction Modulation (Wei, Hu, Du, Wen, TPAMI 2024): in training
-mode with labels, the discrepancy ratios of the current batch (from the
-detached per-modality logits) set each modality's drop probability; sampled
-per-sample masks drop and rescale features before fusion, and ``sample_keep``
-tells the loss which samples kept at least one modality.
+per-modality accuracy in evaluation.
 
-For the balancing methods of ``ogmge.methods`` (docs/methods.md): ``heads=True``
-adds a trainable linear head per modality on its encoder's (unmasked) features,
-returned as ``head_logits`` (not detached; G-Blending, MMPareto, the unimodal
-ensemble train them); ``prediction="ensemble"`` makes the output logits the
-unimodal ensemble's ``sum_u w_u log_softmax(head_u)`` with ``w`` a buffer
-(``set_ensemble_weights``), so evaluation, prediction and checkpoints need no
-other object; ``feature_transform`` (e.g. :class:`ogmge.methods.ModalityDropout`)
-changes the features the fusion head sees in training mode only.
+The model holds no balancing method. What methods need from it: ``heads=True``
+adds a trainable linear head per modality on its encoder's features, returned
+as ``head_logits`` (not detached); ``prediction`` picks the prediction rule
+(:class:`~ogmge.models.combiner.Combiner`: ``"fused"``, ``"ensemble"``,
+``"blend"``), whose fitted weights live in ``model.combiner``; ``parts`` holds
+extra modules a method supplies (trained and checkpointed with the model).
+``forward(..., transform=fn)`` lets the caller change the features the fusion
+head sees in training (``fn(features, labels=, modality_logits=, baseline=)``:
+the trainer passes the method's ``transform_features``); ``feature_transform``
+is the same hook held by the model, for plain loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from ..methods.uni_ensemble import ensemble_logits
-from ..modulation import OPM, OPMMasks, batch_scores
-from ..modulation.opm import feature_widths
+from .combiner import FUSED_MEMBER, PREDICTIONS, Combiner
 from .estimators import EstimatorName, LogitEstimator
 
 
@@ -54,14 +49,11 @@ class ModelOutput:
     features: dict[str, Tensor]
     sample_keep: Tensor | None = None
     probe_loss: Tensor | None = None
-    opm: OPMMasks | None = None
     head_logits: dict[str, Tensor] | None = None
     fused_logits: Tensor | None = None
 
 
-PREDICTIONS = ("fused", "ensemble", "blend")
-#: Key of the fusion head among a blend's members (``ogmge.methods.FUSED``).
-FUSED_MEMBER = "fused"
+__all__ = ["FUSED_MEMBER", "PREDICTIONS", "ModelOutput", "MultimodalClassifier", "Prediction", "predict"]
 
 
 @dataclass(frozen=True)
@@ -81,29 +73,24 @@ class MultimodalClassifier(nn.Module):
     ``fusion``: a head with ``forward(features) -> logits``, ``in_dims`` and ``num_classes``.
     ``estimator``: ``"linear"``, ``"masking"``, ``"shapley"``, ``"probe"``, a
     :class:`LogitEstimator`, or None for the head's default (linear for sum and
-    concat, Shapley otherwise). ``opm``: an :class:`ogmge.OPM`, True for the
-    released defaults, or None. ``heads``: a trainable linear head per modality
-    (``head_logits``). ``prediction``: ``"fused"`` (the fusion head) or
-    ``"ensemble"`` (needs heads; ``sum_u w_u log_softmax(head_u)``, ``w`` equal
-    until ``set_ensemble_weights``; per-modality logits are then the heads') or
-    ``"blend"`` (needs heads; in evaluation ``w_f log_softmax(fused) + sum_u w_u
-    log_softmax(head_u)``, members ``("fused", *modalities)``; in training the
-    fusion head's logits, which the loss trains).
-    ``feature_transform``: an object with ``transform_features(features, labels=,
-    modality_logits=, baseline=)`` applied before fusion in training mode.
+    concat, Shapley otherwise). ``heads``: a trainable linear head per modality
+    (``head_logits``). ``prediction``: the prediction rule
+    (:mod:`ogmge.models.combiner`; ``"ensemble"`` and ``"blend"`` need heads; under
+    ``"ensemble"`` the fusion head and estimator are frozen and the per-modality
+    logits are the heads'). ``parts``: extra modules ``{name: module}`` (a method's
+    model parts). ``feature_transform``: an object with ``transform_features(features,
+    labels=, modality_logits=, baseline=)`` applied before fusion in training mode.
     """
-
-    ensemble_weights: Tensor  # a buffer, registered only when prediction != "fused"
 
     def __init__(
         self,
         encoders: Mapping[str, nn.Module],
         fusion: nn.Module,
         estimator: EstimatorName | LogitEstimator | None = None,
-        opm: OPM | bool | None = None,
         *,
         heads: bool = False,
         prediction: str = "fused",
+        parts: Mapping[str, nn.Module] | None = None,
         feature_transform=None,
     ) -> None:
         super().__init__()
@@ -132,15 +119,6 @@ class MultimodalClassifier(nn.Module):
         if not isinstance(estimator, LogitEstimator):
             raise TypeError(f"estimator must be a name or a LogitEstimator, got {type(estimator).__name__}")
         self.estimator = estimator.bind(fusion)
-        if opm is True:
-            opm = OPM()
-        elif opm is False:
-            opm = None
-        if opm is not None and not isinstance(opm, OPM):
-            raise TypeError(f"opm must be an ogmge.OPM, True or None, got {type(opm).__name__}")
-        if opm is not None and len(self.modalities) < 2:
-            raise ValueError(f"opm needs at least two modalities, got {list(self.modalities)}")
-        self.opm = opm
         if not isinstance(heads, bool):
             raise TypeError(f"heads must be true or false, got {heads!r}")
         if prediction not in PREDICTIONS:
@@ -151,52 +129,59 @@ class MultimodalClassifier(nn.Module):
             raise ValueError(f"per-modality heads need at least two modalities, got {list(self.modalities)}")
         self.heads = (nn.ModuleDict({n: nn.Linear(in_dims[n], self.num_classes) for n in self.modalities})
                       if heads else None)
-        self.prediction = prediction
-        if prediction != "fused":
-            members = len(self.prediction_members)
-            self.register_buffer("ensemble_weights", torch.full((members,), 1.0 / members))
+        self.combiner = Combiner(prediction, self.modalities)
         if prediction == "ensemble":
             # the ensemble never runs the fusion head or the estimator: frozen, so optimisers and DDP skip them
             for p in (*self.fusion.parameters(), *self.estimator.parameters()):
                 p.requires_grad_(False)
+        parts = dict(parts or {})
+        for key, part in parts.items():
+            if not isinstance(part, nn.Module):
+                raise TypeError(f"model part {key!r} must be an nn.Module, got {type(part).__name__}")
+        self.parts = nn.ModuleDict(parts)
         if feature_transform is not None and not callable(getattr(feature_transform, "transform_features", None)):
             raise TypeError(f"feature_transform must have transform_features(), got {type(feature_transform).__name__}")
         self.feature_transform = feature_transform
 
     @property
+    def prediction(self) -> str:
+        """The prediction rule (``model.combiner.rule``)."""
+        return self.combiner.rule
+
+    @property
     def prediction_members(self) -> tuple[str, ...]:
         """The outputs a combined prediction weighs, in weight order (``"fused"`` first in a blend)."""
-        if self.prediction == "blend":
-            return (FUSED_MEMBER, *self.modalities)
-        return self.modalities if self.prediction == "ensemble" else (FUSED_MEMBER,)
+        return self.combiner.members
+
+    @property
+    def ensemble_weights(self) -> Tensor:
+        """The combined prediction's weights (``model.combiner.weights``)."""
+        return self.combiner.weights
 
     def set_ensemble_weights(self, weights) -> None:
         """Set the combined prediction's weights ``w`` in ``prediction_members`` order (or ``{member: w}``)."""
-        if self.prediction == "fused":
-            raise ValueError("set_ensemble_weights needs prediction='ensemble' or 'blend'")
-        members = self.prediction_members
-        if isinstance(weights, Mapping):
-            weights = [weights[n] for n in members]
-        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        if w.numel() != len(members) or not torch.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"ensemble weights must be {len(members)} finite values >= 0 for {list(members)}, "
-                             f"got {weights!r}")
-        self.ensemble_weights.copy_(w.to(self.ensemble_weights))
+        self.combiner.set_weights(weights)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints before the combiner kept the weights in the buffer "ensemble_weights"
+        old = prefix + "ensemble_weights"
+        if old in state_dict:
+            state_dict[prefix + "combiner.weights"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def num_classes(self) -> int:
         return int(cast(int, self.fusion.num_classes))
 
     def get_extra_state(self) -> dict:
-        state = {"opm": None if self.opm is None else self.opm.state_dict()}
+        state: dict = {}
         ft = self.feature_transform
         if ft is not None and hasattr(ft, "state_dict"):  # e.g. modality dropout's generator streams
             state["feature_transform"] = ft.state_dict()
         return state
 
     def set_extra_state(self, state) -> None:
-        if self.opm is not None and isinstance(state, Mapping) and state.get("opm") is not None:
-            self.opm.load_state_dict(state["opm"])
+        # older checkpoints also carry "opm" here: the trainer hands it to the method (checkpoint migration)
         ft = self.feature_transform
         if ft is not None and isinstance(state, Mapping) and state.get("feature_transform") is not None:
             ft.load_state_dict(state["feature_transform"])
@@ -214,45 +199,42 @@ class MultimodalClassifier(nn.Module):
         inputs: Mapping[str, Tensor],
         lengths: Mapping[str, Tensor] | None = None,
         labels: Tensor | None = None,
+        transform: Callable[..., Mapping[str, Tensor]] | None = None,
     ) -> ModelOutput:
         features = self.encode(inputs, lengths)
         head_logits = None if self.heads is None else {n: self.heads[n](features[n]) for n in self.modalities}
-        if self.prediction == "ensemble":  # the fusion head is not part of this model's prediction
+        if not self.combiner.uses_fusion:  # the fusion head is not part of this model's prediction
             assert head_logits is not None  # prediction != "fused" needs heads (checked in __init__)
             return ModelOutput(
-                logits=ensemble_logits(head_logits, self.ensemble_weights, self.modalities),
+                logits=self.combiner(None, head_logits),
                 modality_logits={n: v.detach() for n, v in head_logits.items()},
                 features=features,
                 head_logits=head_logits,
             )
         estimate = self.estimator(self.fusion, features, labels)
         fused_in: Mapping[str, Tensor] = features
-        masks = None
-        if self.opm is not None and self.training and labels is not None:
-            ratios = self.opm.ratios(batch_scores(estimate.modality_logits, labels))
-            first = features[self.modalities[0]]
-            masks = self.opm.sample(ratios, first.shape[0], device=first.device, widths=feature_widths(features))
-            fused_in = masks.apply(features)
-        if self.feature_transform is not None and self.training:
+        sample_keep = None
+        if transform is None and self.feature_transform is not None:
+            transform = self.feature_transform.transform_features
+            holder = self.feature_transform
+        else:
+            holder = None
+        if transform is not None and self.training:
             baseline = self.estimator.baseline_features(features) if self.estimator.baseline == "mean" else None
-            fused_in = self.feature_transform.transform_features(
-                fused_in, labels=labels, modality_logits=estimate.modality_logits, baseline=baseline
-            )
+            fused_in = transform(features, labels=labels, modality_logits=estimate.modality_logits, baseline=baseline)
+            sample_keep = getattr(holder, "sample_keep", None) if holder is not None else None
         logits = self.fusion(fused_in)
         fused_logits = None
-        if self.prediction == "blend" and not self.training:
+        if self.combiner.fitted and not self.training:
             fused_logits = logits
-            assert head_logits is not None  # prediction != "fused" needs heads (checked in __init__)
-            logits = ensemble_logits({FUSED_MEMBER: logits, **head_logits}, self.ensemble_weights,
-                                     self.prediction_members)
+            logits = self.combiner(logits, head_logits)
         return ModelOutput(
             logits=logits,
             fused_logits=fused_logits,
             modality_logits=estimate.modality_logits,
             features=features,
-            sample_keep=None if masks is None else masks.sample_keep,
+            sample_keep=sample_keep,
             probe_loss=estimate.probe_loss,
-            opm=masks,
             head_logits=head_logits,
         )
 

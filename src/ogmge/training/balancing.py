@@ -1,18 +1,20 @@
 """The trainer's side of the balancing methods (docs/methods.md): checks, the initial
-model's per-head losses, validation with cross-fitting, and DDP agreement.
+model's per-head losses, validation with cross-fitting, the prediction's fitted
+weights, and DDP agreement. Everything here asks the method's declarations
+(``ogmge.methods.registry``) and the model's combiner; nothing names a method.
 
-**Cross-fitting.** A method that fits something on the validation split
-(``fits_on_validation``: G-Blending's weights, the ensemble's ``w``) must not be
-scored on the samples it was fitted on. The validation split is cut into two
-seeded halves A and B (:func:`halves`):
+**Cross-fitting.** What is fitted on the validation split must not be scored on
+the samples it was fitted on. The split is cut into two seeded halves A and B
+(:func:`halves`):
 
-- G-Blending: its estimate sees the per-head losses of half A only; the
-  selection score and the reported validation metrics are half B's;
-- unimodal ensemble and anchored fusion: ``w`` fitted on A predicts B and ``w``
-  fitted on B predicts A; the metrics are those of these cross-fitted predictions
-  over the whole split (accuracy = the two halves' mean, weighted by size). The
-  model then keeps ``w`` fitted on the whole split, for the test split and for
-  prediction.
+- a method with ``cross_fit = "split"`` (G-Blending's estimate) sees the per-head
+  losses of half A only; the selection score and the reported validation metrics
+  are half B's;
+- a prediction with fitted weights (``model.combiner``: the ``ensemble`` and
+  ``blend`` rules): ``w`` fitted on A predicts B and ``w`` fitted on B predicts A;
+  the metrics are those of these cross-fitted predictions over the whole split
+  (accuracy = the two halves' mean, weighted by size). The model then keeps ``w``
+  fitted on the whole split, for the test split and for prediction.
 
 Everything else is scored on the whole validation split (``"plain"``).
 """
@@ -24,40 +26,40 @@ import contextlib
 import torch
 from torch import nn
 
-from ogmge.methods import (
-    FUSED,
-    AnchoredFusion,
-    BalancingMethod,
-    GBlending,
-    MMPareto,
-    UnimodalEnsemble,
-    average_gradients_,
-    ensemble_logits,
-)
+from ogmge.combination import ensemble_logits
+from ogmge.methods import BalancingMethod, average_gradients_
 
 from .metrics import collect, head_losses, metrics_from_outputs, subset
 
 CROSS_FIT = "cross-fit"
 PLAIN = "plain"
 
+__all__ = ["CROSS_FIT", "PLAIN", "check_method", "collect", "evaluate_validation", "halves", "initial_losses",
+           "prediction_row", "share_state", "val_protocol"]
+
+
+def combiner_of(model: nn.Module):
+    """The model's prediction rule (``model.combiner``) when its weights are fitted, else None."""
+    comb = getattr(model, "combiner", None)
+    return comb if comb is not None and getattr(comb, "fitted", False) else None
+
 
 def check_method(method: BalancingMethod, *, distributed: bool, has_val: bool, val_size: int | None = None) -> None:
     """Refuse what a method cannot do, with errors naming the method."""
-    if distributed and not method.distributed_ok:
-        raise ValueError(
-            f"method {method.name!r} is not supported under DDP (its replicas would not stay identical); "
-            "train it on one process"
-        )
-    if isinstance(method, GBlending) and not has_val:
-        raise ValueError("method 'gblend' estimates its weights on a validation split: set val_fraction > 0 "
-                         "(or give data with a validation split)")
+    if distributed and method.ddp == "refused":
+        why = method.ddp_reason or "its replicas would not stay identical"
+        raise ValueError(f"method {method.name!r} is not supported under DDP ({why}); train it on one process")
+    if method.needs_validation and not has_val:
+        raise ValueError(f"method {method.name!r} needs a validation split (it estimates on it): set "
+                         "val_fraction > 0 (or give data with a validation split)")
     if method.fits_on_validation and has_val and val_size is not None and val_size < 2:
         raise ValueError(f"method {method.name!r} is fitted on one half of the validation split and scored on "
                          f"the other: it needs at least 2 validation samples, got {val_size}")
 
 
-def val_protocol(method: BalancingMethod, has_val: bool) -> str:
-    return CROSS_FIT if method.fits_on_validation and has_val else PLAIN
+def val_protocol(method: BalancingMethod, model: nn.Module, has_val: bool) -> str:
+    fitted = method.fits_on_validation or combiner_of(model) is not None
+    return CROSS_FIT if fitted and has_val else PLAIN
 
 
 def halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,63 +73,69 @@ def evaluate_validation(method: BalancingMethod, model: nn.Module, loader, devic
     """``(metrics, per-head losses for the method or None)`` on the validation split."""
     outputs = collect(model, loader, device, amp=amp)
     n = int(outputs["labels"].numel())
-    if isinstance(method, (UnimodalEnsemble, AnchoredFusion)):
-        return _cross_fit_combination(method, model, outputs, seed), None
-    if isinstance(method, GBlending):
+    comb = combiner_of(model)
+    if method.cross_fit == "split":
         a, b = halves(n, seed)
         return metrics_from_outputs(subset(outputs, b)), head_losses(subset(outputs, a))
+    if comb is not None:
+        return _cross_fit_combination(comb, outputs, seed), None
     losses = head_losses(outputs) if outputs["head_logits"] else None
     return metrics_from_outputs(outputs), losses
 
 
-def _members(method: UnimodalEnsemble | AnchoredFusion, outputs: dict) -> dict:
-    """The held-out logits a combined prediction weighs: the heads (and the fusion head's, for a blend)."""
-    if isinstance(method, AnchoredFusion):
-        return {FUSED: outputs["fused_logits"], **outputs["head_logits"]}
-    return outputs["head_logits"]
+def _members(comb, outputs: dict) -> dict:
+    """The held-out logits the combined prediction weighs."""
+    fused = outputs.get("fused_logits")
+    return comb.member_logits(fused if fused is not None else outputs["logits"], outputs["head_logits"])
 
 
-def _cross_fit_combination(method: UnimodalEnsemble | AnchoredFusion, model: nn.Module, outputs: dict,
-                           seed: int) -> dict:
-    """Validation metrics of a prediction whose weights are fitted on validation (the
-    ensemble, the anchored blend): ``w`` fitted on half A predicts B and ``w`` fitted on
-    B predicts A; the model then keeps ``w`` fitted on the whole split."""
+def _cross_fit_combination(comb, outputs: dict, seed: int) -> dict:
+    """Validation metrics of a prediction whose weights are fitted on validation: ``w``
+    fitted on half A predicts B and ``w`` fitted on B predicts A; the combiner then keeps
+    ``w`` fitted on the whole split."""
     a, b = halves(int(outputs["labels"].numel()), seed)
-    members = method.members if isinstance(method, AnchoredFusion) else method.modalities
     logits = torch.empty_like(outputs["logits"])
     for fit_on, score_on in ((a, b), (b, a)):
         part = subset(outputs, fit_on)
-        w = method.fit_prediction(head_logits=_members(method, part), labels=part["labels"])
-        logits[score_on] = ensemble_logits(_members(method, subset(outputs, score_on)), w, members).float()
-    w = method.fit_prediction(head_logits=_members(method, outputs), labels=outputs["labels"])
-    set_weights = getattr(model, "set_ensemble_weights", None)
-    if set_weights is not None:
-        set_weights(w)
+        w = comb.fit_weights(_members(comb, part), part["labels"])
+        logits[score_on] = ensemble_logits(_members(comb, subset(outputs, score_on)), w, comb.members).float()
+    comb.fit(_members(comb, outputs), outputs["labels"])
     cross_fitted = dict(outputs, logits=logits)
-    if isinstance(method, UnimodalEnsemble):  # its "fused" output is the ensemble itself: cross-fitted too
+    if not comb.uses_fusion:  # the ensemble's "fused" output is the ensemble itself: cross-fitted too
         cross_fitted["fused_logits"] = logits
     metrics = metrics_from_outputs(cross_fitted)
-    prefix = "blend_w" if isinstance(method, AnchoredFusion) else "ensemble_w"
-    metrics.update({f"{prefix}/{m}": float(w[i]) for i, m in enumerate(members)})
+    metrics.update(comb.trace_row())
     return metrics
+
+
+def prediction_row(model: nn.Module) -> dict:
+    """The prediction's fitted weights for an epoch's metrics row (``ensemble_w/…``, ``blend_w/…``)."""
+    comb = combiner_of(model)
+    return {} if comb is None else comb.trace_row()
 
 
 def initial_losses(method: BalancingMethod, model: nn.Module, train_loader, val_loader, device, *, amp: bool,
                    seed: int) -> tuple[dict, dict] | None:
-    """Per-head losses of the initial model for ``method.begin``: an evaluation pass over the
-    training split and over the validation split's half A (G-Blending only)."""
-    if not isinstance(method, GBlending) or val_loader is None:
+    """Per-head losses of the initial model for ``method.begin`` (``wants_initial_losses``): an
+    evaluation pass over the training split and over the validation split (half A, when split)."""
+    if not method.wants_initial_losses or val_loader is None:
         return None
     train = head_losses(collect(model, train_loader, device, amp=amp))
     _, val = evaluate_validation(method, model, val_loader, device, amp=amp, seed=seed)
-    assert val is not None  # G-Blending's validation pass always gives per-head losses
+    if val is None:
+        return None
     return train, val
 
 
 def share_state(method: BalancingMethod, model: nn.Module, ctx) -> None:
-    """Make every rank hold rank 0's method state: what is fitted on validation (G-Blending's
-    weights, the ensemble's ``w``) is computed there, where the validation split is evaluated."""
-    if not ctx.enabled or not method.fits_on_validation:
+    """Make every rank hold rank 0's fitted state: what is fitted on validation (the method's
+    state, the prediction's weights) is computed there, where validation is evaluated."""
+    if not ctx.enabled:
+        return
+    comb = combiner_of(model)
+    if comb is not None:
+        torch.distributed.broadcast(comb.weights, src=0)
+    if not method.fits_on_validation:
         return
     box = [method.state_dict() if ctx.is_main else None]
     torch.distributed.broadcast_object_list(box, src=0)
@@ -135,19 +143,15 @@ def share_state(method: BalancingMethod, model: nn.Module, ctx) -> None:
         state = box[0]
         assert state is not None  # rank 0 broadcast its state
         method.load_state_dict(state)
-        set_weights = getattr(model, "set_ensemble_weights", None)
-        if isinstance(method, (UnimodalEnsemble, AnchoredFusion)) and set_weights is not None:
-            set_weights(method.weights)
 
 
 def _syncs_itself(method: BalancingMethod, net: nn.Module) -> bool:
-    return getattr(method, "syncs_encoder_grads", False) and isinstance(net, nn.parallel.DistributedDataParallel)
+    return method.ddp == "syncs" and isinstance(net, nn.parallel.DistributedDataParallel)
 
 
 def forward_context(method: BalancingMethod, net: nn.Module):
-    """``net.no_sync()`` for a method that averages gradients itself under DDP (MMPareto:
-    its backward passes must not all-reduce; it averages each loss's gradients before
-    combining them), else a no-op context."""
+    """``net.no_sync()`` for a method that averages gradients itself under DDP (``ddp =
+    "syncs"``: its backward passes must not all-reduce), else a no-op context."""
     if _syncs_itself(method, net):
         assert isinstance(net, nn.parallel.DistributedDataParallel)
         return net.no_sync()
@@ -155,10 +159,9 @@ def forward_context(method: BalancingMethod, net: nn.Module):
 
 
 def average_other_gradients_(method: BalancingMethod, model: nn.Module, ctx) -> None:
-    """Under DDP with such a method: average the gradients of every parameter outside its
-    encoders (fusion and unimodal heads), which DDP did not reduce (``no_sync``)."""
-    if not ctx.enabled or not getattr(method, "syncs_encoder_grads", False):
+    """Under DDP with a ``"syncs"`` method: average the gradients of every parameter outside
+    its ``sync_params()`` (e.g. the fusion and unimodal heads), which DDP did not reduce."""
+    if not ctx.enabled or method.ddp != "syncs":
         return
-    assert isinstance(method, MMPareto)  # the one method that averages its encoder gradients itself
-    mine = {id(p) for ps in method.params.values() for p in ps}
+    mine = {id(p) for p in method.sync_params()}
     average_gradients_([p.grad for p in model.parameters() if id(p) not in mine])

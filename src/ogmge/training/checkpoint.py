@@ -3,13 +3,18 @@ writes, loading and RNG states.
 
 A checkpoint is a dict saved with ``torch.save``::
 
-    {"format": "ogmge-checkpoint", "version": 2, "epoch": last completed epoch (0-based),
+    {"format": "ogmge-checkpoint", "version": 3, "epoch": last completed epoch (0-based),
      "config": TrainConfig as a dict, "model_spec": {...}, "model": state_dict,
-     "optimizer", "scheduler", "scaler", "modulator", "method", "rng", "best", ...}
+     "optimizer", "scheduler", "scaler", "monitor", "method", "rng", "best", ...}
 
-The state of helpers the model owns (OPM's and the estimator's generators, a feature
-transform's streams) is part of ``"model"`` (the modules' ``get_extra_state``). Older
-checkpoints also carry it under ``"extra_states"``; loading ignores that copy.
+``"method"`` is the whole state of the balancing method (``method.state_dict()``),
+``"monitor"`` the OGM-GE monitor's; the prediction's fitted weights are in
+``"model"`` (``combiner.weights``). :func:`migrate` reads versions 1 and 2, where
+the method's state lived elsewhere: the top-level ``"modulator"`` (OGM/OGM-GE), the
+model's extra state (``"opm"``, ``"feature_transform"``) and the model buffer
+``ensemble_weights``; they become ``"legacy_method_state"``, which the trainer hands
+to ``method.load_legacy_state``. Older checkpoints also carry the helpers' state
+under ``"extra_states"``; loading ignores that copy.
 
 Everything in it is plain data and tensors, so it loads with ``weights_only=True``.
 """
@@ -29,8 +34,10 @@ from ogmge.io_utils import TMP_TAG, atomic_write, fsync_dir
 FORMAT = "ogmge-checkpoint"
 #: 2: models may carry per-modality heads / an ensemble buffer / a feature transform
 #: (balancing methods), and ``"method"`` holds the method's state. Version 1 still loads.
-VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+#: 3: the method's whole state in ``"method"``, the OGM-GE monitor's in ``"monitor"``, the
+#: prediction's weights in the model's combiner (``migrate`` reads 1 and 2).
+VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 BEST = "best.pt"
 LAST = "last.pt"
 #: ``best.pt`` of an epoch whose ``last.pt`` is not yet written (see ``write_epoch_checkpoints``).
@@ -118,6 +125,28 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     if ckpt.get("version") not in SUPPORTED_VERSIONS:
         raise ValueError(f"{path}: checkpoint version {ckpt.get('version')} is not supported "
                          f"(expected one of {SUPPORTED_VERSIONS})")
+    return migrate(ckpt)
+
+
+def migrate(ckpt: dict) -> dict:
+    """A checkpoint of version 1 or 2 in today's layout (see the module docstring)."""
+    if int(ckpt.get("version", VERSION)) >= 3:
+        return ckpt
+    ckpt = dict(ckpt)
+    model = dict(ckpt.get("model") or {})
+    extra = model.get("_extra_state")
+    extra = dict(extra) if isinstance(extra, dict) else {}
+    legacy = {"modulator": ckpt.pop("modulator", None), "opm": extra.pop("opm", None),
+              "feature_transform": extra.pop("feature_transform", None)}
+    if "_extra_state" in model:
+        model["_extra_state"] = extra
+    if "ensemble_weights" in model:
+        model["combiner.weights"] = model.pop("ensemble_weights")
+    ckpt["model"] = model
+    ckpt["monitor"] = legacy["modulator"]  # the measurement's noise streams (unused in Normal mode)
+    ckpt["legacy_method_state"] = legacy
+    ckpt["method"] = ckpt.get("method") or {}
+    ckpt["version"] = VERSION
     return ckpt
 
 

@@ -8,6 +8,8 @@ YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,13 +17,13 @@ from typing import Any
 
 import yaml
 
+from ogmge import methods as registry
 from ogmge.data.paper import DATASETS as _PAPER_READERS
 from ogmge.data.paper import SPLITS  # noqa: F401  (re-exported: the splits a config may name)
 from ogmge.models.estimators import ESTIMATORS, EstimatorName
 from ogmge.models.fusion import FUSIONS as _FUSION_HEADS
 from ogmge.models.fusion import FusionName
 from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
-from ogmge.modulation.opm import OPM_RATIOS, OPM_RESCALES
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
@@ -37,18 +39,19 @@ AUTO_OPTIMIZER = {"paper": "sgd"}
 AUTO_PATIENCE = {"paper": None}
 GENERIC_OPTIMIZER = "adam"
 GENERIC_PATIENCE = 10
-#: Balancing methods by name (``--method``). ``normal``/``ogm``/``ogm_ge``/``opm`` are the
-#: paper's settings and map onto ``modulation``/``opm`` (see ``METHOD_MODULATION``).
-METHODS = ("normal", "ogm", "ogm_ge", "opm", "gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "pmr",
-           "mmcosine", "agm")
-#: What each method sets ``(modulation, opm)`` to; methods other than the paper's keep
-#: OGM-GE in measure-only mode (``Normal``) so every run traces scores, ratios and k.
-METHOD_MODULATION = {
-    "normal": ("Normal", False),
-    "ogm": ("OGM", False),
-    "ogm_ge": ("OGM_GE", False),
-    "opm": ("Normal", True),
-}
+#: Registered methods at import (``ogmge.methods.names()`` is the live list, plug-ins included)
+#: and the paper flags each means; kept for older callers.
+METHODS = registry.names()
+METHOD_MODULATION = {n: (registry.get(n).paper_flags["modulation"], registry.get(n).paper_flags["opm"])
+                     for n in METHODS}
+#: The paper's flat settings a method's options may be set by (DESIGN §5): ``--alpha``,
+#: ``--modulation-starts``/``-ends``, ``--modulate-params``, ``--coefficient``. They stay
+#: flat keys (the OGM-GE monitor of every run reads them too); ``Option.paper_key`` maps them.
+PAPER_KEYS = ("alpha", "modulation_starts", "modulation_ends", "modulate_params", "coefficient")
+#: Deprecated spelling, translated once by ``TrainConfig.from_dict``.
+DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: {name}, KEY: VALUE}} "
+               "(or --method-opt KEY=VALUE)")
+
 
 #: Keys every saved run config has carried since OPM had settings: a mapping holding all of them
 #: is a run's saved config, not a user's YAML (``legacy_behaviour``).
@@ -88,7 +91,8 @@ RETIRED_IMBALANCE = (
 #: Settings that may change between an interrupted run and its resumption
 #: without changing the result (where it runs, how it reports, how long).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "device", "out", "tensorboard", "progress", "num_workers", "data_root", "split_file", "data", "name"}
+    {"epochs", "device", "out", "tensorboard", "progress", "num_workers", "data_root", "split_file", "data", "name",
+     "method_class"}
 )
 
 
@@ -137,39 +141,13 @@ class TrainConfig:
     width: int = 64
     model_options: dict[str, Any] = field(default_factory=dict)
     opm: bool = False
-    opm_q_base: float = 0.5
-    opm_lam: float = 0.5
-    opm_p_exe: float = 0.7
-    #: ``shared`` (the paper's one factor 1/(1-theta)) or ``per_modality`` (this project's earlier rule)
-    opm_rescale: str = "shared"
-    #: ``mean`` or ``sum`` of the other modalities' scores in OPM's ratio (N > 2)
-    opm_ratio: str = "mean"
-    #: OPM's inclusive window of 0-based epochs (the released warm-up: epochs 0-5 unmodulated)
-    opm_starts: int = 6
-    opm_ends: int | None = None
-    # balancing method (None: derived from ``modulation`` and ``opm``, the paper's flags)
-    method: str | None = None
-    # hyper-parameters of the methods of ``ogmge.methods`` (docs/methods.md), prefixed by method
-    gblend_super_epoch: int = 2
-    gblend_w_min: float = 0.05
-    gblend_delta_o_min: float = 0.01
-    mdrop_p: float = 0.5
-    mmpareto_scale: float = 1.5
-    anchored_weight: float = 1.0
-    # PMR (methods/pmr.py; defaults: the authors' main_Prototype_grad.py, docs/methods.md)
-    pmr_alpha: float = 1.0
-    pmr_momentum: float = 0.2
-    pmr_start: int = 0
-    pmr_end: int | None = 100
-    pmr_subset: float = 0.1
-    # MMCosine (methods/mmcosine.py): the cosine classifier's scale s
-    mmcosine_scale: float = 10.0
-    # AGM (methods/agm.py; defaults: the authors' utils/config.py and run/CREMAD_main.py)
-    agm_alpha: float = 1.0
-    agm_start: int = 0
-    agm_end: int | None = 20
-    agm_cap: float = 10.0
-    agm_clip: float = 1.0
+    # balancing method: ``{name: NAME, OPTION: VALUE, ...}`` (a bare name is accepted; None:
+    # derived from ``modulation`` and ``opm``, the paper's flags); options: ``ogmge methods NAME``
+    method: dict[str, Any] | str | None = None
+    #: ``module:QualName`` of the method's class (recorded by the trainer; imports a plug-in on resume)
+    method_class: str | None = None
+    #: The prediction rule (``fused``, ``ensemble``, ``blend``; None: the method's default)
+    prediction: str | None = None
     # modulation
     modulation: Mode = "OGM_GE"
     alpha: float = 0.8
@@ -216,9 +194,6 @@ class TrainConfig:
         check_choice("fusion", self.fusion, FUSIONS)
         check_choice("estimator", self.estimator, ESTIMATORS, allow_none=True)
         check_choice("modulation", self.modulation, MODES)
-        check_choice("method", self.method, METHODS, allow_none=True)
-        if self.method is not None:
-            self._apply_method()
         check_choice("modulate_params", self.modulate_params, SELECTIONS, allow_none=True)
         check_choice("coefficient", self.coefficient, COEFFICIENTS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -244,32 +219,6 @@ class TrainConfig:
 
         self.val_selection = check_selection(self.val_selection)
         check_number("width", self.width, integer=True, lo=1)
-        check_number("opm_q_base", self.opm_q_base, lo=0, hi=1)
-        check_number("opm_lam", self.opm_lam, lo=0)
-        check_number("opm_p_exe", self.opm_p_exe, lo=0, hi=1)
-        check_choice("opm_rescale", self.opm_rescale, OPM_RESCALES)
-        check_choice("opm_ratio", self.opm_ratio, OPM_RATIOS)
-        check_number("opm_starts", self.opm_starts, integer=True, lo=0)
-        check_number("opm_ends", self.opm_ends, integer=True, lo=0, allow_none=True)
-        if self.opm_ends is not None and self.opm_ends < self.opm_starts:
-            raise ValueError(f"opm_ends ({self.opm_ends}) must not be before opm_starts ({self.opm_starts})")
-        check_number("gblend_super_epoch", self.gblend_super_epoch, integer=True, lo=1)
-        check_number("gblend_w_min", self.gblend_w_min, lo=0, hi=1 / 3)
-        check_number("gblend_delta_o_min", self.gblend_delta_o_min, lo=0, lo_open=True)
-        check_number("mdrop_p", self.mdrop_p, lo=0, hi=1)
-        check_number("mmpareto_scale", self.mmpareto_scale, lo=0, lo_open=True)
-        check_number("anchored_weight", self.anchored_weight, lo=0, lo_open=True)
-        check_number("pmr_alpha", self.pmr_alpha, lo=0, lo_open=True)
-        check_number("pmr_momentum", self.pmr_momentum, lo=0, hi=1, hi_open=True)
-        check_number("pmr_start", self.pmr_start, integer=True, lo=0)
-        check_number("pmr_end", self.pmr_end, integer=True, lo=self.pmr_start, allow_none=True)
-        check_number("pmr_subset", self.pmr_subset, lo=0, hi=1, lo_open=True)
-        check_number("mmcosine_scale", self.mmcosine_scale, lo=0, lo_open=True)
-        check_number("agm_alpha", self.agm_alpha, lo=0, lo_open=True)
-        check_number("agm_start", self.agm_start, integer=True, lo=0)
-        check_number("agm_end", self.agm_end, integer=True, lo=self.agm_start, allow_none=True)
-        check_number("agm_cap", self.agm_cap, lo=0, lo_open=True)
-        check_number("agm_clip", self.agm_clip, lo=0, lo_open=True)
         check_number("alpha", self.alpha, lo=0, lo_open=True)
         check_number("modulation_starts", self.modulation_starts, integer=True, lo=0)
         if check_number("modulation_ends", self.modulation_ends, integer=True, lo=0, allow_none=True) is not None:
@@ -306,33 +255,99 @@ class TrainConfig:
             raise ValueError("dataset 'byo' needs data (--data FILE.npz)")
         if self.data and self.dataset not in ("byo",):
             raise ValueError(f"data ({self.data!r}) is bring-your-own data; it needs dataset 'byo', got {self.dataset!r}")
+        if self.method_class is not None and not isinstance(self.method_class, str):
+            raise InvalidType(f"method_class must be 'module:QualName', got {self.method_class!r}")
+        self._check_method()
         return self
 
-    def _apply_method(self) -> None:
-        """Set ``modulation``/``opm`` from ``method``. A paper flag left at its default
-        follows the method; one set to something else contradicts it (an error naming both)."""
-        assert self.method is not None
-        modulation, opm = METHOD_MODULATION.get(self.method, ("Normal", False))
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name, wanted in (("modulation", modulation), ("opm", opm)):
-            value = getattr(self, name)
-            if value != wanted and value != defaults[name]:
-                raise ValueError(
-                    f"method {self.method!r} means {name}={wanted!r}, but {name} is {value!r}; "
-                    f"give one of method or {name} (method: null derives the method from modulation/opm)"
-                )
-            setattr(self, name, wanted)
+    # ------------------------------------------------------------ the method
+    def _check_method(self) -> None:
+        """Normalise ``method`` to ``{name, **options}`` (every option of the method that
+        is not a paper flag, defaults filled in), validate it, and make the paper's flags
+        agree with it: a flag left at its default follows the method, one set to
+        something else contradicts it (an error naming both)."""
+        if self.method is None:
+            cls = self.method_cls
+        else:
+            spec = {"name": self.method} if isinstance(self.method, str) else self.method
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise InvalidType(f"method must be a name or a mapping with a name, got {self.method!r}")
+            spec = dict(spec)
+            cls = _method_class(spec["name"], self.method_class)
+            paper = {o.name: o.paper_key for o in cls.options if o.paper_key}
+            for opt, key in paper.items():  # the paper's flags hold these (DESIGN §5)
+                if opt in spec:
+                    setattr(self, key, spec.pop(opt))
+            given = {k: v for k, v in spec.items() if k != "name"}
+            known = {o.name for o in cls.options if not o.paper_key}
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise ValueError(f"method {cls.name} has no option {', '.join(map(repr, unknown))} "
+                                 f"(its options: {', '.join(o.name for o in cls.options) or 'none'})")
+            opts = cls.resolve_options({**given, **self._paper_options(cls)})
+            self.method = {"name": cls.name, **{k: v for k, v in opts.items() if k in known}}
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, wanted in cls.paper_flags.items():
+                value = getattr(self, name)
+                if value != wanted and value != defaults[name]:
+                    raise ValueError(
+                        f"method {cls.name!r} means {name}={wanted!r}, but {name} is {value!r}; "
+                        f"give one of method or {name} (method: null derives the method from modulation/opm)"
+                    )
+                setattr(self, name, wanted)
+        cls.resolve_options(self.method_options)  # the paper flags' values, through the method's checks
+        if self.prediction is not None and self.prediction not in cls.predictions:
+            raise ValueError(f"method {cls.name} supports the predictions {list(cls.predictions)}, "
+                             f"got prediction {self.prediction!r}")
+
+    def _paper_options(self, cls) -> dict[str, Any]:
+        """The options the paper's flags set (a flag at None means the option's default)."""
+        out = {}
+        for o in cls.options:
+            if o.paper_key:
+                value = getattr(self, o.paper_key)
+                if value is not None or o.allow_none:
+                    out[o.name] = value
+        return out
+
+    @property
+    def method_cls(self) -> type[registry.BalancingMethod]:
+        """The method's class (``ogmge.methods.get``; a plug-in's through ``method_class``)."""
+        if self.method is None:
+            return registry.get(_derived_method(self.modulation, self.opm))
+        name = self.method if isinstance(self.method, str) else self.method["name"]
+        return _method_class(name, self.method_class)
+
+    @property
+    def method_options(self) -> dict[str, Any]:
+        """The options the method is built with: the method mapping's and the paper flags'."""
+        cls = self.method_cls
+        given = {} if not isinstance(self.method, dict) else {k: v for k, v in self.method.items() if k != "name"}
+        return {**given, **self._paper_options(cls)}
+
+    @property
+    def resolved_prediction(self) -> str:
+        """The prediction rule: ``prediction``, or the method's default."""
+        return self.prediction or self.method_cls.predictions[0]
 
     @property
     def resolved_method(self) -> str:
         """The balancing method's name, also for configs that only set the paper's flags
         (``modulation`` OGM/OGM_GE with ``opm`` gives ``ogm+opm``/``ogm_ge+opm``)."""
-        if self.method is not None:
-            return self.method
-        base = {"Normal": "normal", "OGM": "ogm", "OGM_GE": "ogm_ge"}[self.modulation]
-        if self.opm:
-            return "opm" if base == "normal" else f"{base}+opm"
-        return base
+        if self.method is None:
+            return _derived_method(self.modulation, self.opm)
+        return self.method if isinstance(self.method, str) else self.method["name"]
+
+    def __getattr__(self, name: str) -> Any:
+        """Deprecated flat method keys as attributes (``cfg.gblend_w_min``): the option's value
+        when the run's method has it, else its default."""
+        if name.startswith("__") or name not in _legacy_keys():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        method_name, opt = _legacy_keys()[name]
+        if "method" in self.__dict__ and method_name in self.resolved_method.split("+"):
+            key = _option_key(self.method_cls, method_name, opt.name)
+            return self.method_options.get(key, opt.default) if key else opt.default
+        return opt.default
 
     def resolved_optimizer(self, builder: str) -> str:
         """The optimiser ``optimizer: auto`` means for a model built by ``builder``."""
@@ -364,6 +379,7 @@ class TrainConfig:
         legacy = legacy_behaviour(values)
         if legacy:  # a run made before these settings existed resumes with the behaviour it started with
             values = {**values, **legacy}
+        values = _translate_legacy(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -399,9 +415,105 @@ class TrainConfig:
             raise type(exc)(f"{where}: {exc}") from None
 
     def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES) -> dict[str, tuple[Any, Any]]:
-        """``{setting: (mine, theirs)}`` for every setting that differs."""
+        """``{setting: (mine, theirs)}`` for every setting that differs (the method's
+        options are compared as one ``method`` setting; a run carries only its own)."""
+        return self._differences(other, ignore=ignore)
+
+    def _differences(self, other: TrainConfig, *, ignore) -> dict[str, tuple[Any, Any]]:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+def _init_with_legacy_keys(self, *args, **kwargs) -> None:
+    """``TrainConfig(...)``, also with the deprecated flat method keys (``mdrop_p=0.3``),
+    translated as ``from_dict`` does."""
+    if any(k in _legacy_keys() for k in kwargs):
+        kwargs = _translate_legacy(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init_with_legacy_keys.__signature__ = inspect.signature(_dataclass_init)  # type: ignore[attr-defined]
+_init_with_legacy_keys.__doc__ = _dataclass_init.__doc__
+TrainConfig.__init__ = _init_with_legacy_keys  # type: ignore[method-assign]
+
+
+def _derived_method(modulation: str, opm: bool) -> str:
+    """The method the paper's flags mean (``method: null``)."""
+    base = {"Normal": "normal", "OGM": "ogm", "OGM_GE": "ogm_ge"}[modulation]
+    if opm:
+        return "opm" if base == "normal" else f"{base}+opm"
+    return base
+
+
+def _method_class(name: str, qualname: str | None):
+    """The registered class of ``name``; an unregistered one through its recorded ``module:QualName``."""
+    if not registry.registry.is_registered(name) and qualname and "+" not in name:
+        cls = registry.resolve_qualname(qualname)  # importing the plug-in registers it (or not: use the class)
+        if cls.name != name:
+            raise ValueError(f"method_class {qualname!r} is the method {cls.name!r}, not {name!r}")
+        return cls
+    return registry.get(name)
+
+
+def _option_key(cls, member: str, option: str) -> str | None:
+    """The name under which method ``cls`` (maybe a chain ``a+b``) has ``member``'s ``option``."""
+    key_of = getattr(cls, "option_key", None)
+    return key_of(member, option) if key_of is not None else option
+
+
+def _legacy_keys() -> dict[str, tuple[str, Any]]:
+    """``{flat key: (method name, Option)}`` of the deprecated flat keys (``Option.legacy_key``)."""
+    out = {}
+    for name in registry.names():
+        for opt in registry.get(name).options:
+            if opt.legacy_key:
+                out[opt.legacy_key] = (name, opt)
+    return out
+
+
+def _translate_legacy(values: dict[str, Any]) -> dict[str, Any]:
+    """The one translation of configs written before the registry: flat prefixed keys
+    (``gblend_w_min``, ``mdrop_p``, ``opm_q_base``, ...) become the method's options when
+    the run's method has them; elsewhere they were unused and are dropped."""
+    legacy = _legacy_keys()
+    found = {k: values[k] for k in values if k in legacy}
+    if not found:
+        return values
+    for key, value in found.items():  # checked even where unused: a typo'd value is an error
+        owner, opt = legacy[key]
+        try:
+            found[key] = opt.validate(value, owner=owner)
+        except ValueError as exc:
+            raise ValueError(f"{key} ({exc})") from None
+    values = {k: v for k, v in values.items() if k not in found}
+    method = values.get("method")
+    if method is None:
+        name = _derived_method(values.get("modulation", "OGM_GE"), bool(values.get("opm", False)))
+    else:
+        name = str(method if isinstance(method, str) else (method or {}).get("name"))
+    members = set(str(name).split("+"))
+    mine = {legacy[k][1].name: v for k, v in found.items() if legacy[k][0] in members}
+    changed = [k for k, v in found.items() if legacy[k][0] in members and v != legacy[k][1].default]
+    if changed:
+        warnings.warn(DEPRECATION.format(keys=", ".join(sorted(changed)), name=name), DeprecationWarning,
+                      stacklevel=3)
+    if mine and (changed or method is not None):
+        spec = {"name": name} if method is None or isinstance(method, str) else dict(method)
+        cls = registry.get(name)
+        for key, value in found.items():
+            owner, opt = legacy[key]
+            target = _option_key(cls, owner, opt.name) if owner in members else None
+            if target is None:
+                continue
+            if value != opt.default:
+                spec[target] = value  # given explicitly (or an old run's setting): it wins
+            else:
+                spec.setdefault(target, value)
+        values["method"] = spec
+    return values
 
 
 def list_presets() -> list[str]:

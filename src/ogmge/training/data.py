@@ -46,11 +46,25 @@ class DataBundle:
         return list(names) if names is not None else [str(c) for c in range(self.num_classes)]
 
 
-def holdout(dataset: Any, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+def holdout(dataset: Any, fraction: float, *, seed: int, what: str = "held-out") -> tuple[list[int], list[int]]:
     """Seeded ``(rest, held_out)`` indices of a contract dataset: whole groups when the dataset has
-    ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``)."""
+    ``groups`` (speaker, subject), else stratified by class (``ogmge.data.splitting``).
+
+    Data with groups are never split inside a group: when the part held out from has a single
+    group left (two groups in all: one went to test), a ValueError says so and what to do.
+    """
     groups = getattr(dataset, "groups", None)
-    if groups is not None and len(set(map(str, groups))) > 1:
+    if groups is not None:
+        names = sorted(set(map(str, groups)))
+        if len(names) < 2:
+            other = "" if what == "test" else "; with two groups in all, the other went to test"
+            fix = ("mark the test rows in a 'split' column" if what == "test" else
+                   "mark the validation rows in a 'split' column, or set --val-fraction 0 (no validation: "
+                   "the last epoch is kept)")
+            raise ValueError(
+                f"the {what} split must take whole groups, but the {len(dataset)} samples it is carved from all "
+                f"belong to one group ({names[0]!r}{other}): give three or more groups (test, validation and "
+                f"training each take whole ones), {fix}")
         return group_split([str(g) for g in groups], val_fraction=fraction, seed=seed)
     return stratified_split(dataset.targets, val_fraction=fraction, seed=seed)
 
@@ -102,6 +116,10 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         test_fraction = opts.pop("test_fraction", 0.2)
         assert config.data is not None  # validate(): dataset byo needs data
         full = load_byo(config.data, **opts)
+        if full.label_values is not None:
+            from ogmge.data.byo import describe_relabel
+
+            LOGGER.warning("%s: %s", config.data, describe_relabel(full.label_values))
         splits = getattr(full, "splits", None)
         if splits is not None:
             counts = {v: splits.count(v) for v in ("train", "val", "test")}
@@ -117,7 +135,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
             test = full.split("test") if counts["test"] else None
             val = full.split("val") if counts["val"] and config.val_fraction > 0 else None
         else:  # no split column: hold out a seeded test share (by group when groups are given)
-            rest, held = holdout(full, test_fraction, seed=config.seed + 1)
+            rest, held = holdout(full, test_fraction, seed=config.seed + 1, what="test")
             train, test = subset(full, rest), subset(full, held)
     elif config.dataset == "clips":  # a `prepare clips` cache; splits: ogmge.data.clips_dataset
         if not config.data_root:
@@ -144,7 +162,7 @@ def build_datasets(config: TrainConfig) -> DataBundle:
         train, test = make("train"), make("test")
         val = make("val") if config.val_fraction > 0 else None
     if val is None and config.val_fraction > 0:
-        rest, held = holdout(train, config.val_fraction, seed=config.seed)
+        rest, held = holdout(train, config.val_fraction, seed=config.seed, what="validation")
         train, val = subset(train, rest), subset(train, held)
     names = config.modalities
     return DataBundle(

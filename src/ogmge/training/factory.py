@@ -1,38 +1,26 @@
-"""Building the model, optimiser, scheduler and modulator of a run from its config.
+"""Building the model, method, monitor, optimiser and scheduler of a run from its config.
 
-Random components are seeded here, and only here, each from ``(config.seed, its name)``
-(:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``, ``"estimator"``.
+The model's shape follows what the method class declares (``needs_heads``, its
+prediction rules, ``model_parts``); the method is ``cls.build(ctx, **options)``
+(``ogmge.methods.registry``). Random components are seeded from ``(config.seed,
+their name)`` (:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``,
+``"estimator"``, and a method's own through ``BuildContext.component_seed``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ogmge.contracts import ModalitySpec
-from ogmge.methods import (
-    AnchoredFusion,
-    BalancingMethod,
-    GBlending,
-    MMCosine,
-    MMPareto,
-    ModalityDropout,
-    OGMGEMethod,
-    UnimodalEnsemble,
-)
-from ogmge.methods.agm import AGM
-from ogmge.methods.mmcosine import CosineHead
-from ogmge.methods.pmr import PMR
-from ogmge.modulation import OGMGE, OPM
+from ogmge.methods import BalancingMethod, BuildContext
+from ogmge.modulation import OGMGE
 from ogmge.seeding import component_seed
 
 from .config import PAPER_DATASETS, TrainConfig
-
-#: Methods whose model has trainable per-modality heads (``ModelOutput.head_logits``).
-HEAD_METHODS = ("gblend", "mmpareto", "uni_ensemble", "anchored")
 
 
 def model_spec(
@@ -50,33 +38,29 @@ def model_spec(
     }
 
 
-def method_model_options(config: TrainConfig, num_modalities: int) -> dict:
-    """What the config's method asks of the model: ``heads``, ``prediction``, ``feature_transform``."""
-    method = config.resolved_method
-    if method in (*HEAD_METHODS, "mdrop", "pmr", "agm") and num_modalities < 2:
-        raise ValueError(f"method {method!r} balances two or more modalities; the data have {num_modalities}")
+def method_model_options(config: TrainConfig, num_modalities: int, method_cls=None) -> dict:
+    """What the run's method and prediction ask of the model: ``heads``, ``prediction``."""
+    cls = method_cls if method_cls is not None else config.method_cls
+    check_modality_count(cls, num_modalities)
+    prediction = config.prediction or cls.predictions[0]
     out: dict = {}
-    if method in HEAD_METHODS:
+    if cls.needs_heads or prediction != "fused":
         out["heads"] = True
-    if method == "uni_ensemble":
-        out["prediction"] = "ensemble"
-    if method == "anchored":
-        out["prediction"] = "blend"
+    if prediction != "fused":
+        out["prediction"] = prediction
     return out
+
+
+def check_modality_count(cls, n: int) -> None:
+    """Refuse data with fewer (or more) modalities than the method balances."""
+    if n < cls.min_modalities:
+        raise ValueError(f"method {cls.name!r} balances {cls.min_modalities} or more modalities; the data have {n}")
+    if cls.max_modalities is not None and n > cls.max_modalities:
+        raise ValueError(f"method {cls.name!r} balances at most {cls.max_modalities} modalities; the data have {n}")
 
 
 def specs_from(spec: Mapping) -> dict[str, ModalitySpec]:
     return {n: ModalitySpec(n, d["kind"], tuple(d["shape"])) for n, d in spec["modalities"].items()}
-
-
-def make_opm(config: TrainConfig) -> OPM | None:
-    """OPM with the config's settings; its masks draw from ``component_seed(seed, "opm")``."""
-    if not config.opm:
-        return None
-    return OPM(q_base=config.opm_q_base, lam=config.opm_lam, p_exe=config.opm_p_exe,
-               rescale=config.opm_rescale, ratio=config.opm_ratio,  # type: ignore[arg-type]
-               start_epoch=config.opm_starts, end_epoch=config.opm_ends,
-               seed=component_seed(config.seed, "opm"))
 
 
 def make_estimator(config: TrainConfig):
@@ -106,7 +90,7 @@ def _paper_subset_model(config: TrainConfig, names, num_classes: int, options: d
     encoders = {n: makers[n](width=config.width) for n in names}
     head = build_fusion(config.fusion, {n: cast(int, e.out_dim) for n, e in encoders.items()}, num_classes,
                         **dict(options.get("fusion_options") or {}))
-    return MultimodalClassifier(encoders, head, estimator=make_estimator(config), opm=make_opm(config),
+    return MultimodalClassifier(encoders, head, estimator=make_estimator(config),
                                 **method_model_options(config, len(encoders)))
 
 
@@ -119,8 +103,6 @@ def build_model_from_config(
     builder = builder or default_builder(config, modalities)
     options = {k: v for k, v in config.model_options.items() if k != "builder"}
     method_options = method_model_options(config, len(modalities))
-    if config.resolved_method == "mdrop":
-        method_options["feature_transform"] = ModalityDropout(list(modalities), p=config.mdrop_p, seed=config.seed)
     if builder == "paper" and set(modalities) != {"audio", "visual"}:
         model = _paper_subset_model(config, list(modalities), num_classes, options)
     elif builder == "paper":
@@ -129,7 +111,6 @@ def build_model_from_config(
             num_classes=num_classes,
             width=config.width,
             estimator=make_estimator(config),
-            opm=make_opm(config),
             **options,
             **method_options,
         )
@@ -139,15 +120,77 @@ def build_model_from_config(
             num_classes=num_classes,
             fusion=config.fusion,
             estimator=make_estimator(config),
-            opm=make_opm(config),
             **options,
             **method_options,
         )
-    if config.resolved_method == "mmcosine":  # the cosine classifier on the head's own weights
-        model = models.MultimodalClassifier(
-            dict(model.encoders.items()), MMCosine.wrap_fusion(model.fusion, scale=config.mmcosine_scale),
-            estimator=make_estimator(config), opm=model.opm, **method_options)
+    wrap_method_fusion(config, model)
+    add_method_parts(config, model)
     return model, builder
+
+
+def wrap_method_fusion(config: TrainConfig, model: nn.Module) -> None:
+    """Give ``model`` the fusion head its method uses (``wrap_fusion``; e.g. MMCosine's cosine
+    classifier on the head's weights), its estimator re-bound to it."""
+    cls = config.method_cls
+    fusion = getattr(model, "fusion", None)
+    if fusion is None:
+        return
+    head = cls.wrap_fusion(fusion, **cls.resolve_options(config.method_options))
+    if head is not fusion:
+        cast(Any, model).fusion = head
+        cast(Any, model).estimator = make_estimator(config).bind(head)
+
+
+def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1, device="cpu",
+                  process_group=None, dependencies=None) -> BuildContext:
+    """The :class:`~ogmge.methods.BuildContext` of a run's model."""
+    encoders = getattr(model, "encoders", None)
+    modalities = tuple(getattr(model, "modalities", None) or (encoders or {}))
+    heads = getattr(model, "heads", None)
+    fusion = getattr(model, "fusion", None)
+    dims = dict(getattr(fusion, "in_dims", None) or {})
+    parts = getattr(model, "parts", None)
+    return BuildContext(
+        modalities=modalities, feature_dims=dims, num_classes=int(getattr(fusion, "num_classes", 0) or 0),
+        encoders=None if encoders is None else dict(encoders.items()),
+        heads=None if heads is None else dict(heads.items()), fusion=fusion,
+        parts={} if parts is None else dict(parts.items()), seed=config.seed, world_size=world_size,
+        device=device, process_group=process_group, dependencies=dict(dependencies or {}), epochs=config.epochs,
+    )
+
+
+def add_method_parts(config: TrainConfig, model: nn.Module, method_cls=None) -> None:
+    """Attach the modules the method supplies (``model_parts``) to ``model.parts``."""
+    cls = method_cls if method_cls is not None else config.method_cls
+    opts = cls.resolve_options(config.method_options) if method_cls is None else {}
+    parts = cls.model_parts(build_context(config, model), **opts)
+    if parts:
+        holder = getattr(model, "parts", None)
+        if not isinstance(holder, nn.ModuleDict):
+            raise TypeError(f"method {cls.name!r} supplies model parts {sorted(parts)}: the model needs a "
+                            "'parts' nn.ModuleDict (MultimodalClassifier has one)")
+        holder.update(parts)
+
+
+def build_monitor(config: TrainConfig, model: nn.Module) -> OGMGE | None:
+    """The always-on OGM-GE measurement beside the method: an :class:`OGMGE` in ``Normal``
+    mode (it changes no gradient) on ``model.encoders`` whose scores, ratios and
+    coefficients every trace logs (None with fewer than two modalities)."""
+    encoders = getattr(model, "encoders", None)
+    if encoders is None:
+        raise TypeError("the model must expose its encoders as model.encoders (an nn.ModuleDict)")
+    if len(encoders) < 2:
+        return None
+    return OGMGE(
+        dict(encoders.items()),
+        mode="Normal",
+        alpha=config.alpha,
+        start_epoch=config.modulation_starts,
+        end_epoch=config.modulation_ends,
+        select=config.modulate_params or "auto",
+        coefficient=config.coefficient,
+        seed=component_seed(config.seed, "ogmge"),
+    )
 
 
 def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
@@ -175,48 +218,16 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
     )
 
 
-def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None = None) -> BalancingMethod:
-    """The balancing method of ``config`` on ``model`` (docs/methods.md).
-
-    ``normal``/``ogm``/``ogm_ge`` (and OPM, which the model runs itself): the
-    OGM-GE adapter around ``modulator`` (measure-only in ``Normal`` mode), or the
-    plain protocol when there is none; ``mdrop``: the model's own
-    :class:`ModalityDropout` (a feature transform); the others from their
-    prefixed hyper-parameters on ``model.encoders``/``model.heads``.
-    """
-    method = config.resolved_method
-    names = list(getattr(model, "modalities", None) or getattr(model, "encoders", {}))
-    if method in HEAD_METHODS and getattr(model, "heads", None) is None:
-        raise ValueError(f"method {method!r} needs a model with per-modality heads (MultimodalClassifier(heads=True))")
-    if method == "gblend":
-        return GBlending(names, super_epoch=config.gblend_super_epoch, w_min=config.gblend_w_min,
-                         delta_o_min=config.gblend_delta_o_min)
-    if method == "mmpareto":
-        # {modality: encoder}; nn.Module's __getattr__ is typed as Tensor | Module
-        encoders = cast(Mapping[str, nn.Module], model.encoders)
-        return MMPareto(dict(encoders.items()), scale=config.mmpareto_scale)
-    if method == "uni_ensemble":
-        return UnimodalEnsemble(names)
-    if method == "pmr":
-        return PMR(names, int(cast(int, model.num_classes)), alpha=config.pmr_alpha, momentum=config.pmr_momentum,
-                   start=config.pmr_start, end=config.pmr_end, subset=config.pmr_subset)
-    if method == "agm":
-        return AGM(names, cast(nn.Module, model.fusion), list(model.parameters()), alpha=config.agm_alpha,
-                   start=config.agm_start, end=config.agm_end, cap=config.agm_cap, clip=config.agm_clip)
-    if method == "mmcosine":
-        if not isinstance(getattr(model, "fusion", None), CosineHead):
-            raise ValueError("method 'mmcosine' needs a model whose fusion head is a CosineHead")
-        return MMCosine(config.mmcosine_scale)
-    if method == "anchored":
-        return AnchoredFusion(names, anchor_weight=config.anchored_weight)
-    if method == "mdrop":
-        ft = getattr(model, "feature_transform", None)
-        if not isinstance(ft, ModalityDropout):
-            raise ValueError("method 'mdrop' needs a model whose feature_transform is a ModalityDropout")
-        return ft
-    if modulator is not None:
-        return OGMGEMethod(modulator)
-    return BalancingMethod()
+def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None = None, *, world_size: int = 1,
+                 device="cpu", process_group=None) -> BalancingMethod:
+    """The run's balancing method: ``config.method_cls.build(ctx, **config.method_options)``
+    on ``model`` (docs/methods.md). ``modulator`` is accepted for older callers and unused."""
+    cls = config.method_cls
+    if cls.needs_heads and getattr(model, "heads", None) is None:
+        raise ValueError(f"method {cls.name!r} needs a model with per-modality heads (MultimodalClassifier(heads=True))")
+    ctx = build_context(config, model, world_size=world_size, device=device, process_group=process_group)
+    check_modality_count(cls, len(ctx.modalities))
+    return cls.build(ctx, **config.method_options)
 
 
 def build_optimizer(config: TrainConfig, params, *, builder: str = "generic") -> torch.optim.Optimizer:

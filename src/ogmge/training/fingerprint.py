@@ -1,7 +1,10 @@
 """A fingerprint of a run's data, recorded in its checkpoints and checked on resume and eval.
 
-* bring-your-own data: SHA-256 of the full content (the ``.npz`` file, or every
-  file of the directory: relative path and bytes, plus files its manifest names elsewhere);
+* bring-your-own data: SHA-256 of the full content (the ``.npz`` file; for a directory, its
+  manifest and the files the manifest names -- relative path and bytes, absolute path for
+  files elsewhere -- so a README or a run directory beside the data changes nothing; a
+  fingerprint recorded by the earlier rule, which hashed every file of the directory, is
+  checked against that rule);
 * a prepared paper-dataset cache: SHA-256 of its index -- ``manifest.json``, the
   split files in ``splits/`` and the sorted clip names in ``clips/`` (not the clips'
   bytes, which would mean reading tens of gigabytes); an extracted layout: the split
@@ -31,34 +34,66 @@ def _hash_file(h, path: Path) -> None:
             h.update(block)
 
 
-def _files_named_outside(root: Path) -> list[Path]:
-    """Files a bring-your-own manifest names outside its directory (sorted, existing ones)."""
+def _manifest_files(root: Path) -> tuple[Path | None, list[Path]]:
+    """The manifest a bring-your-own directory is read from (the first of ``MANIFEST_NAMES``)
+    and the existing files it names, inside the directory or elsewhere (sorted)."""
     import yaml
 
+    from ogmge.data.byo import MANIFEST_NAMES
+
+    manifest_path = next((root / m for m in MANIFEST_NAMES if (root / m).is_file()), None)
+    if manifest_path is None:
+        return None, []
+    try:
+        manifest = yaml.safe_load(manifest_path.read_text())  # JSON is YAML
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return manifest_path, []
     found: set[Path] = set()
-    for name in ("manifest.json", "manifest.yaml", "manifest.yml"):
-        if not (root / name).is_file():
-            continue
-        try:
-            manifest = yaml.safe_load((root / name).read_text())  # JSON is YAML
-        except yaml.YAMLError:
-            return []
 
-        def walk(value):
-            if isinstance(value, str):
+    def walk(value):
+        if isinstance(value, str):
+            try:
                 file = (root / value).resolve()
-                if file.is_file() and root.resolve() not in file.parents:
-                    found.add(file)
-            elif isinstance(value, dict):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v)
+            except (OSError, ValueError):
+                return
+            if file.is_file():
+                found.add(file)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
 
-        walk(manifest)
-        break
-    return sorted(found)
+    walk(manifest)
+    return manifest_path, sorted(found)
+
+
+def _hash_byo_dir(h, path: Path) -> None:
+    """The manifest and the files it names: relative path (absolute outside ``path``) and bytes."""
+    manifest, named = _manifest_files(path)
+    inside = root = path.resolve()
+    for file in ([manifest] if manifest is not None else []) + [f for f in named if root in f.parents]:
+        file = file.resolve()
+        h.update(str(file.relative_to(inside)).encode() + b"\0")
+        _hash_file(h, file)
+    for file in (f for f in named if root not in f.parents):  # a manifest may name files elsewhere
+        h.update(str(file).encode() + b"\0")
+        _hash_file(h, file)
+
+
+def _legacy_byo_dir_sha(path: Path) -> str:
+    """The fingerprint runs recorded before it hashed only the files the data use: every file
+    of the directory, then the files the manifest names outside it."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode() + b"\0")
+        _hash_file(h, file)
+    root = path.resolve()
+    for file in (f for f in _manifest_files(path)[1] if root not in f.parents):
+        h.update(str(file).encode() + b"\0")
+        _hash_file(h, file)
+    return h.hexdigest()
 
 
 def data_fingerprint(config: TrainConfig) -> dict:
@@ -69,12 +104,8 @@ def data_fingerprint(config: TrainConfig) -> dict:
         assert config.data is not None  # TrainConfig: dataset 'byo' needs data
         path = Path(config.data)
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                h.update(str(file.relative_to(path)).encode() + b"\0")
-                _hash_file(h, file)
-            for file in _files_named_outside(path):  # a manifest may name files elsewhere
-                h.update(str(file).encode() + b"\0")
-                _hash_file(h, file)
+            _hash_byo_dir(h, path)
+            extra["files"] = "used"
         elif path.is_file():
             _hash_file(h, path)
         kind, source = "byo", str(path)
@@ -125,6 +156,10 @@ def check_same_data(recorded: dict | None, current: dict, *, what: str, allow: b
         return
     if recorded.get("sha256") == current.get("sha256"):
         return
+    if (recorded.get("kind") == "byo" and "files" not in recorded and current.get("files") == "used"
+            and Path(str(current.get("source"))).is_dir()
+            and recorded.get("sha256") == _legacy_byo_dir_sha(Path(str(current["source"])))):
+        return  # recorded by the rule that hashed every file of the directory: the same data
     why = ""
     if current.get("split_over") == "prepared" and recorded.get("split_over", "listed") == "listed":
         why = (" The clips cache was prepared again by a newer ogmge, which carves the splits over the clips "

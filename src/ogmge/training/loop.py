@@ -2,22 +2,24 @@
 
 One optimiser step (``Trainer._train_step``), in the paper's order::
 
-    out = _forward(batch)          # model(inputs, lengths, labels): features, fused and
-                                   #   per-modality logits; OPM / modality dropout act on
-                                   #   features here, the ensemble's prediction too
+    out = _forward(batch)          # model(inputs, lengths, labels, transform=method.transform_features):
+                                   #   features, fused and per-modality logits; the method's
+                                   #   feature transform (OPM, modality dropout) before fusion
     loss = _loss(out, labels)      # method.loss: total and per-head terms (+ the probe heads' loss)
     _backward(loss)                # method.backward (MMPareto owns it); scaled under AMP
-    _after_backward(...)           # AMP: scaler.unscale_; _balance_gradients (OGM-GE on the
-                                   #   encoders' gradients, then method.after_backward);
+    _after_backward(...)           # AMP: scaler.unscale_; _balance_gradients (the OGM-GE monitor
+                                   #   measures, then method.after_backward: OGM/OGM-GE modulate);
                                    #   non-finite guard; clip_grad_norm_
     _optimizer_step(skip)          # method.before_step; optimizer.step(), unless skipped
 
-The balancing method (``--method``, docs/methods.md; ``training/balancing.py``)
-acts at these points, one call each; the OGM-GE modulator runs for every method
-(measure-only outside OGM/OGM-GE) so every trace has scores, ratios and k. After
-each epoch, ``method.end_epoch`` gets the per-head training losses (running means)
-and validation losses; methods that fit on the validation split are scored on it
-by cross-fitting.
+A method that owns the step (``owns_step``) runs these through ``StepTools`` itself.
+The balancing method (``--method``, docs/methods.md) is an object the trainer is
+given or builds from the registry; the loop knows no method by name. The OGM-GE
+monitor (measure-only, ``factory.build_monitor``) runs beside every method so every
+trace has scores, ratios and k. An epoch, in order (``_end_epoch``): validation
+(``method.end_epoch`` gets the per-head training and validation losses; the
+prediction's weights are fitted; methods fitted on validation are scored by
+cross-fitting), test when asked, the best epoch, the log, the checkpoint.
 
 Non-finite guard: a step whose loss or any gradient is NaN/inf is skipped -- no
 ``optimizer.step()``, so neither the weights nor the optimizer's state (momentum,
@@ -49,6 +51,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ogmge.data.views import set_epoch
+from ogmge.methods import BalancingMethod, StepTools, qualname
+from ogmge.methods import registry as method_registry
 from ogmge.modulation import ModulationStats
 from ogmge.seeding import component_seed
 
@@ -58,11 +62,13 @@ from . import distributed as distrib
 from .config import TrainConfig
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
+    build_context,
     build_method,
     build_model_from_config,
-    build_modulator,
+    build_monitor,
     build_optimizer,
     build_scheduler,
+    check_modality_count,
     model_spec,
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
@@ -99,6 +105,7 @@ class StepResult:
 
 
 ModelArg = nn.Module | Callable[[DataBundle, TrainConfig], nn.Module] | None
+MethodArg = BalancingMethod | type[BalancingMethod] | None
 Callback = Callable[[str, dict], None]
 
 
@@ -168,11 +175,13 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         overwrite: bool = False,
         allow_data_change: bool = False,
+        method: MethodArg = None,
     ) -> None:
         values = config.to_dict()
         for key in PATH_SETTINGS:  # resolved: a resume or eval from another directory finds the data
             if values.get(key):
                 values[key] = os.path.abspath(os.path.expanduser(values[key]))
+        values.update(_method_settings(method, config))
         self.config = TrainConfig.from_dict(values)
         self.resume = resume
         self.callbacks = list(callbacks)
@@ -207,18 +216,18 @@ class Trainer:
         self.model.to(self.device)
         self.spec = model_spec(self.data.modalities, self.data.num_classes, self.data.class_names, builder,
                                self.model)
-        self.modulator = build_modulator(self.config, self.model)
-        self.method = build_method(self.config, self.model)  # OGM/OGM-GE/OPM: the modulator / the model
+        self.monitor = build_monitor(self.config, self.model)  # the OGM-GE measurement of every run
         try:
+            self.method = self._make_method(method)
             balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None,
                                    val_size=None if self.data.val is None else len(self.data.val))
         except ValueError:
             distrib.teardown(self.ctx)  # the process group this trainer set up
             raise
-        self.val_protocol = balancing.val_protocol(self.method, self.data.val is not None)
+        self.val_protocol = balancing.val_protocol(self.method, self.model, self.data.val is not None)
         self.train_head_losses: dict | None = None
-        self.val_head_losses: dict | None = None
-        if self.modulator is None and self.config.modulation != "Normal":
+        self._prediction_trace = balancing.prediction_row(self.model)
+        if self.monitor is None and self.config.modulation != "Normal":
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
         self.optimizer = build_optimizer(self.config, self.model.parameters(), builder=builder)
@@ -251,6 +260,18 @@ class Trainer:
         self.max_consecutive_skips = MAX_CONSECUTIVE_SKIPS
         if self.ckpt is not None:
             self._load_resume_state()
+
+    def _make_method(self, method: MethodArg) -> BalancingMethod:
+        """The run's method: the object given, a class given built from the config's options,
+        or the config's method from the registry."""
+        ctx = build_context(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
+        if isinstance(method, BalancingMethod):
+            check_modality_count(type(method), len(ctx.modalities))
+            return method
+        if method is not None:
+            check_modality_count(method, len(ctx.modalities))
+            return method.build(ctx, **self.config.method_options)
+        return build_method(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
 
     # ------------------------------------------------------------- resume
     def _read_resume_checkpoint(self, allow_data_change: bool) -> dict:
@@ -287,10 +308,13 @@ class Trainer:
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
-        if self.modulator is not None and ck.get("modulator"):
-            self.modulator.load_state_dict(ck["modulator"])
+        if self.monitor is not None and ck.get("monitor"):
+            self.monitor.load_state_dict(ck["monitor"])
+        if ck.get("legacy_method_state"):  # written before the registry: the method's state lived elsewhere
+            self.method.load_legacy_state(ck["legacy_method_state"])
         if ck.get("method"):
             self.method.load_state_dict(ck["method"])
+        self._prediction_trace = balancing.prediction_row(self.model)
         self.start_epoch = int(ck["epoch"]) + 1
         self.global_step = int(ck.get("global_step", 0))
         self.history = list(ck.get("history", []))
@@ -320,7 +344,7 @@ class Trainer:
             elif self.is_main:
                 LOGGER.info("training %s: %d epochs on %s, modalities %s, modulation %s",
                             self.run_dir or "(no run dir)", cfg.epochs, self.device,
-                            list(self.data.modalities), cfg.modulation if self.modulator else "none")
+                            list(self.data.modalities), cfg.resolved_method)
             if self.start_epoch >= cfg.epochs and self.is_main:
                 LOGGER.info("nothing to train: the run already completed %d epochs", self.start_epoch)
             if self.start_epoch == 0:
@@ -329,6 +353,7 @@ class Trainer:
                 if self._patience_exhausted(epoch - 1):
                     break
                 self._start_epoch_method(epoch)
+                self._begin_epoch(epoch)
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
             return self._finish(log, t0)
@@ -349,7 +374,7 @@ class Trainer:
         return stop
 
     def _begin_method(self) -> None:
-        """The initial model's per-head losses for methods that want them (G-Blending)."""
+        """The initial model's per-head losses for methods that want them (``wants_initial_losses``)."""
         if self.is_main:
             train_eval = make_loader(self.data.train, self.config, shuffle=False, device=self.device)[0]
             start = balancing.initial_losses(self.method, self.model, train_eval, self.eval_loaders.get("val"),
@@ -372,15 +397,30 @@ class Trainer:
         features, labels = encoder_features(self.model, loader, self.device)
         self.method.start_epoch(epoch, features=features, labels=labels)
 
+    def _begin_epoch(self, epoch: int) -> None:
+        """The method's per-epoch hook on the training data: re-sampled indices, or the usual pass."""
+        def outputs():
+            loader = make_loader(self.data.train, self.config, shuffle=False, device=self.device)[0]
+            return balancing.collect(self.model, loader, self.device, amp=self.amp)
+
+        indices = self.method.begin_epoch(epoch, train_size=len(self.data.train), outputs=outputs)
+        if indices is None:
+            if getattr(self, "_resampled", False):
+                self.train_loader, self.train_sampler = make_loader(
+                    self.data.train, self.config, shuffle=True, ctx=self.ctx, device=self.device)
+                self._resampled = False
+            return
+        subset = torch.utils.data.Subset(self.data.train, [int(i) for i in torch.as_tensor(indices).tolist()])
+        self.train_loader, self.train_sampler = make_loader(subset, self.config, shuffle=True, ctx=self.ctx,
+                                                            device=self.device)
+        self._resampled = True
+
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
         self.net.train()
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
-        opm = getattr(self.model, "opm", None)
-        if opm is not None:  # OPM's window (warm-up) follows the trainer's epoch
-            opm.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         head_sums: dict[str, torch.Tensor] = {}  # per-head training losses, summed on the device
@@ -435,6 +475,8 @@ class Trainer:
         """forward -> loss -> backward -> [unscale] -> balancing -> guard -> clip -> step."""
         b = to_device(batch, self.device)
         labels = b["labels"]
+        if self.method.owns_step:
+            return self._method_step(b, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         out = self._forward(b)
         loss, total, terms = self._loss(out, labels)
@@ -445,12 +487,48 @@ class Trainer:
         return StepResult(loss.detach(), out.logits.detach(), labels, stats, skip_reason,
                           {h: terms[h].detach().float() for h in heads})
 
+    def _method_step(self, b: dict, epoch: int) -> StepResult:
+        """A step the method owns (``owns_step``), through the loop's own pieces."""
+        labels = b["labels"]
+        stats_box: list = [None]
+
+        def guard(total: Tensor) -> str | None:
+            stats_box[0], reason = self._after_backward(self._last_out, labels, total, epoch)
+            return reason
+
+        def forward(batch):
+            self._last_out = self._forward(batch)
+            return self._last_out
+
+        tools = StepTools(
+            forward=forward,
+            loss=lambda out, y: self._loss(out, y)[1:],
+            backward=lambda total, terms: self._backward(total, dict(terms)),
+            guard=guard,
+            optimizer_step=self._optimizer_step,
+            zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
+            optimizer=self.optimizer,
+            params=[p for p in self.model.parameters() if p.requires_grad],
+        )
+        out, total, terms, skip_reason = self.method.train_step(b, tools, epoch=epoch)
+        heads = ("fused", *(getattr(out, "head_logits", None) or {}))
+        return StepResult(terms["fused"].detach(), out.logits.detach(), labels, stats_box[0], skip_reason,
+                          {h: terms[h].detach().float() for h in heads if h in terms})
+
     def _forward(self, b: dict):
-        """The model's output: fused logits, per-modality logits, features (OPM acts inside)."""
+        """The model's output: fused logits, per-modality logits, features; the method's
+        feature transform (``transforms_features``) is handed to the model's forward."""
+        extra = {"transform": self.method.transform_features} if self.method.transforms_features else {}
         with torch.autocast(self.device.type, enabled=self.amp), balancing.forward_context(self.method, self.net):
-            out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"])
+            out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"], **extra)
         _check_output(out)
         return out
+
+    def _sample_keep(self, out) -> Tensor | None:
+        """The samples the fused loss may use: the method's (after its transform), else the model's."""
+        if self.method.transforms_features:
+            return self.method.sample_keep
+        return getattr(out, "sample_keep", None)
 
     def _loss(self, out, labels: Tensor) -> tuple[Tensor, Tensor, dict]:
         """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
@@ -458,7 +536,7 @@ class Trainer:
         method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
         extra_inputs = {"features": out.features} if self.method.needs_features else {}
         total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
-                                        sample_keep=getattr(out, "sample_keep", None), **extra_inputs)
+                                        sample_keep=self._sample_keep(out), **extra_inputs)
         extra = probe_loss(self.model, out, labels)
         if extra is not None:
             total, terms = total + extra, {**terms, "probe": extra}
@@ -481,17 +559,20 @@ class Trainer:
         return stats, skip_reason
 
     def _balance_gradients(self, out, labels: Tensor, epoch: int):
-        """OGM-GE on the encoders' gradients (measures only outside its window / in Normal mode)."""
+        """The monitor measures (scores, ratios, k; no gradient changes), then the method's
+        ``after_backward`` (OGM/OGM-GE modulate the encoders' gradients here)."""
         stats = None
-        if self.modulator is not None:
-            keep = getattr(out, "sample_keep", None)
-            stats = self.modulator.step(
-                modality_logits={n: out.modality_logits[n] for n in self.modulator.modalities},
+        keep = self._sample_keep(out)
+        weight = None if keep is None else keep.float()
+        if self.monitor is not None:
+            stats = self.monitor.step(
+                modality_logits={n: out.modality_logits[n] for n in self.monitor.modalities},
                 labels=labels,
                 epoch=epoch,
-                sample_weight=None if keep is None else keep.float(),
+                sample_weight=weight,
             )
-        self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch)
+        self.method.after_backward(modality_logits=out.modality_logits, labels=labels, epoch=epoch,
+                                   sample_weight=weight)
         return stats
 
     def _nonfinite_guard(self, total: Tensor, epoch: int) -> str | None:
@@ -565,55 +646,92 @@ class Trainer:
                 row["modulated"] = stats.finite
                 row["skip_reason"] = (grads_reason if stats.scores_finite is None
                                       else Choice(stats.scores_finite, grads_reason, "non-finite scores"))
-        if step.skip_reason is not None:
-            row["modulated"], row["skip_reason"] = False, step.skip_reason
         row.update(self.method.trace_row())
+        row.update(self._prediction_trace)  # the prediction's weights (fitted at the last evaluation)
+        if step.skip_reason is not None:  # the step's own skip overrides what the modulation says
+            row["modulated"], row["skip_reason"] = False, step.skip_reason
         return row
 
     def _evaluate(self, split: str) -> dict | None:
+        """Metrics of ``split`` (the test split, or validation without its side effects)."""
         loader = self.eval_loaders.get(split)
         if loader is None:
             return None
-        if split == "val":  # cross-fitted for methods that fit on it; refits the ensemble's w
-            metrics, self.val_head_losses = balancing.evaluate_validation(
-                self.method, self.model, loader, self.device, amp=self.amp, seed=self.config.seed)
-            return metrics
+        if split == "val":
+            return self._evaluate_validation()[0]
         return evaluate(self.model, loader, self.device, amp=self.amp)
 
+    def _evaluate_validation(self) -> tuple[dict | None, dict | None]:
+        """``(metrics, per-head losses for the method)`` on validation: cross-fitted for what is
+        fitted on it; refits the prediction's weights (``model.combiner``)."""
+        loader = self.eval_loaders.get("val")
+        if loader is None:
+            return None, None
+        return balancing.evaluate_validation(self.method, self.model, loader, self.device, amp=self.amp,
+                                             seed=self.config.seed)
+
     def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
-        cfg = self.config
+        """After an epoch's steps, in order: scheduler, validation and the method's epoch
+        hook, test (when asked), the best epoch, the log, shared state, checkpoint, callbacks."""
         self.scheduler.step()
+        improved = False
         if self.is_main:
-            self.val_head_losses = None
-            val = self._evaluate("val")
-            self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=self.val_head_losses)
-            row.update({k: float(v) for k, v in self.method.trace_row().items()})
-            # Per-epoch curves are validation's; test is evaluated once, at the end, on the
-            # selected checkpoint (``_finish``), unless asked for every epoch. Without a
-            # validation split the last epoch is kept whatever the curves show, so test is
-            # logged every epoch then (the only curve there is; it selects nothing).
-            per_epoch_test = cfg.eval_test_every_epoch or val is None
-            test = self._evaluate("test") if per_epoch_test else None
-            for split, metrics in (("val", val), ("test", test)):
-                for k, v in (metrics or {}).items():
-                    row[f"{split}/{k}"] = v
-            improved = val is None or val["acc"] > self.best["score"]
-            if improved:
-                self.best = {"epoch": epoch, "score": val["acc"] if val else float("-inf"), "val": val}
+            val = self._validate_epoch(epoch, row)
+            test = self._test_epoch(val)
+            self._record_metrics(row, val, test)
+            improved = self._update_best(epoch, val)
             row["best"] = improved
-            self.history.append(row)
-            log.epoch(row)
-            log.sync()  # this epoch's metrics and trace rows are on disk before its checkpoint
-            msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train/loss']:.4f} acc {row['train/acc']:.3f}"
-            if val:
-                msg += f" | val acc {val['acc']:.3f}"
-            if test:
-                msg += f" | test acc {test['acc']:.3f} " + " ".join(
-                    f"{k.split('/', 1)[1]} {v:.3f}" for k, v in test.items() if k.startswith("modality_acc/"))
-            LOGGER.info(msg)
-        else:
-            improved = False
+            self._log_epoch(row, log, val, test)
         balancing.share_state(self.method, self.model, self.ctx)
+        self._save_epoch(epoch, improved)
+        for cb in self.callbacks:
+            cb("epoch_end", {"epoch": epoch, "metrics": row, "trainer": self})
+
+    def _validate_epoch(self, epoch: int, row: dict) -> dict | None:
+        """Validation metrics; the method's ``end_epoch`` with this epoch's per-head losses."""
+        val, val_losses = self._evaluate_validation()
+        self.method.end_epoch(epoch, train_losses=self.train_head_losses, val_losses=val_losses)
+        row.update({k: float(v) for k, v in self.method.epoch_row().items()})
+        self._prediction_trace = balancing.prediction_row(self.model)
+        row.update(self._prediction_trace)
+        return val
+
+    def _test_epoch(self, val: dict | None) -> dict | None:
+        """Per-epoch curves are validation's; test is evaluated once, at the end, on the
+        selected checkpoint (``_finish``), unless asked for every epoch. Without a
+        validation split the last epoch is kept whatever the curves show, so test is
+        logged every epoch then (the only curve there is; it selects nothing)."""
+        if self.config.eval_test_every_epoch or val is None:
+            return self._evaluate("test")
+        return None
+
+    @staticmethod
+    def _record_metrics(row: dict, val: dict | None, test: dict | None) -> None:
+        for split, metrics in (("val", val), ("test", test)):
+            for k, v in (metrics or {}).items():
+                row[f"{split}/{k}"] = v
+
+    def _update_best(self, epoch: int, val: dict | None) -> bool:
+        """Whether this epoch is the new best (validation accuracy; the last epoch without validation)."""
+        improved = val is None or val["acc"] > self.best["score"]
+        if improved:
+            self.best = {"epoch": epoch, "score": val["acc"] if val else float("-inf"), "val": val}
+        return improved
+
+    def _log_epoch(self, row: dict, log: RunLog, val: dict | None, test: dict | None) -> None:
+        cfg = self.config
+        self.history.append(row)
+        log.epoch(row)
+        log.sync()  # this epoch's metrics and trace rows are on disk before its checkpoint
+        msg = f"epoch {row['epoch'] + 1}/{cfg.epochs}: train loss {row['train/loss']:.4f} acc {row['train/acc']:.3f}"
+        if val:
+            msg += f" | val acc {val['acc']:.3f}"
+        if test:
+            msg += f" | test acc {test['acc']:.3f} " + " ".join(
+                f"{k.split('/', 1)[1]} {v:.3f}" for k, v in test.items() if k.startswith("modality_acc/"))
+        LOGGER.info(msg)
+
+    def _save_epoch(self, epoch: int, improved: bool) -> None:
         rng_all = distrib.gather_objects(ckpt_mod.capture_rng(), self.ctx)
         if self.is_main:
             state = self._checkpoint(epoch, rng_all)
@@ -622,8 +740,6 @@ class Trainer:
             elif improved:
                 self.best_state = copy.deepcopy(state["model"])
         distrib.barrier(self.ctx)
-        for cb in self.callbacks:
-            cb("epoch_end", {"epoch": epoch, "metrics": row, "trainer": self})
 
     def _checkpoint(self, epoch: int, rng_all: list) -> dict:
         return {
@@ -637,9 +753,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "modulator": self.modulator.state_dict() if self.modulator is not None else None,
-            # a method the model holds (modality dropout) is saved with the model, once
-            "method": {} if self.method is getattr(self.model, "feature_transform", None) else self.method.state_dict(),
+            "monitor": self.monitor.state_dict() if self.monitor is not None else None,
+            "method": self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
             "history": self.history,
@@ -666,6 +781,8 @@ class Trainer:
                 "best_epoch": self.best["epoch"],
                 "selected_by": selected_by,
                 "method": cfg.resolved_method,
+                "method_class": cfg.method_class,
+                "prediction": cfg.resolved_prediction,
                 "val_protocol": self.val_protocol,
                 "epochs": cfg.epochs,
                 "epochs_run": len(self.history),
@@ -714,6 +831,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     overwrite: bool = False,
     allow_data_change: bool = False,
+    method: MethodArg = None,
 ) -> RunResult:
     """Train (or, with ``resume=True``, continue the run in ``config.out``).
 
@@ -723,9 +841,35 @@ def train(
     after each epoch's checkpoint is written. ``overwrite`` empties ``config.out``
     first when it is an earlier run (``ogmge.training.rundir``); ``allow_data_change``
     lets a resumed run continue on data whose fingerprint differs from the checkpoint's.
+    ``method``: a :class:`~ogmge.methods.BalancingMethod` object (used as is; the model is
+    built for its class's declarations) or class (built from the config's options),
+    registered or not; the saved config records its name and ``module:QualName``.
     """
     return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks,
-                   overwrite=overwrite, allow_data_change=allow_data_change).fit()
+                   overwrite=overwrite, allow_data_change=allow_data_change, method=method).fit()
+
+
+def _method_settings(method: MethodArg, config: TrainConfig) -> dict:
+    """The config settings that record a method given to the trainer (name, class, options)."""
+    if method is None:
+        cls = config.method_cls
+        return {"method_class": qualname(cls)} if "+" not in cls.name else {}
+    cls = method if isinstance(method, type) else type(method)
+    if not (isinstance(cls, type) and issubclass(cls, BalancingMethod)):
+        raise TypeError(f"method must be a BalancingMethod object or class, got {method!r}")
+    method_registry.remember(cls)
+    if isinstance(method, BalancingMethod):
+        options = method.current_options()
+    else:
+        given = config.method if isinstance(config.method, dict) else {}
+        options = {k: v for k, v in given.items() if k != "name"}
+    paper = {o.name for o in cls.options if o.paper_key}
+    spec = {"name": cls.name, **{k: v for k, v in options.items() if k not in paper}}
+    out: dict = {"method": spec, "method_class": qualname(cls)}
+    for o in cls.options:
+        if o.paper_key and o.name in options:
+            out[o.paper_key] = options[o.name]
+    return out
 
 
 logging.getLogger("ogmge").addHandler(logging.NullHandler())

@@ -4,8 +4,9 @@ By default a run selects its epoch (and stops early) on its whole validation spl
 ``val_selection`` narrows that, for comparisons that must score a choice on samples
 the choice never saw (``ogmge compare --tune``, docs/training.md):
 
-- ``{half: A, seed: S}``: the validation split is cut into the seeded halves A and B
-  of :func:`ogmge.training.balancing.halves`; half A is the run's validation split for
+- ``{half: A, seed: S}``: the validation split is cut into two seeded halves A and B,
+  stratified by class (:func:`stratified_halves`; a plain random cut of a small split
+  can give one half most of one class); half A is the run's validation split for
   everything (epoch selection, early stopping, and a method fitted on validation fits
   and is scored within A by its own cross-fitting: on A₁ ⊂ A and A₂). Half B is never
   read during training; with ``holdout: true`` the selected checkpoint (fitted parts
@@ -29,7 +30,6 @@ import torch
 
 from ogmge.data.splitting import subset
 
-from .balancing import halves
 from .data import DataBundle
 
 KEYS = ("half", "seed", "holdout", "folds", "fold")
@@ -127,6 +127,23 @@ def kfold(targets: Sequence[int], groups: Sequence | None, k: int, seed: int) ->
     return [sorted(f) for f in folds]
 
 
+def stratified_halves(targets: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
+    """Two disjoint halves (A, B) of ``range(len(targets))`` with every class split evenly:
+    each class's samples in a seeded random order, alternately to A and B, the first of
+    each class to the half that is smaller so far (ties: A). Sizes differ by at most one,
+    each class's counts by at most one."""
+    gen = torch.Generator().manual_seed(seed)
+    a: list[int] = []
+    b: list[int] = []
+    for c in sorted(set(int(t) for t in targets)):
+        rows = [i for i, t in enumerate(targets) if int(t) == c]
+        order = [rows[j] for j in torch.randperm(len(rows), generator=gen).tolist()]
+        first, second = (a, b) if len(a) <= len(b) else (b, a)
+        for k, i in enumerate(order):
+            (first if k % 2 == 0 else second).append(i)
+    return sorted(a), sorted(b)
+
+
 def select_validation(bundle: DataBundle, selection: dict) -> tuple[DataBundle, Any | None]:
     """``(bundle for the run, held-out part or None)`` under ``selection`` (module docstring)."""
     if not selection:
@@ -146,10 +163,10 @@ def select_validation(bundle: DataBundle, selection: dict) -> tuple[DataBundle, 
         train, val = subset(pooled, keep), subset(pooled, held)
     other = None
     if selection.get("half"):
-        a, b = halves(len(val), seed)
+        a, b = stratified_halves(list(val.targets), seed)
         if selection["half"] == "B":
             a, b = b, a
         if len(a) == 0 or len(b) == 0:
             raise ValueError(f"val_selection: halves of a validation split of {len(val)} samples: one is empty")
-        val, other = subset(val, a.tolist()), subset(val, b.tolist())
+        val, other = subset(val, a), subset(val, b)
     return DataBundle(train, val, bundle.test), other

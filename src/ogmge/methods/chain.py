@@ -1,0 +1,221 @@
+"""Compositions of methods: ``a+b`` runs both at their points of the step (as optax's ``chain``).
+
+The paper's ``--opm`` composes OPM with any OGM mode: ``ogm+opm`` / ``ogm_ge+opm``
+(``TrainConfig(modulation="OGM", opm=True)``, or ``method: {name: ogm+opm}``).
+Hooks run in member order: ``transform_features`` feeds each member's output to the
+next and ``sample_keep`` is the samples every member keeps; ``after_backward``,
+``before_step``, ``begin``/``end_epoch`` call every member. Exactly one member may
+own the loss, the backward or the step (the others keep the base ones), so a chain
+never has two losses; options are the members' own, an option name a member before
+it already uses taking the member's name as a prefix (``ogm+opm``: OGM's
+``start_epoch`` and OPM's ``opm_start_epoch``); state is keyed by member name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import BalancingMethod
+from .registry import BuildContext, resolve_options
+
+
+def _overrides(cls: type, hook: str) -> bool:
+    return getattr(cls, hook) is not getattr(BalancingMethod, hook)
+
+
+def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
+    """The class of the chain of ``classes`` (named ``"a+b"``)."""
+    if len(classes) < 2:
+        raise ValueError("a chain needs two or more methods")
+    name = "+".join(c.name for c in classes)
+    hooks = {hook: [c.name for c in classes if _overrides(c, hook)] for hook in ("loss", "backward", "train_step")}
+    for hook, who in hooks.items():
+        if len(who) > 1:
+            raise ValueError(f"methods {' and '.join(who)} both define {hook}: they cannot be chained ({name})")
+    options: list = []
+    owners: dict[str, tuple[int, str]] = {}
+    for i, c in enumerate(classes):
+        for o in c.options:
+            key = o.name if o.name not in owners else f"{c.name}_{o.name}"
+            if key in owners:
+                raise ValueError(f"chain {name}: option {key!r} is declared twice")
+            owners[key] = (i, o.name)
+            options.append(o if key == o.name else dataclasses.replace(o, name=key, paper_key=None))
+    preds = [p for p in classes[0].predictions if all(p in c.predictions for c in classes[1:])]
+    if not preds:
+        raise ValueError(f"methods of {name} share no prediction rule")
+    fits = [c for c in classes if c.fits_on_validation]
+    ddp = "refused" if any(c.ddp == "refused" for c in classes) else (
+        "syncs" if any(c.ddp == "syncs" for c in classes) else "identical")
+    attrs = {
+        "name": name,
+        "paper": "; ".join(c.paper for c in classes if c.paper),
+        "options": tuple(options),
+        "option_owners": owners,
+        "needs_heads": any(c.needs_heads for c in classes),
+        "predictions": tuple(preds),
+        "min_modalities": max(c.min_modalities for c in classes),
+        "max_modalities": min((c.max_modalities for c in classes if c.max_modalities), default=None),
+        "fits_on_validation": bool(fits),
+        "cross_fit": fits[0].cross_fit if fits else None,
+        "tie_rank": sum(c.tie_rank for c in classes),
+        "ddp": ddp,
+        "ddp_reason": "; ".join(c.ddp_reason for c in classes if c.ddp_reason),
+        "owns_backward": any(c.owns_backward for c in classes),
+        "owns_step": any(c.owns_step for c in classes),
+        "depends_on": tuple(dict.fromkeys(d for c in classes for d in c.depends_on)),
+        "paper_flags": _merge_flags(classes),
+        "transforms_features": any(c.transforms_features for c in classes),
+        "needs_validation": any(c.needs_validation for c in classes),
+        "wants_initial_losses": any(c.wants_initial_losses for c in classes),
+        "member_classes": tuple(classes),
+        "__doc__": f"The chain {name}: " + "; then ".join(c.name for c in classes) + ".",
+        "__module__": __name__,
+    }
+    return type(f"Chain[{name}]", (Chain,), attrs)
+
+
+def _merge_flags(classes) -> dict:
+    flags = {"modulation": "Normal", "opm": False}
+    for c in classes:
+        pf = dict(c.paper_flags)
+        if pf.get("modulation", "Normal") != "Normal":
+            flags["modulation"] = pf["modulation"]
+        if pf.get("opm"):
+            flags["opm"] = True
+    return flags
+
+
+class Chain(BalancingMethod):
+    """Methods run one after the other at each point of the step (see the module docstring)."""
+
+    member_classes: tuple[type[BalancingMethod], ...] = ()
+    #: ``{chain option: (member index, the member's option name)}``
+    option_owners: dict[str, tuple[int, str]] = {}
+
+    def __init__(self, members: Sequence[BalancingMethod]) -> None:
+        self.members = list(members)
+        self._loss_owner = next((m for m in self.members if _overrides(type(m), "loss")), None)
+        self._backward_owner = next((m for m in self.members if _overrides(type(m), "backward")), None)
+
+    @classmethod
+    def build(cls, ctx: BuildContext, **options) -> Chain:
+        opts = resolve_options(cls, options)
+        return cls([c.build(ctx, **cls._member_options(i, opts)) for i, c in enumerate(cls.member_classes)])
+
+    @classmethod
+    def option_key(cls, member: str, option: str) -> str | None:
+        """The chain's name for member ``member``'s option ``option`` (None: no such option)."""
+        for key, (i, own) in cls.option_owners.items():
+            if cls.member_classes[i].name == member and own == option:
+                return key
+        return None
+
+    @classmethod
+    def _member_options(cls, index: int, options: Mapping) -> dict:
+        return {own: options[key] for key, (i, own) in cls.option_owners.items() if i == index and key in options}
+
+    @classmethod
+    def model_parts(cls, ctx, **options) -> dict:
+        parts: dict = {}
+        for i, c in enumerate(cls.member_classes):
+            parts.update(c.model_parts(ctx, **cls._member_options(i, options)))
+        return parts
+
+    def current_options(self) -> dict:
+        out = {}
+        for key, (i, own) in self.option_owners.items():
+            values = self.members[i].current_options()
+            if own in values:
+                out[key] = values[own]
+        return out
+
+    def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
+        out = dict(features)
+        for m in self.members:
+            out = m.transform_features(out, labels=labels, modality_logits=modality_logits, baseline=baseline)
+        return out
+
+    @property
+    def sample_keep(self) -> Tensor | None:
+        keep = None
+        for m in self.members:
+            k = m.sample_keep
+            if k is not None:
+                keep = k if keep is None else keep & k
+        return keep
+
+    def loss(self, logits, labels, *, head_logits=None, sample_keep=None):
+        keep = sample_keep if sample_keep is not None else self.sample_keep
+        if self._loss_owner is not None:
+            return self._loss_owner.loss(logits, labels, head_logits=head_logits, sample_keep=keep)
+        return super().loss(logits, labels, head_logits=head_logits, sample_keep=keep)
+
+    def backward(self, total, terms, *, scaler=None) -> None:
+        if self._backward_owner is not None:
+            return self._backward_owner.backward(total, terms, scaler=scaler)
+        return super().backward(total, terms, scaler=scaler)
+
+    def after_backward(self, *, modality_logits=None, labels=None, epoch=None, sample_weight=None):
+        stats = None
+        for m in self.members:
+            got = m.after_backward(modality_logits=modality_logits, labels=labels, epoch=epoch,
+                                   sample_weight=sample_weight)
+            stats = got if got is not None else stats
+        return stats
+
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for m in self.members:
+            m.before_step(optimizer)
+
+    def begin(self, *, train_losses=None, val_losses=None) -> None:
+        for m in self.members:
+            m.begin(train_losses=train_losses, val_losses=val_losses)
+
+    def end_epoch(self, epoch, *, train_losses=None, val_losses=None) -> None:
+        for m in self.members:
+            m.end_epoch(epoch, train_losses=train_losses, val_losses=val_losses)
+
+    def begin_epoch(self, epoch, *, train_size, outputs=None):
+        chosen = None
+        for m in self.members:
+            got = m.begin_epoch(epoch, train_size=train_size, outputs=outputs)
+            chosen = got if got is not None else chosen
+        return chosen
+
+    def sync_params(self) -> list:
+        return [p for m in self.members for p in m.sync_params()]
+
+    def state_dict(self) -> dict:
+        return {m.name: m.state_dict() for m in self.members}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        for m in self.members:
+            if m.name in state:
+                m.load_state_dict(state[m.name])
+
+    def load_legacy_state(self, legacy: Mapping) -> None:
+        for m in self.members:
+            m.load_legacy_state(legacy)
+
+    def trace_row(self) -> dict:
+        row: dict = {}
+        for m in self.members:
+            row.update(m.trace_row())
+        return row
+
+    def epoch_row(self) -> dict:
+        row: dict = {}
+        for m in self.members:
+            row.update(m.epoch_row())
+        return row
+
+    def __repr__(self) -> str:
+        return f"Chain({', '.join(map(repr, self.members))})"
+
+
+__all__ = ["Chain", "compose"]

@@ -1,0 +1,296 @@
+"""Tuned comparisons: the verdict reads half B only, the test split nothing; the study store
+resumes, refuses changed spaces, records pruned and interrupted trials as such."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from ogmge.data.byo import save_byo
+from ogmge.training import TrainConfig
+from ogmge.training.compare import Outcome
+from ogmge.training.compare.plan import base_config
+from ogmge.training.compare.tuning import (
+    SHARED_SPACE,
+    Candidate,
+    Param,
+    Protocol,
+    Pruned,
+    SpaceChanged,
+    TrialOutcome,
+    best_trial,
+    candidate_space,
+    choose_folds,
+    ensure_default,
+    method_params,
+    open_study,
+    run_trials,
+    study_report,
+    tune_comparison,
+)
+from support.compare_data import tiny_config, tiny_npz
+
+SPACE = [Param("alpha", "log_uniform", 0.05, 2.0)]
+PROTO = Protocol(seed=1)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+# ------------------------------------------------------------------ fabricated runs
+class FakeExecutor:
+    """Writes each final run's results.json and config.yaml: half A, half B and test
+    accuracy from ``scores(method, modality, config) -> (a, b, test)``."""
+
+    def __init__(self, scores) -> None:
+        self.scores = scores
+        self.ran: list[str] = []
+
+    def run(self, jobs, on_finish=None):
+        out = {}
+        for job in jobs:
+            cfg = TrainConfig.from_dict(job.config)
+            a, b, test = self.scores(cfg)
+            run_dir = Path(cfg.out)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.yaml")
+            (run_dir / "results.json").write_text(json.dumps(
+                {"val": {"acc": a}, "holdout": {"acc": b}, "test": {"acc": test}}))
+            self.ran.append(job.key)
+            out[job.key] = Outcome(job.key, "done", seconds=0.0)
+            if on_finish:
+                on_finish(out[job.key])
+        return out
+
+
+def fake_trials(score_a):
+    """A trial runner scoring each setting ``score_a(candidate, params)`` on half A."""
+    def runner(candidate, params, report):
+        value = score_a(candidate, params)
+        for epoch in range(3):
+            if report(epoch, value):
+                raise Pruned("pruned")
+        return TrialOutcome(value)
+    return runner
+
+
+def _tuned(tmp_path, name, score_a, score_b, trials=4):
+    data = tiny_npz(tmp_path / "tiny.npz")
+    base = base_config(tiny_config(data), {})
+    out = tmp_path / name
+
+    def scores(cfg):
+        return score_a(cfg), score_b(cfg), 0.5
+
+    report = tune_comparison(base, out, methods=["normal", "ogm_ge"], modalities=["a", "b"], seeds=[0, 1],
+                             trials=trials, cv=0, tune_shared="none", runner=fake_trials(lambda c, p: score_a(
+                                 base.replace(**p, method=c.method))), executor=FakeExecutor(scores),
+                             pruner="none", say=lambda _m: None)
+    return report
+
+
+def test_the_verdict_reads_half_b_only(tmp_path):
+    # ogm_ge's half-A score peaks at alpha = 0.3; its half-B score is what the verdict compares
+    def a_peak(cfg, other=0.0):
+        return 0.9 - abs(np.log(cfg.alpha / 0.3)) * 0.1 + other if cfg.resolved_method == "ogm_ge" else 0.6
+
+    def b_low(cfg):
+        return 0.55 if cfg.resolved_method == "ogm_ge" else 0.6
+
+    first = _tuned(tmp_path, "one", a_peak, b_low)
+    chosen = first["candidates"]["ogm_ge"]["tuned"]["params"]
+    assert first["verdict"]["selected"] == "normal"  # B: normal 0.6 > ogm_ge 0.55, although A favours ogm_ge
+    assert first["candidates"]["ogm_ge"]["chosen_half_a"] > 0.6
+
+    # half-A scores of the settings not chosen changed (lowered): same chosen setting, same verdict
+    def a_changed(cfg):
+        same = abs(cfg.alpha - chosen["alpha"]) < 1e-12
+        return a_peak(cfg) if same or cfg.resolved_method != "ogm_ge" else a_peak(cfg) - 0.2
+
+    second = _tuned(tmp_path, "two", a_changed, b_low)
+    assert second["candidates"]["ogm_ge"]["tuned"]["params"] == chosen
+    assert second["verdict"] == first["verdict"]
+
+    # half-B scores changed: the verdict follows them
+    third = _tuned(tmp_path, "three", a_peak, lambda cfg: 0.7 if cfg.resolved_method == "ogm_ge" else 0.6)
+    assert third["verdict"]["selected"] == "ogm_ge"
+    assert third["verdict"]["scores"]["ogm_ge"] == pytest.approx(0.7)
+
+
+def test_default_is_the_first_point_and_ties_keep_it(tmp_path):
+    report = _tuned(tmp_path, "flat", lambda cfg: 0.5, lambda cfg: 0.5)
+    e = report["candidates"]["ogm_ge"]
+    assert e["history"][0]["default"] and e["history"][0]["params"] == {"alpha": 0.8}
+    assert e["chosen_trial"] == 0 and e["tuned"]["params"] == e["default_params"] == {"alpha": 0.8}
+    assert e["optimism"] == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ the store
+def test_interrupted_trial_marked_failed_and_rerun_fills_the_budget(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(url, "ogm_ge", space=SPACE, protocol=PROTO, sampler_seed=0)
+    ensure_default(study, {"alpha": 0.8})
+    trial = study.ask({p.key: p.distribution() for p in SPACE})  # the default, then the driver is killed
+    trial.set_user_attr("driver", f"{__import__('socket').gethostname()}:{_dead_pid()}")
+    del study
+
+    study = open_study(url, "ogm_ge", space=SPACE, protocol=PROTO, sampler_seed=0)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL]
+    assert study.get_trials()[0].user_attrs["failed"] == "interrupted"
+    ensure_default(study, {"alpha": 0.8})  # the interrupted default is enqueued again
+    ran = run_trials(study, Candidate("ogm_ge"), SPACE, 3, fake_trials(lambda c, p: p["alpha"] / 10))
+    assert ran == {"complete": 3, "pruned": 0, "failed": 0}
+    rep = study_report(study, {"alpha": 0.8})
+    assert rep["trials"] == {"complete": 3, "pruned": 0, "failed": 0, "interrupted": 1}
+    assert rep["history"][1]["params"] == {"alpha": 0.8} and rep["history"][1]["default"]
+    assert not rep["reproducible"]
+    # a larger budget adds trials to the same study
+    run_trials(study, Candidate("ogm_ge"), SPACE, 5, fake_trials(lambda c, p: p["alpha"] / 10))
+    counts = study_report(study, {"alpha": 0.8})["trials"]
+    assert counts["complete"] + counts["pruned"] == 5
+
+
+def test_a_running_trial_of_a_live_driver_is_left_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(url, "x", space=SPACE, protocol=PROTO, sampler_seed=0)
+    trial = study.ask({p.key: p.distribution() for p in SPACE})
+    trial.set_user_attr("driver", f"{__import__('socket').gethostname()}:1")  # pid 1 lives
+    study = open_study(url, "x", space=SPACE, protocol=PROTO, sampler_seed=0)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+
+
+def test_changed_space_refused_naming_the_option(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(url, "s", space=SPACE, protocol=PROTO, sampler_seed=0)
+    with pytest.raises(SpaceChanged, match="alpha"):
+        open_study(url, "s", space=[Param("alpha", "log_uniform", 0.1, 2.0)], protocol=PROTO, sampler_seed=0)
+    with pytest.raises(SpaceChanged, match="lr"):
+        open_study(url, "s", space=SPACE + [SHARED_SPACE[1]], protocol=PROTO, sampler_seed=0)
+    with pytest.raises(SpaceChanged, match="protocol"):
+        open_study(url, "s", space=SPACE, protocol=Protocol(seed=1, folds=5), sampler_seed=0)
+
+
+def test_pruned_trials_recorded_as_pruned_never_as_scores(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(url, "p", space=SPACE, protocol=PROTO, sampler_seed=0, pruner="median")
+    ensure_default(study, {"alpha": 0.8})
+    calls = []
+
+    def runner(candidate, params, report):
+        calls.append(params["alpha"])
+        value = 0.8 if len(calls) <= 3 else 0.1  # after 3 good trials, every trial is clearly behind
+        for epoch in range(6):
+            if report(epoch, value):
+                raise Pruned(f"pruned after epoch {epoch + 1}")
+        return TrialOutcome(value)
+
+    ran = run_trials(study, Candidate("ogm_ge"), SPACE, 6, runner)
+    assert ran == {"complete": 3, "pruned": 3, "failed": 0}
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
+    assert len(pruned) == 3 and all(max(t.intermediate_values) == 2 for t in pruned)  # stopped at warm-up's end
+    assert best_trial(study).state == TrialState.COMPLETE
+    rep = study_report(study, {"alpha": 0.8})
+    assert all(h["value"] is None for h in rep["history"] if h["state"] == "PRUNED")
+
+
+def test_study_reproduces_from_its_seed_when_sequential_and_uninterrupted(tmp_path):
+    params = []
+    for name in ("a", "b"):
+        study = open_study(f"sqlite:///{tmp_path / (name + '.db')}", "s", space=SPACE, protocol=PROTO,
+                           sampler_seed=7)
+        ensure_default(study, {"alpha": 0.8})
+        run_trials(study, Candidate("ogm_ge"), SPACE, 5, fake_trials(lambda c, p: -abs(p["alpha"] - 0.3)))
+        from ogmge.training.compare.tuning import record_session
+
+        record_session(study, {"complete": 5}, finished=True)
+        params.append([t.params for t in study.get_trials()])
+        assert study_report(study, {"alpha": 0.8})["reproducible"]
+    assert params[0] == params[1]
+
+
+# ------------------------------------------------------------------ spaces and protocol
+def test_spaces_come_from_the_method_declarations_and_hold_the_default():
+    from ogmge.methods import registry
+
+    alpha = next(o for o in registry.get("ogm_ge").options if o.name == "alpha")
+    (p,) = method_params("ogm_ge")
+    assert (p.key, p.kind, p.low, p.high) == ("alpha", alpha.space.kind, alpha.space.low, alpha.space.high)
+    base = TrainConfig(alpha=5.0)
+    space = {q.key: q for q in candidate_space("ogm_ge", base, builder="generic")}
+    assert space["alpha"].high == 5.0 and set(space) == {"alpha", "optimizer", "lr", "weight_decay"}
+    assert {q.key for q in candidate_space("normal", base, builder="generic", tune_shared="none")} == set()
+    assert "adam" in space["optimizer"].choices
+
+
+def test_cv_is_the_default_below_the_threshold():
+    assert choose_folds(None, 13) == 5 and choose_folds(None, 500) == 0
+    assert choose_folds(0, 13) == 0 and choose_folds(3, 500) == 3
+    with pytest.raises(ValueError, match="cv"):
+        choose_folds(1, 10)
+
+
+# ------------------------------------------------------------------ real runs: the test split selects nothing
+def _tiny_npz(path: Path, *, permute_test: bool) -> Path:
+    """``support.compare_data.tiny_npz``'s data; with ``permute_test`` every test label moved to another class."""
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = np.arange(n) % 3
+    a = rng.normal(size=(n, 6)).astype(np.float32) + labels[:, None]
+    b = rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None]
+    split = np.array((["train"] * 6 + ["val"] * 2 + ["test"] * 2) * 6)
+    if permute_test:
+        test = np.flatnonzero(split == "test")
+        labels = labels.copy()
+        labels[test] = (labels[test] + 1) % 3
+    return save_byo(path, {"a": a, "b": b}, labels, kinds={"a": "vector", "b": "vector"}, split=split)
+
+
+def test_permuted_test_labels_change_no_trial_no_choice_no_verdict(tmp_path):
+    import ogmge
+
+    data = _tiny_npz(tmp_path / "tiny.npz", permute_test=False)
+    other = _tiny_npz(tmp_path / "permuted.npz", permute_test=True)
+    reports = []
+    for name, path in (("orig", data), ("perm", other)):
+        reports.append(ogmge.compare(tiny_config(path, epochs=2), out=tmp_path / name, methods=["ogm_ge"], seeds=[0],
+                                     tune=2, cv=0, tune_shared="none", jobs=1, echo=None, progress=False))
+    a, b = reports
+    assert a["candidates"]["ogm_ge"]["tuned"]["test"] != b["candidates"]["ogm_ge"]["tuned"]["test"]  # test did change
+    for cand in a["candidates"]:
+        ha, hb = a["candidates"][cand]["history"], b["candidates"][cand]["history"]
+        assert [(h["params"], h["value"], h["state"]) for h in ha] == [(h["params"], h["value"], h["state"]) for h in hb]
+        assert a["candidates"][cand]["tuned"]["params"] == b["candidates"][cand]["tuned"]["params"]
+        assert a["candidates"][cand]["tuned"]["b"] == b["candidates"][cand]["tuned"]["b"]
+    assert a["verdict"] == b["verdict"]
+    on_disk = yaml.safe_load((tmp_path / "orig" / "tune.yaml").read_text())
+    assert on_disk["cv"] == 0 and json.loads((tmp_path / "orig" / "summary.json").read_text())["tuned"]
+
+
+def test_cli_tune_writes_default_vs_tuned_rows_and_refuses_an_untuned_rerun(tmp_path, capsys):
+    from ogmge.interfaces.cli import main
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(data), "--methods", "ogm_ge", "--seeds", "0", "--epochs", "1", "--batch-size",
+            "8", "--device", "cpu", "--set", "model_options={hidden: 4, out_dim: 8}", "--no-progress",
+            "--jobs", "1", "--out", str(out), "--tune", "2", "--tune-shared", "none", "--cv", "0"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| ogm_ge" in text and "default B" in text and "Verdict (half B)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tuned"] and summary["candidates"]["ogm_ge"]["trials"]["complete"] == 2
+    with pytest.raises(ValueError, match="tuned comparison"):
+        import ogmge
+
+        ogmge.compare(tiny_config(data), out=out, methods=["ogm_ge"], seeds=[0], jobs=1, echo=None, progress=False)
