@@ -104,7 +104,9 @@ def scale_gradient(x: Tensor, c: float) -> Tensor:
 
 @register
 class AGM(BalancingMethod):
-    """AGM (Li et al., ICCV 2023): see the module docstring.
+    """AGM: gradients through each modality's Shapley contribution scaled by its lag (any fusion).
+
+    Li et al., ICCV 2023; see the module docstring.
 
     ``modalities`` (2 to 6 names), ``fusion`` (the fusion head: ``fusion(features) ->
     logits``), ``params`` (every trainable parameter, for the clipping). Keyword-only:

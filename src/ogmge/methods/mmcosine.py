@@ -98,8 +98,10 @@ class CosineHead(nn.Module):
 
 @register
 class MMCosine(BalancingMethod):
-    """MMCosine (Xu et al., ICASSP 2023): plain fused cross-entropy on a model whose head
-    is a :class:`CosineHead` (``wrap_fusion``; see the module docstring)."""
+    """MMCosine: per-modality cosine classifiers (no bias) summed, trained and evaluated so.
+
+    Xu et al., ICASSP 2023: plain fused cross-entropy on a model whose head is a
+    :class:`CosineHead` (``wrap_fusion``; see the module docstring)."""
 
     name = "mmcosine"
     paper = ("Xu, Feng, Zhang, Hu, 'MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual "

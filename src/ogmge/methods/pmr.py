@@ -91,7 +91,9 @@ def pmr_loss(logits: Tensor, labels: Tensor, proto_logits: Mapping[str, Tensor],
 
 @register
 class PMR(BalancingMethod):
-    """PMR (Fan et al., CVPR 2023): see the module docstring.
+    """PMR: the slower modality (by prototype confidence) gets a prototypical cross-entropy term.
+
+    Fan et al., CVPR 2023; see the module docstring.
 
     ``modalities``: two or more names; ``num_classes``. Keyword-only: ``alpha``
     (weight of the weak modality's PCE, > 0; 1.0, main_Prototype_grad.py:49),
