@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 import time
@@ -53,6 +54,7 @@ from ogmge.data.views import set_epoch
 from ogmge.methods import BalancingMethod, StepTools, qualname
 from ogmge.methods import registry as method_registry
 from ogmge.modulation import ModulationStats
+from ogmge.seeding import component_seed
 
 from . import balancing
 from . import checkpoint as ckpt_mod
@@ -72,7 +74,7 @@ from .factory import (
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, truncate_jsonl
-from .metrics import evaluate, to_device
+from .metrics import encoder_features, evaluate, to_device
 from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 from .selection import select_validation
@@ -358,6 +360,7 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if self._patience_exhausted(epoch - 1):
                     break
+                self._start_epoch_method(epoch)
                 self._begin_epoch(epoch)
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
@@ -397,6 +400,20 @@ class Trainer:
             if start is not None:
                 self.method.begin(train_losses=start[0], val_losses=start[1])
         balancing.share_state(self.method, self.model, self.ctx)
+
+    def _start_epoch_method(self, epoch: int) -> None:
+        """``method.start_epoch`` with eval-mode encoder features of a seeded training subset
+        (PMR's prototypes); identical on every rank (same subset, same weights)."""
+        if not self.method.wants_epoch_features:
+            return
+        n = len(self.data.train)
+        size = max(1, min(n, math.ceil(self.method.subset * n)))
+        gen = torch.Generator().manual_seed(component_seed(self.config.seed, f"{self.method.name}/epoch{epoch}"))
+        index = torch.randperm(n, generator=gen)[:size].sort().values.tolist()
+        loader = make_loader(torch.utils.data.Subset(self.data.train, index), self.config, shuffle=False,
+                             device=self.device)[0]
+        features, labels = encoder_features(self.model, loader, self.device)
+        self.method.start_epoch(epoch, features=features, labels=labels)
 
     def _begin_epoch(self, epoch: int) -> None:
         """The method's per-epoch hook on the training data: re-sampled indices, or the usual pass."""
@@ -535,8 +552,9 @@ class Trainer:
         """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
         (the method's total plus the probe heads' own loss on detached features) and the
         method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
+        extra_inputs = {"features": out.features} if self.method.needs_features else {}
         total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
-                                        sample_keep=self._sample_keep(out))
+                                        sample_keep=self._sample_keep(out), **extra_inputs)
         extra = probe_loss(self.model, out, labels)
         if extra is not None:
             total, terms = total + extra, {**terms, "probe": extra}
