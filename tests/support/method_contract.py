@@ -64,6 +64,8 @@ def check_one_step_changes_parameters(name: str, tmp_path: Path) -> None:
     """One training step of the trainer moves some parameter and leaves every one finite."""
     trainer = Trainer(contract_config(tmp_path, name, out=None), datasets=tiny_bundle())
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer._begin_epoch(0)  # the per-epoch hooks run before an epoch's steps, as in fit()
+    trainer._start_epoch_method(0)
     batch = next(iter(trainer.train_loader))
     trainer.net.train()
     step = trainer._train_step(batch, 0)
