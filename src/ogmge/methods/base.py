@@ -55,6 +55,12 @@ class BalancingMethod:
     max_modalities: int | None = None
     fits_on_validation = False
     cross_fit: str | None = None
+    #: ``loss`` takes ``features={name: (B, D)}`` (the encoders' outputs, with graph)
+    needs_features = False
+    #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
+    wants_epoch_features = False
+    #: fraction of the training split ``start_epoch`` sees (when ``wants_epoch_features``)
+    subset = 1.0
     tie_rank: float = 100.0
     ddp = "identical"
     ddp_reason = ""
@@ -98,6 +104,12 @@ class BalancingMethod:
         """This object's option values (what a run's config records when the trainer is given
         the object): attributes named like the options, else their defaults."""
         return {o.name: getattr(self, o.name, o.default) for o in self.options}
+
+    @classmethod
+    def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:
+        """The fusion head the model uses with this method (default ``fusion`` itself; MMCosine
+        returns its cosine classifier on ``fusion``'s weights, refusing heads it cannot wrap)."""
+        return fusion
 
     @classmethod
     def model_parts(cls, ctx, **options) -> dict[str, nn.Module]:
@@ -192,6 +204,12 @@ class BalancingMethod:
     # 5. optimizer step -----------------------------------------------------------
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Last look at the gradients before ``optimizer.step()`` (after clipping)."""
+
+    # 0. start of epoch -----------------------------------------------------------
+    def start_epoch(self, epoch: int, *, features: Mapping[str, Tensor], labels: Tensor) -> None:
+        """Before epoch ``epoch`` (when ``wants_epoch_features``): the encoders' eval-mode
+        features ``{name: (n, D)}`` and labels of a seeded subset (``subset``) of the
+        training split, drawn from ``(seed, name, epoch)``."""
 
     # 6. end of epoch -------------------------------------------------------------
     def begin(self, *, train_losses: Mapping[str, float] | None = None,

@@ -27,6 +27,8 @@ from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
+from .stopping import CHOICES as STOPPING_RULES
+
 # Choice lists come from the modules that own them; only the optimisers are the config's own.
 PAPER_DATASETS = (*_PAPER_READERS, "clips")
 DATASETS = ("builtin", "byo", *PAPER_DATASETS)
@@ -175,6 +177,10 @@ class TrainConfig:
     #: Stop when validation accuracy has not improved for this many epochs (None: never;
     #: ``auto``: 10 for generic encoders, never for the paper's; see ``resolved_patience``).
     patience: int | str | None = "auto"
+    #: The selection/stopping rule (``ogmge.training.stopping``): ``auto`` (``raw`` for the
+    #: paper's encoders, ``smoothed`` otherwise), ``smoothed``, ``raw``, or a versioned name
+    #: (``smoothed_v1``, ``raw_v1``); a run records the versioned name it resolved to.
+    stopping: str = "auto"
     # run
     seed: int = 0
     device: str = "auto"
@@ -244,6 +250,7 @@ class TrainConfig:
             if isinstance(self.patience, str):
                 raise ValueError(f"patience must be an integer >= 1, 'auto' or null, got {self.patience!r}")
             check_number("patience", self.patience, integer=True, lo=1, allow_none=True)
+        check_choice("stopping", self.stopping, STOPPING_RULES)
         check_number("seed", self.seed, integer=True, lo=0)
         check_number("num_workers", self.num_workers, integer=True, lo=0)
         check_number("trace_every", self.trace_every, integer=True, lo=1)

@@ -7,6 +7,7 @@ estimator of per-modality logits that feeds the modulator in training.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,6 +124,29 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
     return {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
             "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
             "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
+
+
+@torch.no_grad()
+def encoder_features(model: nn.Module, batches: Iterable[Mapping], device: torch.device
+                     ) -> tuple[dict[str, Tensor], Tensor]:
+    """``({modality: (n, D)}, labels)`` on ``device``: the encoders' outputs in eval mode
+    (``model.encode``), the mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    feats: dict[str, list[Tensor]] = {}
+    labels = []
+    try:
+        for batch in batches:
+            b = to_device(batch, device)
+            encode: Any = model.encode
+            for name, f in encode(b["inputs"], b["lengths"] or None).items():
+                feats.setdefault(name, []).append(f.float())
+            labels.append(b["labels"])
+    finally:
+        model.train(was_training)
+    if not labels:
+        raise ValueError("no samples to compute encoder features on")
+    return {n: torch.cat(v) for n, v in feats.items()}, torch.cat(labels)
 
 
 def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False):
