@@ -38,8 +38,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ogmge.methods import GBlending, MMPareto, ModalityDropout, UnimodalEnsemble
-from ogmge.models import build_paper_model
+from ogmge.methods import (
+    AGM,
+    PMR,
+    CosineHead,
+    GBlending,
+    MMPareto,
+    ModalityDropout,
+    UnimodalEnsemble,
+)
+from ogmge.models import MultimodalClassifier, build_paper_model
 
 
 def _sync(device):
@@ -115,6 +123,9 @@ def main(argv=None):
         "mmpareto": make(heads=True),
         "mmpareto_authors": make(heads=True),
         "uni_ensemble": make(heads=True, prediction="ensemble"),
+        "pmr": make(),
+        "mmcosine": make(),
+        "agm": make(),
     }
     if args.only:
         wanted = {"normal", *args.only.split(",")}
@@ -126,6 +137,18 @@ def main(argv=None):
     methods = {"gblend": GBlending(names), "uni_ensemble": UnimodalEnsemble(names)}
     if "mmpareto" in models:
         methods["mmpareto"] = MMPareto(models["mmpareto"].encoders)
+    if "mmcosine" in models:  # the cosine classifier on the concat head's weights
+        m = models["mmcosine"]
+        models["mmcosine"] = MultimodalClassifier(dict(m.encoders.items()), CosineHead(m.fusion)).to(device)
+        opts["mmcosine"] = torch.optim.SGD(models["mmcosine"].parameters(), lr=1e-4, momentum=0.9)
+    if "pmr" in models:  # prototypes from random features (the per-epoch prototype pass is not timed)
+        pmr = PMR(names, args.classes)
+        dims = {n: int(d) for n, d in models["pmr"].fusion.in_dims.items()}
+        pmr.start_epoch(0, features={n: torch.randn(4 * args.classes, d, device=device) for n, d in dims.items()},
+                        labels=torch.arange(4 * args.classes, device=device) % args.classes)
+        methods["pmr"] = pmr
+    if "agm" in models:
+        methods["agm"] = AGM(names, models["agm"].fusion, list(models["agm"].parameters()))
     inputs = {"audio": torch.randn(b, 1, *spec, device=device),
               "visual": torch.randn(b, 1, 3, image, image, device=device)}
     y = torch.randint(0, args.classes, (b,), device=device)
@@ -141,7 +164,8 @@ def main(argv=None):
         if method is None:
             F.cross_entropy(out.logits, y).backward()
         else:
-            total, terms = method.loss(out.logits, y, head_logits=out.head_logits)
+            extra = {"features": out.features} if method.needs_features else {}
+            total, terms = method.loss(out.logits, y, head_logits=out.head_logits, **extra)
             method.backward(total, terms)
         opt.step()
 

@@ -1,6 +1,7 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
-Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (this project's setting),
+Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (= ``multitask``, MMPareto's
+uniform multitask baseline, with the ``stacked`` prediction, this project's head combiner),
 each modality alone, seeds 0, 1, 2, with the ``demo`` preset (CPU-scale: small
 encoders, 12 epochs): 15 runs, two at a time on two CPU cores, one thread each.
 Prints the table (test accuracy at the epoch the validation split selected, mean
@@ -54,9 +55,10 @@ def _mark(out: Path) -> None:
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="compare Normal, OGM-GE and anchored (ours; 3 seeds) and each modality alone on the built-in data "
+        help="compare Normal, OGM-GE and anchored (MMPareto's multitask baseline + our stacked prediction; "
+        "3 seeds) and each modality alone on the built-in data "
         "(under 3 minutes on 2 CPU cores)",
-        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, OPM and each "
+        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, anchored and each "
         "modality alone, seeds 0,1,2; prints the table and the verdict chosen on the validation split, "
         "and writes the plot.",
     )
