@@ -39,8 +39,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ogmge.methods import MASAM, GBlending, InfoReg, MMPareto, ModalityDropout, UnimodalEnsemble
-from ogmge.models import build_paper_model
+from ogmge.methods import (
+    AGM,
+    MASAM,
+    PMR,
+    CosineHead,
+    GBlending,
+    InfoReg,
+    MMPareto,
+    ModalityDropout,
+    UnimodalEnsemble,
+)
+from ogmge.models import MultimodalClassifier, build_paper_model
 
 
 def _sync(device):
@@ -118,6 +128,9 @@ def main(argv=None):
         "uni_ensemble": make(heads=True, prediction="ensemble"),
         "masam": make(heads=True),
         "inforeg": make(heads=True),
+        "pmr": make(),
+        "mmcosine": make(),
+        "agm": make(),
     }
     if args.only:
         wanted = {"normal", *args.only.split(",")}
@@ -134,6 +147,18 @@ def main(argv=None):
     if "masam" in models:
         mm = models["masam"]
         methods["masam"] = MASAM(mm.encoders, modules=[mm.heads, mm.fusion])
+    if "mmcosine" in models:  # the cosine classifier on the concat head's weights
+        m = models["mmcosine"]
+        models["mmcosine"] = MultimodalClassifier(dict(m.encoders.items()), CosineHead(m.fusion)).to(device)
+        opts["mmcosine"] = torch.optim.SGD(models["mmcosine"].parameters(), lr=1e-4, momentum=0.9)
+    if "pmr" in models:  # prototypes from random features (the per-epoch prototype pass is not timed)
+        pmr = PMR(names, args.classes)
+        dims = {n: int(d) for n, d in models["pmr"].fusion.in_dims.items()}
+        pmr.start_epoch(0, features={n: torch.randn(4 * args.classes, d, device=device) for n, d in dims.items()},
+                        labels=torch.arange(4 * args.classes, device=device) % args.classes)
+        methods["pmr"] = pmr
+    if "agm" in models:
+        methods["agm"] = AGM(names, models["agm"].fusion, list(models["agm"].parameters()))
     inputs = {"audio": torch.randn(b, 1, *spec, device=device),
               "visual": torch.randn(b, 1, 3, image, image, device=device)}
     y = torch.randint(0, args.classes, (b,), device=device)
@@ -156,7 +181,8 @@ def main(argv=None):
         elif method is None:
             F.cross_entropy(out.logits, y).backward()
         else:
-            total, terms = method.loss(out.logits, y, head_logits=out.head_logits)
+            extra = {"features": out.features} if method.needs_features else {}
+            total, terms = method.loss(out.logits, y, head_logits=out.head_logits, **extra)
             method.backward(total, terms)
             if key == "inforeg":  # the Fisher-trace sums and the proximal pull
                 method.after_backward(modality_logits=out.modality_logits, labels=y, epoch=0)

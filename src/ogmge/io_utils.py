@@ -4,7 +4,9 @@
 content goes to a temporary file beside ``path``, is flushed and fsynced, then
 renamed over ``path`` with ``os.replace`` and the directory is fsynced. A crash
 at any point leaves either the old file or the new one, never a mix, and the
-temporary file of a failed write is removed.
+temporary file of a failed write is removed. A write that fails for lack of space
+(or any OSError, also one a writer such as ``torch.save`` wraps in another exception)
+raises an OSError naming ``path``.
 """
 
 from __future__ import annotations
@@ -48,11 +50,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             write(fh)
             flush_and_sync(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        cause = os_error_of(exc)
+        if cause is not None and (cause is not exc or cause.filename is None):
+            # e.g. torch's zip writer turns a full disk into "RuntimeError: unexpected pos"
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
         raise
     fsync_dir(path.parent)
     return path
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is, or was raised from or while handling (a writer's wrapper), else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -68,7 +68,7 @@ def test_tiny_overfitting_change_is_guarded():
 
 
 def test_online_schedule_estimates_every_super_epoch_from_the_initial_model():
-    gb = GBlending(["audio", "visual"], super_epoch=2, w_min=0.0, delta_o_min=1e-3)
+    gb = GBlending(["audio", "visual"], estimate="online", super_epoch=2, w_min=0.0, delta_o_min=1e-3)
     train0 = {h: t for h, (t, _) in START.items()}
     val0 = {h: v for h, (_, v) in START.items()}
     gb.begin(train_losses=train0, val_losses=val0)
@@ -80,7 +80,7 @@ def test_online_schedule_estimates_every_super_epoch_from_the_initial_model():
     assert gb.weights == expected and gb.estimates == 1
     assert gb.start == {h: tuple(END[h]) for h in END}  # the next interval starts here
     state = gb.state_dict()
-    other = GBlending(["audio", "visual"], super_epoch=2, w_min=0.0, delta_o_min=1e-3)
+    other = GBlending(["audio", "visual"], estimate="online", super_epoch=2, w_min=0.0, delta_o_min=1e-3)
     other.load_state_dict(state)
     assert other.state_dict() == state
 
@@ -89,7 +89,7 @@ def test_blended_loss_is_the_weighted_sum_of_head_cross_entropies():
     names = ("audio", "visual")
     model = tiny_model(names, dtype=torch.float32)
     x, y = batch(names, dtype=torch.float32)
-    gb = GBlending(list(names), w_min=0.0, weights={"fused": 0.5, "audio": 0.3, "visual": 0.2})
+    gb = GBlending(list(names), estimate="online", w_min=0.0, weights={"fused": 0.5, "audio": 0.3, "visual": 0.2})
     out = model(x, labels=y)
     total, terms = gb.loss(out.logits, y, head_logits=out.head_logits)
     expected = (0.5 * F.cross_entropy(out.logits, y) + 0.3 * F.cross_entropy(out.head_logits["audio"], y)

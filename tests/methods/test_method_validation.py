@@ -65,7 +65,8 @@ def test_deprecated_cli_flags_reach_the_method_and_other_methods_options_are_not
     cfg = config_from_args(p.parse_args(["--method", "gblend", "--gblend-super-epoch", "3", "--gblend-w-min",
                                          "0.1", "--gblend-delta-o-min", "0.05", "--mdrop-p", "0.25",
                                          "--mmpareto-scale", "2"]))
-    assert cfg.method == {"name": "gblend", "super_epoch": 3, "w_min": 0.1, "delta_o_min": 0.05}
+    assert cfg.method == {"name": "gblend", "estimate": "paper", "super_epoch": 3, "w_min": 0.1,
+                          "delta_o_min": 0.05}
     assert (cfg.gblend_super_epoch, cfg.gblend_w_min, cfg.gblend_delta_o_min) == (3, 0.1, 0.05)
     assert (cfg.mdrop_p, cfg.mmpareto_scale) == (0.5, 1.5)  # not this run's method: the defaults
     with pytest.raises(ValueError, match="mdrop_p"):
@@ -77,7 +78,8 @@ def test_method_opt_sets_the_options_and_names_a_bad_one():
     add_config_flags(p)
     cfg = config_from_args(p.parse_args(["--method", "gblend", "--method-opt", "w_min=0.2",
                                          "--method-opt", "super_epoch=4"]))
-    assert cfg.method == {"name": "gblend", "super_epoch": 4, "w_min": 0.2, "delta_o_min": 0.01}
+    assert cfg.method == {"name": "gblend", "estimate": "paper", "super_epoch": 4, "w_min": 0.2,
+                          "delta_o_min": 1e-6}
     with pytest.raises(ValueError, match="method gblend option w_min must be in .*got 2.0"):
         config_from_args(p.parse_args(["--method", "gblend", "--method-opt", "w_min=2"]))
     with pytest.raises(ValueError, match="method gblend has no option 'p'"):
@@ -87,7 +89,9 @@ def test_method_opt_sets_the_options_and_names_a_bad_one():
 
 
 def test_a_config_saved_before_the_registry_resumes_without_differences():
-    new = TrainConfig(method="gblend")
+    # a gblend run saved then ran the online estimate with the defaults of the time
+    new = TrainConfig(method={"name": "gblend", "estimate": "online", "super_epoch": 2, "w_min": 0.05,
+                              "delta_o_min": 0.01})
     old_values = {**{k: v for k, v in new.to_dict().items() if k not in ("method", "method_class", "prediction")},
                   "method": "gblend", "gblend_super_epoch": 2, "gblend_w_min": 0.05, "gblend_delta_o_min": 0.01,
                   "mdrop_p": 0.5, "mmpareto_scale": 1.5, "anchored_weight": 1.0}

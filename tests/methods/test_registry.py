@@ -10,7 +10,8 @@ from ogmge.methods import BalancingMethod, BuildContext, Option, Space, register
 from ogmge.methods.registry import options_table, resolve_options
 from support.method_helpers import FEAT, tiny_model
 
-BUILTIN = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "gblend", "uni_ensemble", "mmpareto", "anchored")
+BUILTIN = ("normal", "ogm", "ogm_ge", "opm", "mdrop", "multitask", "gblend", "uni_ensemble", "mmpareto",
+           "anchored")
 
 
 def context(names=("audio", "visual", "text"), seed=0):
@@ -145,7 +146,8 @@ def test_context_seeds_are_derived_from_the_run_seed_and_component_name():
 
 def test_declarations_of_the_builtins():
     get = methods.get
-    assert [n for n in BUILTIN if get(n).needs_heads] == ["gblend", "uni_ensemble", "mmpareto", "anchored"]
+    assert [n for n in BUILTIN if get(n).needs_heads] == ["multitask", "gblend", "uni_ensemble", "mmpareto",
+                                                          "anchored"]
     assert {n: get(n).cross_fit for n in BUILTIN if get(n).fits_on_validation} == {
         "gblend": "split", "uni_ensemble": "swap", "anchored": "swap"}
     assert get("mmpareto").ddp == "syncs" and get("mmpareto").owns_backward

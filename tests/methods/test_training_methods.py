@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 import yaml
 
 from ogmge.interfaces.cli import main
+from ogmge.methods import get as registry_get
+from ogmge.methods import names as registry_names
 from ogmge.training import DataBundle, load_checkpoint_file, load_run, train
 from ogmge.training.balancing import halves
 from ogmge.training.factory import build_model_from_config
@@ -28,7 +30,6 @@ from support.training_standins import (
 )
 
 METHODS = ("gblend", "mdrop", "mmpareto", "uni_ensemble", "anchored", "masam")
-NO_DDP = ("masam",)  # refused under DDP, with the reason (their own tests)
 FITTED = ("gblend", "uni_ensemble", "anchored")  # fitted on validation: cross-fitted selection
 
 
@@ -152,7 +153,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in NO_DDP])
+#: Every registered method that keeps DDP replicas identical (declared ``ddp`` not "refused").
+DDP_METHODS = [n for n in registry_names() if registry_get(n).ddp != "refused"]
+
+
+@pytest.mark.parametrize("method", DDP_METHODS)
 def test_ddp_two_ranks_stay_identical(tmp_path, method):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), method), nprocs=2, join=True)
     assert not list(tmp_path.glob("error*.txt"))

@@ -172,7 +172,8 @@ def test_per_modality_rescale_is_the_earlier_rule_by_its_own_name():
 
 def test_run_configs_saved_before_the_shared_rescale_resume_with_the_rule_they_started_with():
     saved = {k: v for k, v in TrainConfig(opm=True).to_dict().items() if k not in ("method_class", "prediction")}
-    saved.update(opm_q_base=0.5, opm_lam=0.5, opm_p_exe=0.7)  # what a run's config saved then had
+    saved.update(opm_q_base=0.5, opm_lam=0.5, opm_p_exe=0.7, gblend_super_epoch=2, gblend_w_min=0.05,
+                 gblend_delta_o_min=0.01, mdrop_p=0.5, mmpareto_scale=1.5, anchored_weight=1.0)  # saved then
     old = TrainConfig.from_dict(saved)
     assert (old.opm_rescale, old.opm_starts) == ("per_modality", 0)
     new = TrainConfig.from_dict({"opm": True, "opm_q_base": 0.4})  # a user's YAML: the paper's rule

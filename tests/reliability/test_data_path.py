@@ -137,3 +137,63 @@ def test_a_sequence_of_length_zero_is_refused_at_validation(tmp_path, capsys):
         load_byo(path)
     assert cli("train", "--data", path, *TRAIN, "--out", tmp_path / "run") == 2
     assert "an axis of size 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ plot and demo outputs
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plot_run")
+    data = tiny_npz(root / "d.npz")
+    assert cli("train", "--data", data, *TRAIN, "--out", root / "run") == 0
+    return root / "run"
+
+
+def test_plot_out_pdf_writes_a_pdf_and_an_unknown_suffix_is_refused(one_run, tmp_path, capsys):
+    assert cli("plot", one_run, "--out", tmp_path / "x.pdf") == 0
+    assert (tmp_path / "x.pdf").read_bytes()[:5] == b"%PDF-"
+    assert cli("plot", one_run, "--out", tmp_path / "x.svg") == 0
+    assert b"<svg" in (tmp_path / "x.svg").read_bytes()[:2000]
+    assert cli("plot", one_run, "--out", tmp_path / "x.png") == 0
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert cli("plot", one_run, "--out", tmp_path / "x.docx") == 2
+    assert "cannot tell the figure's format from the suffix '.docx'" in capsys.readouterr().err
+    assert not (tmp_path / "x.docx").exists()
+
+
+def test_plot_out_under_a_file_or_a_read_only_directory_is_a_clear_error(one_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    capsys.readouterr()
+    assert cli("plot", one_run, "--out", tmp_path / "f" / "p.png") == 2
+    assert f"cannot write the figure to {tmp_path / 'f' / 'p.png'}" in capsys.readouterr().err
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def read_only(self, *args, **kwargs):  # what a read-only mount answers (root may write anywhere else)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Figure, "savefig", read_only)
+    assert cli("plot", one_run, "--out", tmp_path / "ro.png") == 2
+    assert f"cannot write the figure to {tmp_path / 'ro.png'}: Read-only file system" in capsys.readouterr().err
+
+
+def test_demo_overwrite_never_deletes_a_comparison_it_did_not_mark(tmp_path, capsys):
+    mine = tmp_path / "mycmp"
+    mine.mkdir()
+    (mine / "compare.yaml").write_text("methods: [normal]\n")
+    (mine / "notes.md").write_text("my results\n")
+    assert cli("demo", "--out", mine, "--overwrite", "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert "did not mark as its own (no ogmge-demo.json); not deleting it" in err
+    assert (mine / "notes.md").read_text() == "my results\n"
+
+
+def test_demo_out_under_a_file_or_unwritable_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f", tmp_path / "f" / "demo", "/sys/ogmge-demo", "/proc/ogmge-demo"):
+        capsys.readouterr()
+        assert cli("demo", "--out", out, "--no-progress") == 2, out
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and (f"--out {out}" in err), err
+

@@ -116,3 +116,12 @@ def test_checkpoints_save_helper_states_once_and_older_ones_with_a_copy_still_re
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, w_cut[k]), k
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
+
+
+def test_modality_dropout_draws_from_its_own_stream_not_the_weight_initialisation_seed():
+    from ogmge.methods import BuildContext, get
+
+    md = get("mdrop").build(BuildContext(modalities=("a", "b"), seed=7))
+    drawn = torch.rand(6, generator=md.generators.get("cpu"))
+    assert torch.equal(drawn, torch.rand(6, generator=torch.Generator().manual_seed(component_seed(7, "mdrop"))))
+    assert not torch.equal(drawn, torch.rand(6, generator=torch.Generator().manual_seed(7)))

@@ -25,6 +25,7 @@ from ogmge.training.compare.tuning import (
     Pruned,
     SpaceChanged,
     TrialOutcome,
+    apply_params,
     best_trial,
     candidate_space,
     choose_folds,
@@ -231,6 +232,11 @@ def test_spaces_come_from_the_method_declarations_and_hold_the_default():
     assert space["alpha"].high == 5.0 and set(space) == {"alpha", "optimizer", "lr", "weight_decay"}
     assert {q.key for q in candidate_space("normal", base, builder="generic", tune_shared="none")} == set()
     assert "adam" in space["optimizer"].choices
+    # options without a flat key are searched through the method mapping
+    (q,) = method_params("mdrop")
+    assert q.key == "method.p"
+    cfg = apply_params(TrainConfig(method="mdrop"), {"method.p": 0.3, "lr": 0.02})
+    assert cfg.method_options["p"] == 0.3 and cfg.lr == 0.02 and cfg.resolved_method == "mdrop"
 
 
 def test_cv_is_the_default_below_the_threshold():

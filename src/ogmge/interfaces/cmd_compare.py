@@ -4,6 +4,7 @@ one table and a verdict chosen on the validation split (``ogmge.training.compare
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .config_cli import add_config_flags
@@ -97,6 +98,8 @@ def default_out(config) -> Path:
 
 
 def run(args) -> int:
+    from ogmge.training.compare import CompareInterrupted
+
     from .compare_report import compare
     from .config_cli import config_from_args
 
@@ -108,28 +111,41 @@ def run(args) -> int:
     args.out = None  # the comparison's directory, not a run directory
     config = config_from_args(args)
     out = Path(out) if out else default_out(config)
-    summary = compare(
-        config,
-        out=out,
-        methods=parse_list(args.methods, "methods"),
-        seeds=parse_list(args.seeds, "seeds", int) or [],
-        jobs=args.jobs,
-        backend=args.backend,
-        address=args.address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        tie_tolerance=args.tie_tolerance / 100.0,
-        progress=config.progress,
-        tune=args.tune,
-        **({"tune_shared": args.tune_shared, "cv": args.cv, "storage": args.storage, "pruner": args.pruner}
-           if args.tune is not None else {}),
-    )
+    try:
+        summary = compare(
+            config,
+            out=out,
+            methods=parse_list(args.methods, "methods"),
+            seeds=parse_list(args.seeds, "seeds", int) or [],
+            jobs=args.jobs,
+            backend=args.backend,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            tie_tolerance=args.tie_tolerance / 100.0,
+            progress=config.progress,
+            tune=args.tune,
+            **({"tune_shared": args.tune_shared, "cv": args.cv, "storage": args.storage, "pruner": args.pruner}
+               if args.tune is not None else {}),
+        )
+    except CompareInterrupted as stop:
+        return interrupted(stop, "compare")
     if summary.get("tuned"):
         print()
         print((out / "summary.md").read_text())
         print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; trials: {out / 'tuning.json'}")
         return 1 if summary.get("failed") else 0
     return report(summary, out, plot=args.plot)
+
+
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
+def interrupted(stop: BaseException, command: str) -> int:
+    """One line on stderr (what was kept, how to continue); the exit status of a Ctrl-C."""
+    print(f"\nogmge {command}: {stop}", file=sys.stderr)
+    return INTERRUPTED
 
 
 def report(summary: dict, out: Path, *, plot: bool = True) -> int:

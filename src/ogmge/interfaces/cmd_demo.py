@@ -1,12 +1,14 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
-Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (this project's setting),
+Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (= ``multitask``, MMPareto's
+uniform multitask baseline, with the ``stacked`` prediction, this project's head combiner),
 each modality alone, seeds 0, 1, 2, with the ``demo`` preset (CPU-scale: small
 encoders, 12 epochs): 15 runs, two at a time on two CPU cores, one thread each.
 Prints the table (test accuracy at the epoch the validation split selected, mean
 ± std over the seeds) and the verdict chosen on validation, and writes
 ``DIR/summary.md``, ``DIR/summary.json`` and ``DIR/comparison.png``. Rerunning
-continues an interrupted demo (finished runs are kept); ``--overwrite`` starts again.
+continues an interrupted demo (finished runs are kept); ``--overwrite`` starts again, deleting
+only a directory the demo marked as its own (``ogmge-demo.json``), never a comparison of yours.
 """
 
 from __future__ import annotations
@@ -23,14 +25,40 @@ DEMO_METHODS = ("normal", "ogm_ge", "anchored")
 DEMO_SEEDS = "0,1,2"
 #: Subdirectories of the demo before it became a comparison (removed by --overwrite).
 OLD_LAYOUT = ("normal", "ogm_ge", "audio_only", "visual_only")
+#: The file that marks a directory as the demo's own: ``--overwrite`` deletes only such a one.
+MARKER = "ogmge-demo.json"
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` (if new) and write a file in it; a ValueError naming ``out`` when it cannot."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write the demo directory --out {out}: {exc.strerror or exc}") from None
+
+
+def _mark(out: Path) -> None:
+    """Create ``out`` and write the demo's marker; a ValueError naming ``out`` when it cannot."""
+    from ogmge.io_utils import atomic_write_text
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / MARKER, '{"format": "ogmge-demo", "version": 1}\n')
+    except OSError as exc:
+        raise ValueError(f"cannot write the demo directory --out {out}: {exc.strerror or exc}") from None
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="compare Normal, OGM-GE and anchored (ours; 3 seeds) and each modality alone on the built-in data "
+        help="compare Normal, OGM-GE and anchored (MMPareto's multitask baseline + our stacked prediction; "
+        "3 seeds) and each modality alone on the built-in data "
         "(under 3 minutes on 2 CPU cores)",
-        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, OPM and each "
+        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, anchored and each "
         "modality alone, seeds 0,1,2; prints the table and the verdict chosen on the validation split, "
         "and writes the plot.",
     )
@@ -53,9 +81,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ogmge.training import TrainConfig
-    from ogmge.training.compare import SETTINGS
+    from ogmge.training.compare import SETTINGS, CompareInterrupted
 
-    from .cmd_compare import parse_list, report
+    from .cmd_compare import interrupted, parse_list, report
     from .compare_report import compare
 
     if args.unimodal is False:
@@ -70,13 +98,20 @@ def run(args) -> int:
         raise ValueError(f"give one of --seed ({args.seed}) and --seeds ({args.seeds})")
     seeds = [args.seed] if args.seed is not None else (parse_list(args.seeds or DEMO_SEEDS, "seeds", int) or [])
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory; choose a directory for the demo")
     if args.overwrite and out.exists():
-        if not ((out / SETTINGS).is_file() or any((out / d).is_dir() for d in OLD_LAYOUT)):
-            raise ValueError(f"--overwrite: {out} does not look like a demo directory (no {SETTINGS}); "
-                             "not deleting it")
+        old_layout = not (out / SETTINGS).is_file() and any((out / d).is_dir() for d in OLD_LAYOUT)
+        if not ((out / MARKER).is_file() or old_layout):
+            what = (f"holds a comparison ({SETTINGS}) that the demo did not mark as its own (no {MARKER})"
+                    if (out / SETTINGS).is_file() else f"is not a demo directory (no {MARKER})")
+            raise ValueError(f"--overwrite: {out} {what}; not deleting it: delete it yourself, or choose "
+                             "another --out (a demo marks its directory when it finishes; rerun it without "
+                             "--overwrite to finish an interrupted one)")
         shutil.rmtree(out)
     elif not (out / SETTINGS).is_file() and any((out / d / "last.pt").is_file() for d in OLD_LAYOUT):
         raise ValueError(f"{out} holds a demo of an earlier version; use --overwrite or another --out")
+    _check_writable(out)
     base = TrainConfig.load(args.config)
     changes: dict = {}
     for key in ("epochs", "device"):
@@ -86,8 +121,15 @@ def run(args) -> int:
     t0 = time.perf_counter()
     print(f"ogmge demo: built-in data, methods {', '.join(DEMO_METHODS)} and each modality alone, seeds "
           f"{seeds}, {base.epochs} epochs, fusion {base.fusion}; outputs in {out}/", flush=True)
-    summary = compare(base, out=out, methods=list(DEMO_METHODS), seeds=seeds, jobs=args.jobs,
-                      progress=args.progress)
+    try:
+        summary = compare(base, out=out, methods=list(DEMO_METHODS), seeds=seeds, jobs=args.jobs,
+                          progress=args.progress)
+    except CompareInterrupted as stop:
+        return interrupted(stop, "demo")
+    _mark(out)  # the demo's own settings ran here: a demo directory
     code = report(summary, out)
+    print(f"note:    the regime above is measured at this schedule ({base.resolved_optimizer('generic')} at lr "
+          f"{base.lr:g}, {base.epochs} epochs); it depends on it: another optimiser or learning rate may starve a "
+          "modality less. `ogmge compare --tune 8` tunes every method's and Normal's schedule and compares them.")
     print(f"total time: {time.perf_counter() - t0:.0f} s")
     return code

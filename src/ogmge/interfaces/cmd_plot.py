@@ -10,12 +10,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "plot",
         help="plot fused / per-modality accuracy and coefficients of one or more runs",
-        description="One PNG of 1500 x 1000 pixels: fused accuracy per epoch, per-modality accuracy per "
+        description="One figure (PNG of 1500 x 1000 pixels, or PDF/SVG/... by the --out suffix): fused accuracy per epoch, per-modality accuracy per "
         "epoch and the modulation coefficients per step, several runs overlaid with a legend.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", metavar="PNG",
-                   help="output file (default: RUN_DIR/plot.png for one run, ./ogmge-plot.png for several)")
+    p.add_argument("--out", metavar="FILE",
+                   help="output file, its format by the suffix (.png, .pdf, .svg, ...; default: RUN_DIR/plot.png "
+                   "for one run, ./ogmge-plot.png for several)")
     p.add_argument("--split", choices=("val", "test"), default="val",
                    help="per-epoch accuracy of which split (default val: the split that selects the model; "
                    "runs trained without one, val_fraction 0, show test; test needs runs trained with "
@@ -29,5 +30,6 @@ def run(args) -> int:
 
     out = args.out or (str(Path(args.runs[0]) / "plot.png") if len(args.runs) == 1 else "ogmge-plot.png")
     path = plot_runs(args.runs, out, split=args.split, smooth=args.smooth)
-    print(f"plot ({PIXELS[0]} x {PIXELS[1]} px) written to {path}")
+    size = f"{PIXELS[0]} x {PIXELS[1]} px" if path.suffix.lower() == ".png" else path.suffix.lower().lstrip(".")
+    print(f"plot ({size}) written to {path}")
     return 0

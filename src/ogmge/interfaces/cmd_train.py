@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -64,6 +65,15 @@ def run(args) -> int:
                        allow_data_change=args.allow_data_change)
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"ogmge train: interrupted; {_kept(config.out)}", file=sys.stderr, flush=True)
+        return 130
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not exc.filename:
+            raise
+        where = f"cannot write {exc.filename}" if exc.filename else "a write failed"
+        free = " (free some space first)" if exc.errno == errno.ENOSPC else ""
+        raise ValueError(f"{where}: {exc.strerror or exc}; {_kept(config.out)}{free}") from None
     if result.run_dir is not None and os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     if result.test_metrics is not None:
@@ -73,3 +83,19 @@ def run(args) -> int:
               f"macro-F1 {t['macro_f1']:.4f} mAP {t['map']:.4f} | {mods}")
     print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _kept(run_dir) -> str:
+    """What an interrupted run left: its last checkpoint (the epoch) and how to continue."""
+    from pathlib import Path
+
+    from ogmge.training import load_checkpoint_file
+    from ogmge.training.checkpoint import LAST
+
+    last = Path(run_dir) / LAST
+    try:
+        epoch = int(load_checkpoint_file(last)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return f"no checkpoint was written in {run_dir}, so there is nothing to resume: start the run again"
+    return (f"the checkpoint of the last finished epoch is intact ({last}, epoch {epoch + 1}); "
+            f"continue with: ogmge train --resume {run_dir}")

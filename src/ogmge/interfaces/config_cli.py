@@ -21,6 +21,7 @@ from ogmge.training.config import (
     FUSIONS,
     OPTIMIZERS,
     RETIRED_IMBALANCE,
+    STOPPING_RULES,
     TrainConfig,
     yaml_key,
 )
@@ -95,7 +96,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="auto (default): SGD for the paper's encoders, Adam for generic encoders")
     t.add_argument("--patience", type=_patience, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation accuracy ('none': never; "
-                   "auto (default): 10 for generic encoders, never for the paper's)")
+                   "auto (default): max(10, a quarter of --epochs) for generic encoders, never for the paper's)")
+    t.add_argument("--stopping", choices=STOPPING_RULES, metavar="RULE",
+                   help="how the kept epoch is selected and when training stops: smoothed (mean validation "
+                   "accuracy of the last epochs; no stop before 40%% of --epochs), raw (best single epoch), "
+                   "auto (default: raw for the paper's encoders, smoothed otherwise); docs/training.md")
     t.add_argument("--seed", type=int)
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA)")
     r = p.add_argument_group("run")
@@ -128,7 +133,7 @@ FLAG_KEYS = (
     "dataset", "data_root", "split_file", "data", "modalities", "val_fraction", "fusion",
     "estimator", "width", "opm", "method", "prediction", *(k for k, _, _ in LEGACY_FLAGS.values()),
     "modulation", "alpha", "modulation_starts", "modulation_ends",
-    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "seed", "amp", "device", "out", "name",
+    "modulate_params", "epochs", "batch_size", "lr", "optimizer", "patience", "stopping", "seed", "amp", "device", "out", "name",
     "tensorboard", "num_workers", "progress", "eval_test_every_epoch",
 )
 

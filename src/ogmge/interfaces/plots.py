@@ -162,10 +162,36 @@ def _moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_runs(runs: Sequence[Run | str | Path], out: str | Path, *, split: str = "val", smooth: int = 1) -> Path:
-    """Write the comparison figure of ``runs`` as a PNG of :data:`PIXELS` pixels."""
-    fig = comparison_figure(runs, split=split, smooth=smooth)
+#: File formats a figure is written in, by the suffix of its path (matplotlib's names).
+FORMATS = ("png", "pdf", "svg", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def figure_format(out: str | Path) -> str:
+    """The format named by ``out``'s suffix (``x.pdf`` -> ``pdf``); a ValueError for another."""
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ValueError(f"--out {out}: cannot tell the figure's format from the suffix "
+                         f"{Path(out).suffix or '(none)'!r}; end the name in one of "
+                         f"{', '.join('.' + f for f in FORMATS)}")
+    return suffix
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` in the format of its suffix (:func:`figure_format`), at :data:`DPI`;
+    a ValueError naming the path when it cannot be written (a file in the way, read-only, ...)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=DPI)
+    fmt = figure_format(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format=fmt, dpi=DPI)
+    except OSError as exc:
+        raise ValueError(f"cannot write the figure to {out}: {exc.strerror or exc}") from None
     return out
+
+
+def plot_runs(runs: Sequence[Run | str | Path], out: str | Path, *, split: str = "val", smooth: int = 1) -> Path:
+    """Write the comparison figure of ``runs`` to ``out`` (:data:`PIXELS` pixels as PNG; the
+    format is the suffix's: ``.pdf``, ``.svg``, ... -- another suffix is a ValueError)."""
+    figure_format(out)  # before reading the runs
+    fig = comparison_figure(runs, split=split, smooth=smooth)
+    return save_figure(fig, out)

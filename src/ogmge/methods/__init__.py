@@ -5,19 +5,28 @@ by name, with its options (``Option``) and requirements declared on its class.
 
 Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
-(``uni_ensemble``), this project's anchored fusion (``anchored``), MASAM (``masam``), InfoReg (``inforeg``), plus adapters for OGM-GE and OPM (``adapters``). They know
+(``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
+baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
+(``inforeg``), plus adapters
+for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
+this project's head combiner) pools a model's heads on validation; ``anchored`` is
+the old name of ``multitask`` + ``stacked``. They know
 tensors, parameters and modality names; never a model, dataset or trainer.
 """
 
 from .adapters import OGMGEMethod, OPMMethod
+from .agm import AGM, shapley_contributions
 from .anchored import AnchoredFusion
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
+from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
+from .multitask import Multitask
 from .normal import Normal
+from .pmr import PMR, class_prototypes, pmr_loss, prototype_logits, weak_modalities
 from .registry import (
     BuildContext,
     Option,
@@ -31,12 +40,23 @@ from .registry import (
     register,
     resolve_qualname,
 )
+from .stacked import StackedPrediction
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
+    "AGM",
+    "shapley_contributions",
     "AnchoredFusion",
     "InfoReg",
     "MASAM",
+    "CosineHead",
+    "MMCosine",
+    "PMR",
+    "class_prototypes",
+    "cosine_logits",
+    "pmr_loss",
+    "prototype_logits",
+    "weak_modalities",
     "FUSED",
     "BalancingMethod",
     "BuildContext",
@@ -54,6 +74,8 @@ __all__ = [
     "GBlending",
     "MMPareto",
     "ModalityDropout",
+    "Multitask",
+    "StackedPrediction",
     "OGMGEMethod",
     "OPMMethod",
     "UnimodalEnsemble",

@@ -1,34 +1,19 @@
-"""Anchored fusion: this project's balancing setting that does not lose (docs/methods.md).
+"""``anchored``: the name kept for the pair ``multitask`` + ``stacked`` (docs/methods.md).
 
-No anchor paper: designed here (issue "a balancing setting of our own"). Two parts.
+Earlier versions of this project presented "anchored fusion" as a setting of its
+own. Its two parts are not new and are credited where they come from:
 
-1. **Unimodal anchors in training.** Beside the fusion head, every modality u has
-   a linear head on its encoder's features; the loss is
+1. training: the uniform multitask baseline, ``CE(fused) + w * sum_u CE(head_u)``
+   (:class:`~ogmge.methods.Multitask`; MMPareto's ``uniform_baseline.py``, ICML 2024,
+   and earlier auxiliary-loss work);
+2. prediction: the ``stacked`` rule (:class:`~ogmge.methods.StackedPrediction`), a
+   validation-fitted log-linear pool of the fused and the modality heads, with its
+   selection score cross-fitted. What is this project's is offering that pool as a
+   selectable head combiner for every method with heads, the protocol that selects
+   it without touching the test split, and the compare verdict.
 
-       L = CE(fused) + anchor_weight * sum_u CE(head_u)
-
-   with fixed weights. Each encoder therefore always receives the gradient of its
-   own unimodal problem, whatever the fused loss does: a modality the fused head
-   ignores (the imbalance OGM-GE is about) still learns, as it would alone, and its
-   features reach the fusion head discriminative. Nothing is slowed down, so the
-   dominant modality never loses what it knows (OGM-GE's failure where the weak
-   modality carries nothing that transfers).
-2. **A prediction fitted on validation.** The prediction is the blend
-
-       sum_m w_m * log_softmax(o_m),   m in ("fused", *modalities)
-
-   with ``w`` on the simplex minimising the validation split's negative
-   log-likelihood (the convex fit of :func:`~ogmge.methods.fit_simplex_weights`,
-   refitted at each evaluation). The vertices of the simplex are the fused head
-   alone and each modality's head alone, so on the data it is fitted on the blend
-   is never worse (in NLL) than the fused model or the best unimodal head; on new
-   data it is as good as validation is representative. Selection scores are
-   cross-fitted (fit on one half of validation, score on the other).
-
-Why it cannot run away: the loss weights are constants (no feedback from the
-measured imbalance into the objective, unlike OGM-GE's coefficients or
-G-Blending's weights), and the only fitted quantity is a convex problem over N + 1
-numbers on held-out data, whose optimum includes every single member.
+``anchored`` stays accepted (configs, run directories, ``--method anchored``) and
+means exactly ``multitask`` with ``stacked`` prediction.
 
 In a plain loop (a model with ``heads=True, prediction="blend"``)::
 
@@ -39,7 +24,7 @@ In a plain loop (a model with ``heads=True, prediction="blend"``)::
         opt.zero_grad(); total.backward(); opt.step()
     model.eval(); val = model(x_val)                     # val.fused_logits, val.head_logits
     w = af.fit_prediction(head_logits={"fused": val.fused_logits, **val.head_logits}, labels=y_val)
-    model.set_ensemble_weights(w)                        # model(x).logits is now the blend
+    model.set_ensemble_weights(w)                        # model(x).logits is now the pool
 """
 
 from __future__ import annotations
@@ -49,33 +34,30 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ogmge.validation import check_number, check_positive_int
+from ogmge.validation import check_number
 
-from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
+from .multitask import Multitask
 from .registry import Option, Space, register
-from .uni_ensemble import ensemble_logits, fit_simplex_weights
+from .stacked import StackedPrediction
 
 
 @register
-class AnchoredFusion(BalancingMethod):
-    """Anchored fusion: fused loss plus fixed unimodal head losses, a blend of all heads fitted on validation.
+class AnchoredFusion(Multitask):
+    """``multitask`` trained, ``stacked`` predicted (module docstring).
 
     ``modalities``: two or more names. Keyword-only: ``anchor_weight`` (> 0, the
-    weight of each unimodal head's loss; default 1), ``max_steps`` (>= 1) and
-    ``tol`` (> 0) of the weight fit.
+    multitask ``head_weight``; default 1), ``max_steps`` (>= 1) and ``tol`` (> 0) of the fit.
     """
 
     name = "anchored"
-    paper = ("none: this project's setting; the loss is MMPareto's uniform multitask baseline (Wei & Hu, ICML 2024) "
-             "plus a stacked prediction")
+    paper = ("not a method of its own: the alias of multitask (MMPareto's uniform baseline, Wei & Hu, ICML 2024) "
+             "with the stacked prediction (this project's head combiner)")
     options = (
-        Option("anchor_weight", float, 1.0, "weight of each unimodal head's loss beside the fused loss", low=0.0,
-               low_open=True, source="this project (docs/methods.md)", space=Space.log_uniform(0.1, 10.0),
-               legacy_key="anchored_weight"),
+        Option("anchor_weight", float, 1.0, "weight of each modality head's loss beside the fused loss (multitask)",
+               low=0.0, low_open=True, source="GeWu-Lab/MMPareto_ICML2024 code/uniform_baseline.py:79 (weights 1)",
+               space=Space.log_uniform(0.1, 10.0), legacy_key="anchored_weight"),
     )
-    needs_heads = True
-    predictions = ("blend",)
-    min_modalities = 2
+    predictions = ("blend",)  # the stacked pool over the fused and the modality heads
     fits_on_validation = True
     cross_fit = "swap"
     tie_rank = 8.0
@@ -85,39 +67,30 @@ class AnchoredFusion(BalancingMethod):
         return cls(ctx.modalities, **cls.resolve_options(options))
 
     def __init__(self, modalities, *, anchor_weight: float = 1.0, max_steps: int = 500, tol: float = 1e-10) -> None:
-        self.modalities = check_modalities("modalities", modalities)
-        self.anchor_weight = check_number("anchor_weight", anchor_weight, lo=0.0, lo_open=True)
-        self.max_steps = check_positive_int("max_steps", max_steps)
-        self.tol = check_number("tol", tol, lo=0.0, lo_open=True)
-        self.weights = torch.full((len(self.members),), 1.0 / len(self.members), dtype=torch.float64)
+        super().__init__(modalities, head_weight=check_number("anchor_weight", anchor_weight, lo=0.0, lo_open=True))
+        self.anchor_weight = self.head_weight
+        self.stacked = StackedPrediction(self.modalities, with_fused=True, max_steps=max_steps, tol=tol)
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The blend's members in weight order: ``("fused", *modalities)``."""
-        return (FUSED, *self.modalities)
+        """The pool's members in weight order: ``("fused", *modalities)``."""
+        return self.stacked.members
 
-    def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None):
-        """``CE(fused) + anchor_weight * sum_u CE(head_u)``; terms keyed by head."""
-        terms = head_loss_terms("anchored fusion", self.modalities, logits, labels, head_logits, sample_keep)
-        anchors = None
-        for n in self.modalities:
-            anchors = terms[n] if anchors is None else anchors + terms[n]
-        assert anchors is not None  # check_modalities: two or more
-        return terms[FUSED] + self.anchor_weight * anchors, terms
+    @property
+    def weights(self) -> Tensor:
+        return self.stacked.weights
+
+    @weights.setter
+    def weights(self, value: Tensor) -> None:
+        self.stacked.weights = value
 
     def fit_prediction(self, *, head_logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         """Fit ``w`` on held-out outputs ``{"fused": ..., modality: ...}`` (every member needed)."""
-        missing = [m for m in self.members if m not in head_logits]
-        if missing:
-            raise ValueError(f"anchored fusion's fit needs the held-out logits of {list(self.members)}; "
-                             f"missing {missing}")
-        self.weights = fit_simplex_weights(head_logits, labels, self.members, max_steps=self.max_steps,
-                                           tol=self.tol)
-        return self.weights
+        return self.stacked.fit(head_logits, labels)
 
     def predict(self, head_logits: Mapping[str, Tensor]) -> Tensor:
-        """The blend's logits ``sum_m w_m log_softmax(o_m)`` over ``members``."""
-        return ensemble_logits(head_logits, self.weights, self.members)
+        """The pool's logits ``sum_m w_m log_softmax(o_m)`` over ``members``."""
+        return self.stacked.predict(head_logits)
 
     def state_dict(self) -> dict:
         """The members only: the trainer keeps the fitted weights in the model's combiner

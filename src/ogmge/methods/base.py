@@ -55,6 +55,12 @@ class BalancingMethod:
     max_modalities: int | None = None
     fits_on_validation = False
     cross_fit: str | None = None
+    #: ``loss`` takes ``features={name: (B, D)}`` (the encoders' outputs, with graph)
+    needs_features = False
+    #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
+    wants_epoch_features = False
+    #: fraction of the training split ``start_epoch`` sees (when ``wants_epoch_features``)
+    subset = 1.0
     tie_rank: float = 100.0
     ddp = "identical"
     ddp_reason = ""
@@ -100,9 +106,24 @@ class BalancingMethod:
         return {o.name: getattr(self, o.name, o.default) for o in self.options}
 
     @classmethod
+    def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:
+        """The fusion head the model uses with this method (default ``fusion`` itself; MMCosine
+        returns its cosine classifier on ``fusion``'s weights, refusing heads it cannot wrap)."""
+        return fusion
+
+    @classmethod
     def model_parts(cls, ctx, **options) -> dict[str, nn.Module]:
         """Extra modules the model must hold for this method (``{name: module}``; default none)."""
         return {}
+
+    #: The method trains copies of the model to estimate something (G-Blending's paper estimator):
+    #: before each epoch the trainer calls :meth:`estimate_from_copies` with a copy trainer.
+    trains_copies: bool = False
+
+    def estimate_from_copies(self, epoch: int, copies) -> None:
+        """Before training epoch ``epoch`` (with ``trains_copies``): ``copies`` clones the current
+        model, trains a clone for an epoch on one head's loss and measures per-head losses on the
+        training split and the held-out validation half A (``ogmge.methods.gblend.CopyTraining``)."""
 
     def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> Tensor | None:
         """Before training epoch ``epoch``: the epoch's sample indices into the training split
@@ -183,6 +204,12 @@ class BalancingMethod:
     # 5. optimizer step -----------------------------------------------------------
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Last look at the gradients before ``optimizer.step()`` (after clipping)."""
+
+    # 0. start of epoch -----------------------------------------------------------
+    def start_epoch(self, epoch: int, *, features: Mapping[str, Tensor], labels: Tensor) -> None:
+        """Before epoch ``epoch`` (when ``wants_epoch_features``): the encoders' eval-mode
+        features ``{name: (n, D)}`` and labels of a seeded subset (``subset``) of the
+        training split, drawn from ``(seed, name, epoch)``."""
 
     # 6. end of epoch -------------------------------------------------------------
     def begin(self, *, train_losses: Mapping[str, float] | None = None,

@@ -1,4 +1,4 @@
-"""Gradient-Blending, online variant.
+"""Gradient-Blending (G-Blending), as published, and an online variant.
 
 Wang, Tran, Feiszli, "What Makes Training Multi-Modal Classification Networks
 Hard?", CVPR 2020. Beside the fusion head, a linear head per modality on its
@@ -8,30 +8,42 @@ over an interval of training, with ``O = L_val - L_train`` (overfitting):
 
     dG = L_val(start) - L_val(end)          (generalisation gained)
     dO = O(end) - O(start)                  (overfitting gained)
-    w_h  proportional to  dG / dO**2, normalised to sum to 1.
+    w_h  proportional to  dG / dO**2, normalised to sum to 1  (Eq. 6, Alg. 1)
 
-The paper estimates from heads trained *alone* for the interval. This module is
-the documented **online** variant (DESIGN §7): it estimates from the blended
-run's own per-head losses, every ``super_epoch`` epochs. Choices made here:
+``estimate="paper"`` (default; the paper's Algorithm 1 and BalanceBenchmark's
+``GBlending_trainer.py:super_epoch_origin``): at the start of every
+``super_epoch``-th epoch, from the current weights, a **copy** of the model is
+trained per head (each modality's head on its encoder, and the fused model) for
+``super_epoch`` epochs on the training split with that head's loss alone and a
+fresh optimiser at the run's current learning rate; the start and end of the
+interval are evaluation passes over the training split (``L_train``) and over the
+held-out validation half A (``L_val``; the test split never). The blended model
+then trains with the new weights. Cost: ``(N + 1) * super_epoch`` extra training
+epochs per estimate, i.e. about ``N + 1`` extra runs' worth of training over a
+whole run, plus ``N + 2`` evaluation passes of both splits per estimate.
 
-- ``L_train`` is the epoch's running mean of the per-head training losses
-  (free: the loop computes those terms anyway), i.e. the mean over the last
-  epoch of the interval; ``L_val`` is an evaluation pass over the validation
-  split (never the test split). The start of the first interval is measured on
-  the initial model (``begin``); without it, the first interval only sets the
-  start.
-- a head whose ``dG <= 0`` gets raw weight 0 (before the floor); when every
-  ``dG <= 0`` the previous weights are kept (fallback);
-- guard: ``dO**2`` is replaced by ``max(dO**2, delta_o_min**2)``, so an interval
-  without measurable overfitting does not give an unbounded weight;
-- floor: every weight is at least ``w_min``; heads below it are set to ``w_min``
-  and the others share the rest in proportion to their raw weights (repeated
-  until none is below), so the weights still sum to 1 and no head is switched
-  off for good.
+``estimate="online"`` (this project's earlier variant, kept for run directories
+made with it): the heads being trained with the current weights are measured on
+the blended run's own per-head losses (the epoch's running training means and a
+validation pass) every ``super_epoch`` epochs; the first interval starts on the
+initial model (``begin``). It has a feedback loop the paper does not (a head with
+a small weight learns slowly, gets a small dG, gets a smaller weight).
 
-Usage in a plain loop (the model returns ``logits`` and ``head_logits``)::
+Guards, only where the paper leaves a case undefined:
 
-    gb = GBlending(["audio", "visual"], super_epoch=2, w_min=0.05)
+- ``dG <= 0`` (the held-out loss did not fall): the ratio would give the head a
+  zero or negative weight; the head gets raw weight 0 (a negative weight is not a
+  blending weight);
+- every ``dG <= 0``: there is nothing to normalise; the previous weights are kept
+  (also for non-finite losses);
+- ``dO**2 < delta_o_min**2`` (default 1e-6, i.e. 1e-12): the ratio divides by ~0;
+  ``dO**2`` is replaced by ``delta_o_min**2`` so the head takes (nearly) all the
+  weight instead of an overflow;
+- ``w_min`` (default 0, off): an optional floor, not in the paper.
+
+Usage of the online estimator in a plain loop (the model returns ``logits`` and ``head_logits``)::
+
+    gb = GBlending(["audio", "visual"], estimate="online", super_epoch=2)
     gb.begin(train_losses=..., val_losses=...)            # initial model, per head
     for epoch in range(epochs):
         for x, y in loader:
@@ -45,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -52,6 +65,25 @@ from ogmge.validation import check_number, check_positive_int
 
 from .base import FUSED, BalancingMethod, check_modalities, head_loss_terms
 from .registry import Option, Space, register
+
+#: How the weights are estimated: copies trained per head (the paper) or the run's own losses.
+ESTIMATORS = ("paper", "online")
+
+
+class CopyTraining(Protocol):
+    """What the trainer gives :meth:`GBlending.estimate_from_copies` (the paper's estimator).
+
+    ``clone()``: a copy of the current model with a fresh optimiser (opaque to the
+    method); ``train_epoch(copy, head)``: one epoch of the copy on the training split
+    with head ``head``'s cross-entropy alone; ``losses(copy, split)``: mean per-head
+    losses ``{head: float}`` of ``copy`` (None: the current model) on ``"train"`` or
+    ``"heldout"`` (validation half A)."""
+
+    def clone(self) -> Any: ...
+
+    def train_epoch(self, copy: Any, head: str) -> None: ...
+
+    def losses(self, copy: Any, split: str) -> Mapping[str, float]: ...
 
 
 def floor_weights(weights: Mapping[str, float], w_min: float) -> dict[str, float]:
@@ -106,26 +138,31 @@ def blending_weights(
 
 @register
 class GBlending(BalancingMethod):
-    """G-Blending: per-head loss weights from each head's generalisation/overfitting trade-off (online variant).
+    """G-Blending: head weights w ∝ dG/dO² from copies trained per head; cost (N+1) x super_epoch epochs per estimate.
 
     ``modalities``: names of the unimodal heads (two or more); heads are
-    ``"fused"`` plus these. Keyword-only: ``super_epoch`` (epochs per estimate,
-    >= 1), ``w_min`` (floor, ``0 <= w_min <= 1/heads``), ``delta_o_min`` (guard on
-    ``dO``, > 0), ``weights`` (initial weights per head; default uniform).
+    ``"fused"`` plus these. Keyword-only: ``estimate`` (``"paper"``: copies per head;
+    ``"online"``), ``super_epoch`` (epochs per estimate, >= 1), ``w_min`` (floor,
+    ``0 <= w_min <= 1/heads``), ``delta_o_min`` (guard on ``dO``, > 0), ``weights``
+    (initial weights per head; default uniform).
     """
 
     name = "gblend"
     paper = "Wang, Tran, Feiszli, 'What Makes Training Multi-Modal Classification Networks Hard?', CVPR 2020"
     options = (
-        Option("super_epoch", int, 2, "epochs between two estimates of the blending weights", low=1,
-               source="this project's online variant (docs/methods.md)", space=Space.int_range(1, 5),
-               legacy_key="gblend_super_epoch"),
-        Option("w_min", float, 0.05, "floor of every head's weight (at most 1/heads)", low=0.0, high=1.0,
-               source="this project's online variant (docs/methods.md)", space=Space.uniform(0.0, 0.2),
+        Option("estimate", str, "paper", "paper: copies trained per head for a super-epoch (Alg. 1); online: "
+               "this project's earlier estimate from the run's own losses", choices=ESTIMATORS,
+               source="Wang et al., CVPR 2020, Alg. 1; BalanceBenchmark GBlending_trainer.py (super_epoch_origin)",
+               legacy_key="gblend_estimate"),
+        Option("super_epoch", int, 10, "epochs per estimate (and epochs each copy trains)", low=1,
+               source="BalanceBenchmark configs/trainer_config.yaml:38 (super_epoch 10 over 30 epochs)",
+               space=Space.int_range(1, 10), legacy_key="gblend_super_epoch"),
+        Option("w_min", float, 0.0, "floor of every head's weight (at most 1/heads; 0: none, as in the paper)",
+               low=0.0, high=1.0, source="Wang et al., CVPR 2020 (no floor)", space=Space.uniform(0.0, 0.2),
                legacy_key="gblend_w_min"),
-        Option("delta_o_min", float, 0.01, "guard: dO**2 is at least delta_o_min**2", low=0.0, low_open=True,
-               source="this project's online variant (docs/methods.md)", space=Space.log_uniform(1e-3, 1e-1),
-               legacy_key="gblend_delta_o_min"),
+        Option("delta_o_min", float, 1e-6, "guard where the paper divides by ~0: dO**2 >= delta_o_min**2",
+               low=0.0, low_open=True, source="this project (a guard, not in the paper)",
+               space=Space.log_uniform(1e-6, 1e-1), legacy_key="gblend_delta_o_min"),
     )
     needs_heads = True
     min_modalities = 2
@@ -143,12 +180,19 @@ class GBlending(BalancingMethod):
         self,
         modalities,
         *,
-        super_epoch: int = 2,
-        w_min: float = 0.05,
-        delta_o_min: float = 1e-2,
+        estimate: str = "paper",
+        super_epoch: int = 10,
+        w_min: float = 0.0,
+        delta_o_min: float = 1e-6,
         weights: Mapping[str, float] | None = None,
     ) -> None:
         self.modalities = check_modalities("modalities", modalities)
+        if estimate not in ESTIMATORS:
+            raise ValueError(f"estimate must be one of {list(ESTIMATORS)}, got {estimate!r}")
+        self.estimator = estimate
+        #: the paper's estimator: the trainer calls :meth:`estimate_from_copies` before each epoch
+        self.trains_copies = estimate == "paper"
+        self.wants_initial_losses = estimate == "online"
         self.heads = (FUSED, *self.modalities)
         self.super_epoch = check_positive_int("super_epoch", super_epoch)
         self.w_min = check_number("w_min", w_min, lo=0.0, hi=1.0 / len(self.heads))
@@ -179,14 +223,35 @@ class GBlending(BalancingMethod):
                 raise ValueError(f"G-Blending needs {what} for every head {list(self.heads)}, got {losses!r}")
         return {h: (float(train_losses[h]), float(val_losses[h])) for h in self.heads}
 
+    def estimate_from_copies(self, epoch: int, copies: CopyTraining) -> None:
+        """Alg. 1: at every ``super_epoch``-th epoch, one copy per head trained for ``super_epoch``
+        epochs from the current weights; ``w ∝ dG / dO**2`` from their train/held-out losses."""
+        if not self.trains_copies or epoch % self.super_epoch:
+            return
+        start_train, start_val = copies.losses(None, "train"), copies.losses(None, "heldout")
+        start = {h: (float(start_train[h]), float(start_val[h])) for h in self.heads}
+        end = {}
+        for h in self.heads:
+            copy = copies.clone()
+            for _ in range(self.super_epoch):
+                copies.train_epoch(copy, h)
+            end[h] = (float(copies.losses(copy, "train")[h]), float(copies.losses(copy, "heldout")[h]))
+            del copy
+        self.weights, info, fallback = blending_weights(start, end, self.weights, w_min=self.w_min,
+                                                        delta_o_min=self.delta_o_min)
+        self.last = {"epoch": epoch, "fallback": fallback, "info": info, "start": start, "end": end}
+        self.estimates += 1
+
     def begin(self, *, train_losses=None, val_losses=None) -> None:
-        """The initial model's per-head losses: the first interval's start."""
-        if train_losses is None or val_losses is None:
+        """The initial model's per-head losses: the first interval's start (online estimator)."""
+        if train_losses is None or val_losses is None or self.trains_copies:
             return
         self.start = self._point(train_losses, val_losses)
         self.epochs_in_interval = 0
 
     def end_epoch(self, epoch: int, *, train_losses=None, val_losses=None) -> None:
+        if self.trains_copies:
+            return
         if val_losses is None or train_losses is None:
             self.last = {"skipped": "no validation losses"}
             return
@@ -212,6 +277,7 @@ class GBlending(BalancingMethod):
             "epochs_in_interval": self.epochs_in_interval,
             "estimates": self.estimates,
             "heads": list(self.heads),
+            "estimator": self.estimator,
             "last": dict(self.last),
         }
 
@@ -235,5 +301,6 @@ class GBlending(BalancingMethod):
         return row
 
     def __repr__(self) -> str:
-        return (f"GBlending(modalities={list(self.modalities)}, super_epoch={self.super_epoch}, "
+        return (f"GBlending(modalities={list(self.modalities)}, estimator={self.estimator!r}, "
+                f"super_epoch={self.super_epoch}, "
                 f"w_min={self.w_min}, delta_o_min={self.delta_o_min}, weights={self.weights})")

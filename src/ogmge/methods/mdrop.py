@@ -56,8 +56,9 @@ class ModalityDropout(BalancingMethod):
 
     @classmethod
     def build(cls, ctx, **options) -> ModalityDropout:
-        """Draws from the run's seed itself (what runs before the registry did; their checkpoints resume)."""
-        return cls(ctx.modalities, seed=ctx.seed, **cls.resolve_options(options))
+        """Draws from its own stream, ``component_seed(seed, "mdrop")`` (not the run's seed, which also
+        initialises the weights); a resumed run restores its saved generator state, whatever seeded it."""
+        return cls(ctx.modalities, seed=ctx.component_seed("mdrop"), **cls.resolve_options(options))
 
     def __init__(self, modalities, *, p: float = 0.5, seed: int = 0, generator: torch.Generator | None = None) -> None:
         self.modalities = check_modalities("modalities", modalities)

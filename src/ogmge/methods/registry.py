@@ -47,8 +47,10 @@ defaults in brackets):
 - ``needs_heads`` [False]: the model gets a trainable linear head per modality
   (``ModelOutput.head_logits``; in the context as ``ctx.heads``).
 - ``predictions`` [``("fused",)``]: the prediction rules the method supports, the
-  first the default (``"fused"``: the fusion head; ``"ensemble"``: the heads'
-  weighted log-probabilities; ``"blend"``: fused head and heads; more to come).
+  first the default (``"fused"``: the fusion head; the ``stacked`` rule of
+  :mod:`ogmge.methods.stacked`, a validation-fitted log-linear pool of heads, as
+  ``"blend"`` over the fused and the modality heads or ``"ensemble"`` over the
+  modality heads only; more to come).
 - ``min_modalities`` [1], ``max_modalities`` [None]: modalities it can balance.
 - ``fits_on_validation`` [False] and ``cross_fit`` [None]: whether it fits
   something on the validation split, and how its selection score is then

@@ -1,7 +1,9 @@
 """Unimodal ensemble: each encoder with its own head, trained alone, then combined.
 
-Du, Teng, Wang, Shen, Zhao, "On Uni-Modal Feature Learning in Supervised
-Multi-Modal Learning", ICML 2023 (the uni-modal ensemble baseline). One run:
+Du, Teng, Li, Liu, Yuan, Wang, Yuan, Zhao, "On Uni-Modal Feature Learning in
+Supervised Multi-Modal Learning", ICML 2023 (arXiv 2305.01233; its Uni-Modal
+Ensemble, UME). The prediction is the ``stacked`` rule over the modality heads only
+(there is no trained fusion head). One run:
 every modality u has a linear head on its encoder's features; the loss is
 ``sum_u CE_u`` and there is **no fused loss**, so each encoder (and its head)
 receives exactly the gradient it would get if trained alone on the same batches.
@@ -46,9 +48,10 @@ class UnimodalEnsemble(BalancingMethod):
     """
 
     name = "uni_ensemble"
-    paper = "Du, Teng, Wang, Shen, Zhao, 'On Uni-Modal Feature Learning in Supervised Multi-Modal Learning', ICML 2023"
+    paper = ("Du, Teng, Li, Liu, Yuan, Wang, Yuan, Zhao, 'On Uni-Modal Feature Learning in Supervised Multi-Modal "
+             "Learning', ICML 2023 (its Uni-Modal Ensemble)")
     needs_heads = True
-    predictions = ("ensemble",)
+    predictions = ("ensemble",)  # the stacked pool over the modality heads only
     min_modalities = 2
     fits_on_validation = True
     cross_fit = "swap"

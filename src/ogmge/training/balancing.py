@@ -22,14 +22,16 @@ Everything else is scored on the whole validation split (``"plain"``).
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch import nn
 
 from ogmge.combination import ensemble_logits
-from ogmge.methods import BalancingMethod, average_gradients_
+from ogmge.methods import FUSED, BalancingMethod, average_gradients_, cross_entropy
+from ogmge.seeding import component_seed
 
-from .metrics import collect, head_losses, metrics_from_outputs, subset
+from .metrics import collect, head_losses, metrics_from_outputs, subset, to_device
 
 CROSS_FIT = "cross-fit"
 PLAIN = "plain"
@@ -165,3 +167,58 @@ def average_other_gradients_(method: BalancingMethod, model: nn.Module, ctx) -> 
         return
     mine = {id(p) for p in method.sync_params()}
     average_gradients_([p.grad for p in model.parameters() if id(p) not in mine])
+
+
+class TrainerCopies:
+    """The trainer's side of a method that trains copies (G-Blending's paper estimator;
+    ``ogmge.methods.gblend.CopyTraining``). A copy is a deep copy of the (unwrapped) model
+    with a fresh optimiser (``make_optimizer(params)``) at the run's current learning rate;
+    it trains on the training loader, its batches shuffled from
+    ``component_seed(seed, "gblend/<epoch>/<head>/<pass>")``; the run's own loader order and
+    the global random state are restored afterwards. Held-out losses are validation half A's."""
+
+    def __init__(self, model: nn.Module, make_optimizer, current_optimizer, train_loader, train_eval_loader,
+                 val_loader, device, *, seed: int, epoch: int, amp: bool = False) -> None:
+        self.model, self.make_optimizer, self.current = model, make_optimizer, current_optimizer
+        self.train_loader, self.train_eval_loader, self.val_loader = train_loader, train_eval_loader, val_loader
+        self.device, self.seed, self.epoch, self.amp = device, seed, epoch, amp
+        self.passes: dict[str, int] = {}
+
+    def clone(self):
+        model = copy.deepcopy(self.model)
+        opt = self.make_optimizer(model.parameters())
+        for group, now in zip(opt.param_groups, self.current.param_groups):
+            group["lr"] = now["lr"]
+        return model, opt
+
+    def train_epoch(self, clone, head: str) -> None:
+        model, opt = clone
+        k = self.passes[head] = self.passes.get(head, -1) + 1
+        gen = getattr(self.train_loader, "generator", None)
+        if gen is not None:
+            gen.manual_seed(component_seed(self.seed, f"gblend/{self.epoch}/{head}/{k}"))
+        model.train()
+        for batch in self.train_loader:
+            b = to_device(batch, self.device)
+            out = model(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"])
+            logits = out.logits if head == FUSED else out.head_logits[head]
+            loss = cross_entropy(logits, b["labels"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    @torch.no_grad()
+    def losses(self, clone, split: str) -> dict[str, float]:
+        model = self.model if clone is None else clone[0]
+        if split == "train":
+            return head_losses(collect(model, self.train_eval_loader, self.device, amp=self.amp))
+        outputs = collect(model, self.val_loader, self.device, amp=self.amp)
+        a, _ = halves(int(outputs["labels"].numel()), self.seed)
+        return head_losses(subset(outputs, a))
+
+
+def estimate_from_copies(method: BalancingMethod, copies: TrainerCopies, device) -> None:
+    """``method.estimate_from_copies`` with the global random state left as it was."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        method.estimate_from_copies(copies.epoch, copies)

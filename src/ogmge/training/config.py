@@ -27,6 +27,8 @@ from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
+from .stopping import CHOICES as STOPPING_RULES
+
 # Choice lists come from the modules that own them; only the optimisers are the config's own.
 PAPER_DATASETS = (*_PAPER_READERS, "clips")
 DATASETS = ("builtin", "byo", *PAPER_DATASETS)
@@ -55,10 +57,12 @@ DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: 
 
 #: Keys every saved run config has carried since OPM had settings: a mapping holding all of them
 #: is a run's saved config, not a user's YAML (``legacy_behaviour``).
-SAVED_CONFIG_MARKERS = frozenset({"opm_q_base", "opm_lam", "opm_p_exe", "seed", "device", "trace_every"})
+SAVED_CONFIG_MARKERS = frozenset({"seed", "device", "trace_every", "mdrop_p", "mmpareto_scale", "anchored_weight"})
 #: What a saved config that predates a setting ran with: ``{new key: value then}`` (the
 #: per-modality OPM rescale and OPM from the first epoch, before OPM followed its paper).
-LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0}
+LEGACY_DEFAULTS = {"opm_rescale": "per_modality", "opm_starts": 0, "gblend_estimate": "online"}
+#: A legacy default applies only to a saved config that has its method's older settings.
+LEGACY_NEEDS = {"opm_rescale": "opm_q_base", "opm_starts": "opm_q_base", "gblend_estimate": "gblend_super_epoch"}
 
 
 def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
@@ -66,14 +70,16 @@ def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
     ran with (``LEGACY_DEFAULTS``); empty for a user's YAML or a current saved config."""
     if not SAVED_CONFIG_MARKERS <= set(values):
         return {}
-    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values}
+    return {k: v for k, v in LEGACY_DEFAULTS.items() if k not in values and LEGACY_NEEDS[k] in values}
 
 
 def legacy_note(values: dict[str, Any]) -> str | None:
     """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
     legacy = legacy_behaviour(values)
-    if "opm_rescale" in legacy and not values.get("opm"):
+    if not values.get("opm"):
         legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
+    if values.get("method") != "gblend":
+        legacy = {k: v for k, v in legacy.items() if not k.startswith("gblend_")}
     if not legacy:
         return None
     settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
@@ -171,6 +177,10 @@ class TrainConfig:
     #: Stop when validation accuracy has not improved for this many epochs (None: never;
     #: ``auto``: 10 for generic encoders, never for the paper's; see ``resolved_patience``).
     patience: int | str | None = "auto"
+    #: The selection/stopping rule (``ogmge.training.stopping``): ``auto`` (``raw`` for the
+    #: paper's encoders, ``smoothed`` otherwise), ``smoothed``, ``raw``, or a versioned name
+    #: (``smoothed_v1``, ``raw_v1``); a run records the versioned name it resolved to.
+    stopping: str = "auto"
     # run
     seed: int = 0
     device: str = "auto"
@@ -240,6 +250,7 @@ class TrainConfig:
             if isinstance(self.patience, str):
                 raise ValueError(f"patience must be an integer >= 1, 'auto' or null, got {self.patience!r}")
             check_number("patience", self.patience, integer=True, lo=1, allow_none=True)
+        check_choice("stopping", self.stopping, STOPPING_RULES)
         check_number("seed", self.seed, integer=True, lo=0)
         check_number("num_workers", self.num_workers, integer=True, lo=0)
         check_number("trace_every", self.trace_every, integer=True, lo=1)

@@ -10,7 +10,7 @@ their name)`` (:func:`ogmge.seeding.component_seed`): ``"ogmge"``, ``"opm"``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -123,8 +123,22 @@ def build_model_from_config(
             **options,
             **method_options,
         )
+    wrap_method_fusion(config, model)
     add_method_parts(config, model)
     return model, builder
+
+
+def wrap_method_fusion(config: TrainConfig, model: nn.Module) -> None:
+    """Give ``model`` the fusion head its method uses (``wrap_fusion``; e.g. MMCosine's cosine
+    classifier on the head's weights), its estimator re-bound to it."""
+    cls = config.method_cls
+    fusion = getattr(model, "fusion", None)
+    if fusion is None:
+        return
+    head = cls.wrap_fusion(fusion, **cls.resolve_options(config.method_options))
+    if head is not fusion:
+        cast(Any, model).fusion = head
+        cast(Any, model).estimator = make_estimator(config).bind(head)
 
 
 def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1, device="cpu",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 import time
@@ -53,10 +54,12 @@ from ogmge.data.views import set_epoch
 from ogmge.methods import BalancingMethod, StepTools, qualname
 from ogmge.methods import registry as method_registry
 from ogmge.modulation import ModulationStats
+from ogmge.seeding import component_seed
 
 from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
+from . import stopping as stopping_mod
 from .config import TrainConfig
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
@@ -71,7 +74,7 @@ from .factory import (
 )
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, truncate_jsonl
-from .metrics import evaluate, to_device
+from .metrics import encoder_features, evaluate, to_device
 from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 from .selection import select_validation
@@ -229,7 +232,8 @@ class Trainer:
             LOGGER.warning("one modality (%s): modulation %s has nothing to balance; training without it",
                            list(self.data.modalities), self.config.modulation)
         self.optimizer = build_optimizer(self.config, self.model.parameters(), builder=builder)
-        self.patience = self.config.resolved_patience(builder)  # early stopping (None: off)
+        self.builder = builder
+        self._build_stopping(builder)  # selection and early stopping (self.stopping, self.patience)
         self.optimizer_name = self.config.resolved_optimizer(builder)
         self.scheduler = build_scheduler(self.config, self.optimizer)
         self.amp = self.config.amp and self.device.type == "cuda"
@@ -288,7 +292,9 @@ class Trainer:
             ckpt_mod.settle_best(self.run_dir, (ckpt.get("best") or {}).get("epoch"))
         check_same_data(ckpt.get("data_fingerprint"), self.fingerprint, what=f"cannot resume {self.run_dir}",
                         allow=allow_data_change)
-        saved = TrainConfig.from_dict(ckpt["config"])
+        saved = TrainConfig.from_dict({"stopping": stopping_mod.LEGACY, **ckpt["config"]})
+        if stopping_mod.compatible(self.config.stopping, saved.stopping):  # the rule the run started with
+            self.config = self.config.replace(stopping=saved.stopping)
         diffs = saved.differences(self.config)
         if diffs:
             detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
@@ -319,6 +325,11 @@ class Trainer:
         best = ck.get("best") or {}
         self.best = {"epoch": best.get("epoch", -1), "score": best.get("score", float("-inf")),
                      "val": best.get("val")}
+        if ck.get("stopping"):
+            self.stopping.load_state_dict(ck["stopping"])
+        else:  # a checkpoint from before rules kept a state: the same state, from its metric rows
+            stopping_mod.replay(self.stopping, self.history)
+        self.patience = self.stopping.patience
         rng = ck["rng"]
         per_rank = rng.get("per_rank")
         ckpt_mod.restore_rng(per_rank[self.ctx.rank] if per_rank and len(per_rank) == self.ctx.world_size
@@ -350,6 +361,7 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if self._patience_exhausted(epoch - 1):
                     break
+                self._start_epoch_method(epoch)
                 self._begin_epoch(epoch)
                 row = self._train_epoch(epoch, log)
                 self._end_epoch(epoch, row, log)
@@ -358,16 +370,26 @@ class Trainer:
             log.close()
             distrib.teardown(self.ctx)
 
+    def _build_stopping(self, builder: str) -> None:
+        """The run's selection/stopping rule (``training/stopping.py``), recorded resolved in its config."""
+        cfg = self.config
+        rule_id = stopping_mod.resolve(cfg.stopping, builder)
+        self.config = cfg.replace(stopping=rule_id)
+        patience = None if cfg.resolved_patience(builder) is None else cfg.patience  # "auto": the rule's
+        self.stopping = stopping_mod.build_rule(rule_id, epochs=cfg.epochs, patience=patience)
+        self.patience = self.stopping.patience
+
     def _patience_exhausted(self, last_epoch: int) -> bool:
-        """Early stopping: ``patience`` epochs after the best without improving on validation.
-        Decided from the checkpointed ``best`` (so a resumed run stops where it would have);
-        rank 0's decision under DDP."""
-        stop = bool(self.patience and self.best["epoch"] >= 0 and last_epoch - self.best["epoch"] >= self.patience)
+        """Early stopping, as the rule says (``training/stopping.py``). Decided from the
+        checkpointed rule state (so a resumed run stops where it would have); rank 0's
+        decision under DDP."""
+        stop = self.is_main and self.stopping.should_stop(last_epoch)
         if self.ctx.enabled:
             stop = bool(distrib.gather_objects(stop, self.ctx)[0])
         if stop and self.is_main:
-            LOGGER.info("early stop after epoch %d: validation accuracy has not improved for %d epochs "
-                        "(best epoch %d)", last_epoch + 1, self.patience, self.best["epoch"] + 1)
+            LOGGER.info("early stop after epoch %d: the selection signal (%s) has not improved for %d epochs "
+                        "(selected epoch %d)", last_epoch + 1, self.stopping.describe(), self.patience,
+                        self.best["epoch"] + 1)
         return stop
 
     def _begin_method(self) -> None:
@@ -379,6 +401,20 @@ class Trainer:
             if start is not None:
                 self.method.begin(train_losses=start[0], val_losses=start[1])
         balancing.share_state(self.method, self.model, self.ctx)
+
+    def _start_epoch_method(self, epoch: int) -> None:
+        """``method.start_epoch`` with eval-mode encoder features of a seeded training subset
+        (PMR's prototypes); identical on every rank (same subset, same weights)."""
+        if not self.method.wants_epoch_features:
+            return
+        n = len(self.data.train)
+        size = max(1, min(n, math.ceil(self.method.subset * n)))
+        gen = torch.Generator().manual_seed(component_seed(self.config.seed, f"{self.method.name}/epoch{epoch}"))
+        index = torch.randperm(n, generator=gen)[:size].sort().values.tolist()
+        loader = make_loader(torch.utils.data.Subset(self.data.train, index), self.config, shuffle=False,
+                             device=self.device)[0]
+        features, labels = encoder_features(self.model, loader, self.device)
+        self.method.start_epoch(epoch, features=features, labels=labels)
 
     def _begin_epoch(self, epoch: int) -> None:
         """The method's per-epoch hook on the training data: re-sampled indices, or the usual pass."""
@@ -398,11 +434,26 @@ class Trainer:
                                                             device=self.device)
         self._resampled = True
 
+    def _estimate_from_copies(self, epoch: int) -> None:
+        """A method that trains copies of the model (G-Blending, as published) estimates before the
+        epoch, on rank 0 (its state then reaches every rank)."""
+        if self.is_main:
+            cfg = self.config
+            copies = balancing.TrainerCopies(
+                self.model, lambda params: build_optimizer(cfg, params, builder=self.builder), self.optimizer,
+                self.train_loader, make_loader(self.data.train, cfg, shuffle=False, device=self.device)[0],
+                self.eval_loaders.get("val"), self.device, seed=cfg.seed, epoch=epoch, amp=self.amp)
+            balancing.estimate_from_copies(self.method, copies, self.device)
+        balancing.share_state(self.method, self.model, self.ctx)
+
     def _train_epoch(self, epoch: int, log: RunLog) -> dict:
         cfg = self.config
         self.net.train()
         self.train_sampler.set_epoch(epoch)
         set_epoch(self.data.train, epoch)
+        if self.method.trains_copies:  # the copies see this epoch's data; the loader is reseeded below
+            self._estimate_from_copies(epoch)
+            self.net.train()
         self.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -517,8 +568,9 @@ class Trainer:
         """``(loss, total, terms)``: the fused cross-entropy (logged), what is back-propagated
         (the method's total plus the probe heads' own loss on detached features) and the
         method's per-head terms (``"fused"``, each modality's head; ``"probe"``)."""
+        extra_inputs = {"features": out.features} if self.method.needs_features else {}
         total, terms = self.method.loss(out.logits, labels, head_logits=getattr(out, "head_logits", None),
-                                        sample_keep=self._sample_keep(out))
+                                        sample_keep=self._sample_keep(out), **extra_inputs)
         extra = probe_loss(self.model, out, labels)
         if extra is not None:
             total, terms = total + extra, {**terms, "probe": extra}
@@ -694,11 +746,12 @@ class Trainer:
                 row[f"{split}/{k}"] = v
 
     def _update_best(self, epoch: int, val: dict | None) -> bool:
-        """Whether this epoch is the new best (validation accuracy; the last epoch without validation)."""
-        improved = val is None or val["acc"] > self.best["score"]
-        if improved:
-            self.best = {"epoch": epoch, "score": val["acc"] if val else float("-inf"), "val": val}
-        return improved
+        """Whether this epoch is the new best, as the stopping rule says (``training/stopping.py``;
+        the last epoch without validation)."""
+        decision = self.stopping.update(epoch, val)
+        if decision.is_best:
+            self.best = {"epoch": epoch, "score": decision.score, "val": val}
+        return decision.is_best
 
     def _log_epoch(self, row: dict, log: RunLog, val: dict | None, test: dict | None) -> None:
         cfg = self.config
@@ -739,13 +792,14 @@ class Trainer:
             "method": self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
             "best": dict(self.best),
+            "stopping": self.stopping.state_dict(),
             "history": self.history,
             "data_fingerprint": self.fingerprint,
         }
 
     def _finish(self, log: RunLog, t0: float) -> RunResult:
         cfg = self.config
-        selected_by = "val acc" if self.data.val is not None else "last epoch"
+        selected_by = self.stopping.describe() if self.data.val is not None else "last epoch"
         test = holdout = None
         if self.is_main:
             last = self.history[-1] if self.history else None
@@ -770,6 +824,8 @@ class Trainer:
                 "epochs_run": len(self.history),
                 "optimizer": self.optimizer_name,
                 "patience": self.patience,
+                "stopping": {"rule": self.stopping.id, "min_epochs": self.stopping.min_epochs,
+                             "window": getattr(self.stopping, "window", 1)},
                 "val": self.best["val"],
                 "test": test,
                 **({"holdout": holdout, "val_selection": cfg.val_selection} if holdout is not None else {}),

@@ -7,6 +7,7 @@ estimator of per-modality logits that feeds the modulator in training.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,9 +84,15 @@ def to_device(batch: Mapping, device: torch.device) -> dict:
     }
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64 (a float64 model is evaluated exactly); anything else -> float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 @torch.no_grad()
 def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
-    """Concatenated outputs on the CPU over all batches: ``logits`` (the prediction),
+    """Concatenated outputs on the CPU (float32, or float64 for a float64 model) over all batches:
+    ``logits`` (the prediction),
     ``fused_logits`` (the fusion head's own; ``logits`` unless the model blends),
     ``modality_logits`` ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without
     trainable heads), ``labels``."""
@@ -100,14 +107,14 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
             b = to_device(batch, device)
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
                 out = model(b["inputs"], lengths=b["lengths"] or None)
-            fused.append(out.logits.float().cpu())
+            fused.append(out.logits.to(_wide(out.logits.dtype)).cpu())
             own = getattr(out, "fused_logits", None)
             if own is not None:
-                fusion_head.append(own.float().cpu())
+                fusion_head.append(own.to(_wide(own.dtype)).cpu())
             for name, lg in (out.modality_logits or {}).items():
-                per_mod.setdefault(name, []).append(lg.float().cpu())
+                per_mod.setdefault(name, []).append(lg.to(_wide(lg.dtype)).cpu())
             for name, lg in (getattr(out, "head_logits", None) or {}).items():
-                heads.setdefault(name, []).append(lg.float().cpu())
+                heads.setdefault(name, []).append(lg.to(_wide(lg.dtype)).cpu())
             labels.append(b["labels"].cpu())
     finally:
         model.train(was_training)
@@ -117,6 +124,29 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
     return {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
             "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
             "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
+
+
+@torch.no_grad()
+def encoder_features(model: nn.Module, batches: Iterable[Mapping], device: torch.device
+                     ) -> tuple[dict[str, Tensor], Tensor]:
+    """``({modality: (n, D)}, labels)`` on ``device``: the encoders' outputs in eval mode
+    (``model.encode``), the mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    feats: dict[str, list[Tensor]] = {}
+    labels = []
+    try:
+        for batch in batches:
+            b = to_device(batch, device)
+            encode: Any = model.encode
+            for name, f in encode(b["inputs"], b["lengths"] or None).items():
+                feats.setdefault(name, []).append(f.float())
+            labels.append(b["labels"])
+    finally:
+        model.train(was_training)
+    if not labels:
+        raise ValueError("no samples to compute encoder features on")
+    return {n: torch.cat(v) for n, v in feats.items()}, torch.cat(labels)
 
 
 def collect_outputs(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False):

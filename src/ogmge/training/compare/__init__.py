@@ -39,6 +39,7 @@ from .execute import (
     run_state,
     train_job,
 )
+from .lock import ComparisonLock, LockedError
 from .lookups import fits_on_validation, known_methods, tie_order, tie_rank
 from .plan import (
     DEFAULT_SEEDS,
@@ -52,7 +53,7 @@ from .plan import (
     neutral_config,
     run_config,
 )
-from .runner import execute_plan, run_comparison
+from .runner import CompareInterrupted, execute_plan, run_comparison
 from .select import TIE_TOLERANCE, Verdict, select
 from .summary import (
     TIMING,
@@ -68,7 +69,7 @@ from .summary import (
 
 __all__ = [
     "DEFAULT_SEEDS", "FREE_SETTINGS", "SETTINGS", "TIE_TOLERANCE", "TIMING",
-    "CostEstimate", "Executor", "Job", "LocalExecutor", "MethodEntry", "Outcome", "Paired", "Plan", "PlannedRun",
+    "CompareInterrupted", "ComparisonLock", "CostEstimate", "Executor", "LockedError", "Job", "LocalExecutor", "MethodEntry", "Outcome", "Paired", "Plan", "PlannedRun",
     "RegimeLine", "Schedule", "Settings", "SettingsError", "Summary", "UnimodalEntry", "Verdict", "base_config",
     "default_jobs", "estimate_cost", "estimate_run_seconds", "execute_plan", "fits_on_validation", "known_methods", "mean_std",
     "neutral_config", "run_comparison", "run_config", "run_state", "select", "summarize", "summarize_runs",

@@ -153,23 +153,56 @@ class Schedule:
 
 
 def train_job(values: dict, resume: bool) -> float:
-    """Train one run (in this process or a worker); its wall seconds inside training."""
+    """Train one run (in this process or a worker); the wall seconds of its training
+    (``Trainer.fit``: epochs, evaluation, checkpoints), not of building its data and model
+    or of a worker's first imports, so that runs compare by what they compute."""
     from ..loop import train
 
     if _WORKER_DEVICE is not None:
         values = {**values, "device": _WORKER_DEVICE}
-    start = time.perf_counter()
-    train(TrainConfig.from_dict(values), resume=resume)
-    return time.perf_counter() - start
+    return float(train(TrainConfig.from_dict(values), resume=resume).seconds)
 
 
 _WORKER_DEVICE: str | None = None
+#: How often (seconds) a worker checks that the compare that started it still runs.
+PARENT_POLL_SECONDS = 1.0
+
+
+def die_with_parent() -> None:
+    """Make this process end when its parent does: ``PR_SET_PDEATHSIG`` (SIGKILL) on Linux,
+    and everywhere a daemon thread that polls the parent's pid (a re-parented worker
+    would otherwise finish its queue and then block forever)."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ogmge-parent-watch", daemon=True).start()
 
 
 def _worker_init(threads: int | None, devices) -> None:
     global _WORKER_DEVICE
+    import signal
+
     import torch
 
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the compare's to handle: it stops the workers
     from .. import loop  # noqa: F401 - imported before any run is timed
 
     if threads:
@@ -181,10 +214,13 @@ def _worker_init(threads: int | None, devices) -> None:
 class LocalExecutor:
     """Today's executor: ``jobs`` runs at once on this machine.
 
-    ``jobs=1``: one after another in this process (on ``devices[0]`` when given);
-    more: a pool of ``jobs`` spawned worker processes, ``threads`` torch threads each,
-    one CUDA device each when ``devices`` are given. ``work`` trains one job
-    (default :func:`train_job`).
+    ``jobs=1``: one after another in this process (on ``devices[0]`` when given), with
+    ``threads`` torch threads while they run; more: a pool of ``jobs`` spawned worker
+    processes, ``threads`` torch threads each, one CUDA device each when ``devices`` are
+    given. ``work`` trains one job (default :func:`train_job`). Workers end with this
+    process (:func:`die_with_parent`) and ignore SIGINT: a Ctrl-C (KeyboardInterrupt here)
+    cancels the jobs not started, stops the running ones and re-raises; finished jobs
+    have been reported.
     """
 
     def __init__(self, jobs: int = 1, *, threads: int | None = None, devices: Sequence[str] | None = None,
@@ -239,8 +275,9 @@ class LocalExecutor:
             queue = ctx.Queue()
             for d in self.devices[: self.jobs]:
                 queue.put(d)
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(self.threads, queue)) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(self.threads, queue))
+        try:
             pending: dict[Future, Job] = {}
 
             def submit() -> None:
@@ -259,6 +296,25 @@ class LocalExecutor:
                     else:
                         record(Outcome(job.key, "done", seconds=seconds))
                 submit()
+        except BaseException:
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (a pool's own exit would wait
+    for every queued job)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # the pool keeps them privately
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=10)
+        if p.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+            p.kill()
+            p.join(timeout=10)
 
 
 @contextlib.contextmanager
@@ -295,4 +351,4 @@ def default_jobs(config: TrainConfig) -> tuple[int, int | None, list[str] | None
 
 
 __all__ = ["Executor", "Job", "LocalExecutor", "Outcome", "RunState", "Schedule", "Status", "Work",
-           "default_jobs", "outcome_of_error", "run_state", "train_job"]
+           "default_jobs", "die_with_parent", "outcome_of_error", "run_state", "stop_pool", "train_job"]

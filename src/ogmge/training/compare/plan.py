@@ -20,6 +20,7 @@ import yaml
 
 from ...io_utils import atomic_write_text
 from ..config import TrainConfig
+from .lock import LOCK
 from .lookups import known_methods, modulation_of, tie_rank
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -74,15 +75,20 @@ class Settings:
     seeds: list[int]
     modalities: list[str] | None
     config: TrainConfig
+    #: the data's fingerprint (``ogmge.training.fingerprint``) when the comparison began;
+    #: None in a comparison written before it was recorded
+    data_fingerprint: dict | None = None
 
     def save(self, out: str | Path) -> Path:
         values = self.config.to_dict()
         for key in FREE_SETTINGS:  # not part of the comparison's identity
             values.pop(key, None)
-        text = yaml.safe_dump({"methods": list(self.methods), "seeds": list(self.seeds),
+        doc: dict[str, Any] = {"methods": list(self.methods), "seeds": list(self.seeds),
                                "modalities": None if self.modalities is None else list(self.modalities),
-                               "config": values}, sort_keys=False)
-        return atomic_write_text(Path(out) / SETTINGS, text)
+                               "config": values}
+        if self.data_fingerprint is not None:
+            doc["data_fingerprint"] = dict(self.data_fingerprint)
+        return atomic_write_text(Path(out) / SETTINGS, yaml.safe_dump(doc, sort_keys=False))
 
     @classmethod
     def load(cls, out: str | Path) -> Settings:
@@ -106,9 +112,12 @@ class Settings:
             seeds = [int(s) for s in stored.get("seeds") or []]
             mods = stored.get("modalities")
             modalities = [str(m) for m in mods] if mods else None
+            fingerprint = stored.get("data_fingerprint")
+            if fingerprint is not None and not isinstance(fingerprint, dict):
+                raise ValueError(f"data_fingerprint must be a mapping, got {fingerprint!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise SettingsError(f"{path} is not a comparison's settings file ({exc}); {fix}") from None
-        return cls(methods, seeds, modalities, config)
+        return cls(methods, seeds, modalities, config, fingerprint)
 
 
 @dataclass(frozen=True)
@@ -210,12 +219,37 @@ def check_seeds(seeds: Iterable[int]) -> list[int]:
     return sorted(dict.fromkeys(seeds))
 
 
+def check_out(out: Path) -> None:
+    """``out`` can hold a comparison: a directory with ``compare.yaml``, an empty one, or a
+    path where one can be created (nothing is created here)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory: choose a directory for the comparison")
+    if (out / SETTINGS).is_file():
+        return
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
+                         "into it: choose a new or empty directory")
+
+
+def make_out(out: Path) -> None:
+    """Create ``out`` (and its parents); an OSError becomes a message naming the directory."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = f"a part of the path is a file ({reason})"
+        raise ValueError(f"--out {out}: cannot write the comparison there: {reason}; choose a directory you "
+                         "can write to") from None
+
+
 def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
     """Merge with ``out``'s stored settings: methods and seeds extend; anything else must match."""
+    check_out(out)
     if not (out / SETTINGS).is_file():
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
-                             "into it: choose a new or empty directory")
         return methods, seeds
     stored = Settings.load(out)
     diffs = stored.config.differences(base, ignore=FREE_SETTINGS)
@@ -235,5 +269,6 @@ def stored_modalities(out: Path) -> list[str] | None:
 
 
 __all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
-           "Settings", "SettingsError", "base_config", "check_methods", "check_seeds", "neutral_config",
+           "Settings", "SettingsError", "base_config", "check_methods", "check_out", "check_seeds", "make_out",
+           "neutral_config",
            "reconcile", "run_config", "stored_modalities"]

@@ -15,14 +15,18 @@ from ..logs import RESULTS
 from ..results import RunResults
 from .cost import estimate_run_seconds, fmt_seconds
 from .execute import Executor, Job, LocalExecutor, Outcome, default_jobs, run_state
+from .lock import ComparisonLock
 from .lookups import known_methods
 from .plan import (
     DEFAULT_SEEDS,
+    SETTINGS,
     Plan,
     Settings,
     base_config,
     check_methods,
+    check_out,
     check_seeds,
+    make_out,
     reconcile,
     stored_modalities,
 )
@@ -70,12 +74,60 @@ def run_comparison(
     out = Path(out)
     methods_ = check_methods(known_methods() if methods is None else methods)
     seeds_ = check_seeds(seeds)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    check_out(out)
+    make_out(out)
+    with ComparisonLock(out):
+        return _run_locked(base, out, methods_, seeds_, jobs=jobs, tie_tolerance=tie_tolerance, say=say,
+                           progress=progress, executor=executor, backend=backend, address=address,
+                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+
+
+class CompareInterrupted(KeyboardInterrupt):
+    """A compare stopped by Ctrl-C; ``str()`` is the one line saying what was kept and how to go on."""
+
+
+def check_same_data(out: Path, stored: Settings | None, current: dict) -> None:
+    """Refuse to extend a comparison whose runs were trained on other data (compare.yaml's
+    fingerprint, or for an older comparison each finished run's checkpoint)."""
+    if stored is None:
+        return
+    recorded = [stored.data_fingerprint] if stored.data_fingerprint else []
+    if not recorded:  # written before compare.yaml recorded it: ask the finished runs
+        from .. import checkpoint as ckpt_mod
+
+        for path in sorted(out.glob(f"*/seed-*/{ckpt_mod.LAST}")):
+            if (path.parent / RESULTS).is_file():
+                try:
+                    fp = ckpt_mod.load_checkpoint_file(path, map_location="cpu").get("data_fingerprint")
+                except Exception:  # noqa: BLE001 - an unreadable checkpoint says nothing about the data
+                    continue
+                if fp:
+                    recorded.append(fp)
+    for fp in recorded:
+        if fp.get("kind") in (None, "custom") or fp.get("sha256") == current.get("sha256"):
+            continue
+        raise ValueError(
+            f"{out} holds a comparison trained on other data: {fp.get('source')} (sha256 "
+            f"{str(fp.get('sha256'))[:16]}...) then, {current.get('source')} (sha256 "
+            f"{str(current.get('sha256'))[:16]}...) now; its finished runs would be averaged with runs on the new "
+            f"data. Use another --out for the new data, or delete {out} to start again"
+        )
+
+
+def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[int], *, jobs: int | None,
+                tie_tolerance: float, say, progress: bool, executor: Executor | None, backend: str,
+                address: str | None, cpus_per_run: int | None, gpus_per_run: float) -> tuple[Summary, Verdict]:
+    from ..fingerprint import data_fingerprint
+
+    stored = Settings.load(out) if (out / SETTINGS).is_file() else None
     methods_, seeds_ = reconcile(out, base, methods_, seeds_)
+    fingerprint = data_fingerprint(base)
+    check_same_data(out, stored, fingerprint)
     auto_jobs, threads, devices = default_jobs(base)
     if jobs is None:
         jobs = auto_jobs
-    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if devices is not None:
         jobs = min(jobs, len(devices))
     if cpus_per_run is not None:
@@ -91,7 +143,7 @@ def run_comparison(
         estimate, modalities = estimate_run_seconds(base)
     if len(modalities) < 2:
         raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
-    Settings(methods_, seeds_, modalities, base).save(out)
+    Settings(methods_, seeds_, modalities, base, fingerprint).save(out)
     plan = Plan.build(out, base, methods_, seeds_, modalities)
     states = {r: run_state(plan.run_dir(r)) for r in plan.runs}
     todo = [r for r in plan.runs if states[r] != "done"]
@@ -102,10 +154,6 @@ def run_comparison(
     per_run = sum(known) / len(known) if known else (estimate or 0.0)
     source = "finished runs" if known else "timing a few training steps"
     parallel = min(jobs, max(len(todo), 1))
-    if parallel <= 1 and threads and cpus_per_run is None:  # runs in this process, with its threads
-        import torch
-
-        threads = torch.get_num_threads()
     total = per_run * len(todo) / parallel
     say(f"ogmge compare: {len(plan.runs)} runs ({len(methods_)} methods + {len(modalities)} modalities alone, "
         f"x {len(seeds_)} seeds {seeds_}) in {out}/: {len(plan.runs) - len(todo)} finished, "
@@ -123,8 +171,14 @@ def run_comparison(
     unavailable: dict[str, str] = {}
     if todo:
         run = executor or LocalExecutor(parallel, threads=threads, devices=devices)
-        execute_plan(plan, todo, states, run, timing=timing, failed=failed, unavailable=unavailable, say=say,
-                     progress=progress)
+        try:
+            execute_plan(plan, todo, states, run, timing=timing, failed=failed, unavailable=unavailable, say=say,
+                         progress=progress)
+        except KeyboardInterrupt:
+            kept = sum(run_state(plan.run_dir(r)) == "done" for r in plan.runs)
+            raise CompareInterrupted(
+                f"interrupted: {kept} of {len(plan.runs)} runs finished and kept in {out}; rerun the same "
+                "command to continue (interrupted runs resume from their last checkpoint)") from None
     summary = replace(summarize(out), jobs=parallel if todo else jobs, threads_per_run=threads, failed=failed,
                       unavailable=unavailable)
     return summary, select(summary, tie_tolerance)
@@ -192,4 +246,4 @@ def execute_plan(plan: Plan, todo, states, executor: Executor, *, timing: dict[s
         bar.close()
 
 
-__all__ = ["execute_plan", "run_comparison"]
+__all__ = ["CompareInterrupted", "check_same_data", "execute_plan", "run_comparison"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..logs import METRICS, RESULTS, read_jsonl
-from ..results import CROSS_FIT, RunResults
+from ..results import CROSS_FIT, ResultsError, RunResults
 from .lookups import fits_on_validation
 from .plan import PlannedRun, Settings
 
@@ -268,7 +268,17 @@ def read_results(out: Path, settings: Settings) -> dict[str, RunResults]:
     keys = [PlannedRun(m, s).key for m in settings.methods for s in settings.seeds]
     mods = settings.modalities or sorted(p.name[5:] for p in out.glob("only-*") if p.is_dir())
     keys += [PlannedRun("normal", s, modality=m).key for m in mods for s in settings.seeds]
-    return {k: RunResults.read(out / k / RESULTS) for k in keys if (out / k / RESULTS).is_file()}
+    found = {}
+    for k in keys:
+        path = out / k / RESULTS
+        if not path.is_file():
+            continue
+        try:
+            found[k] = RunResults.read(path)
+        except ResultsError as exc:
+            raise ResultsError(f"{exc}; delete {out / k} to train that run again (rerun the same command), "
+                               "or restore the file") from None
+    return found
 
 
 def summarize(out: str | Path) -> Summary:

@@ -116,40 +116,58 @@ SHARED_SPACE = (
 )
 
 
-def method_params(method: str) -> list[Param]:
-    """The options ``method`` declares with a search space that the configuration can set
-    (their ``paper_key`` or ``legacy_key`` is a TrainConfig setting)."""
-    from dataclasses import fields
+#: Prefix of a searched method option's key (``method.p``: the ``p`` of ``method: {name, p}``).
+METHOD_KEY = "method."
 
+
+def method_params(method: str) -> list[Param]:
+    """The options ``method`` declares with a search space: keyed by their flat config key
+    when they have one (``paper_key``: ``alpha``), else ``method.<option>`` (set through
+    ``method: {name: METHOD, <option>: value}``)."""
     from ogmge.methods import registry
 
-    keys = {f.name for f in fields(TrainConfig)}
     out = []
     for opt in getattr(registry.get(method), "options", ()):
         space = getattr(opt, "space", None)
-        key = next((k for k in (opt.paper_key, opt.legacy_key) if k and k in keys), None)
-        if space is None or key is None:
+        if space is None:
             continue
+        key = opt.paper_key or f"{METHOD_KEY}{opt.name}"
         out.append(Param(key, space.kind, space.low, space.high, tuple(space.choices),
                          source=f"{method}.{opt.name}"))
     return out
 
 
-def default_value(base: TrainConfig, key: str, builder: str) -> Any:
+def default_value(base: TrainConfig, key: str, builder: str, method: str = "normal") -> Any:
+    """The configuration's value of a searched setting: a method option's declared default
+    (compare's shared configuration names no method), the resolved optimiser, else the key's value."""
+    if key.startswith(METHOD_KEY):
+        from ogmge.methods import registry
+
+        name = key[len(METHOD_KEY):]
+        return next(o.default for o in registry.get(method).options if o.name == name)
     if key == "optimizer":
         return base.resolved_optimizer(builder)
     return getattr(base, key)
+
+
+def apply_params(cfg: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
+    """``cfg`` (a run's configuration, its method named) with a setting applied."""
+    flat = {k: v for k, v in params.items() if not k.startswith(METHOD_KEY)}
+    opts = {k[len(METHOD_KEY):]: v for k, v in params.items() if k.startswith(METHOD_KEY)}
+    if opts:
+        flat["method"] = {"name": cfg.resolved_method, **opts}
+    return cfg.replace(**flat) if flat else cfg
 
 
 def candidate_space(method: str, base: TrainConfig, *, builder: str, tune_shared: str = "schedule") -> list[Param]:
     """The search space of one candidate (its method's options + the shared schedule),
     each widened to hold the configuration's value."""
     params = method_params(method) + (list(SHARED_SPACE) if tune_shared == "schedule" else [])
-    return [p.widened(default_value(base, p.key, builder)) for p in params]
+    return [p.widened(default_value(base, p.key, builder, method)) for p in params]
 
 
-def default_point(space: Sequence[Param], base: TrainConfig, builder: str) -> dict[str, Any]:
-    return {p.key: default_value(base, p.key, builder) for p in space}
+def default_point(space: Sequence[Param], base: TrainConfig, builder: str, method: str = "normal") -> dict[str, Any]:
+    return {p.key: default_value(base, p.key, builder, method) for p in space}
 
 
 def space_dict(space: Sequence[Param]) -> dict[str, dict]:
@@ -337,7 +355,7 @@ class TrialRunner:
     def config(self, candidate: Candidate, params: Mapping[str, Any], selection: dict) -> TrainConfig:
         run = PlannedRun(candidate.method, self.seed, modality=candidate.modality)
         cfg = run_config(self.base, run, "unused")
-        return cfg.replace(**params, val_selection=selection, out=None, progress=False)
+        return apply_params(cfg, params).replace(val_selection=selection, out=None, progress=False)
 
     def data(self, candidate: Candidate, cfg: TrainConfig):
         """The candidate's splits without test (built once; trials never read the test split)."""
@@ -491,7 +509,7 @@ def final_runs(out: Path, base: TrainConfig, candidate: Candidate, params: Mappi
             if protocol.folds:
                 rel += f"/fold-{selection['fold']}"
             run = PlannedRun(candidate.method, seed, modality=candidate.modality)
-            cfg = run_config(base, run, out).replace(**params, val_selection=selection, out=str(out / rel),
+            cfg = apply_params(run_config(base, run, out), params).replace(val_selection=selection, out=str(out / rel),
                                                      name=f"{candidate.label} seed {seed}" + (f" fold {selection['fold']}" if protocol.folds else ""))
             runs.append((rel, cfg))
     return runs
@@ -593,7 +611,7 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
                               "val_samples": val_n, "candidates": {}}
     for cand in candidates:
         space = candidate_space(cand.method, base, builder=builder, tune_shared=tune_shared)
-        point = default_point(space, base, builder)
+        point = default_point(space, base, builder, cand.method)
         t0 = time.perf_counter()
         if space:
             study = open_study(url, f"{cand.name}", space=space, protocol=protocol,
