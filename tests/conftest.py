@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
@@ -21,3 +23,15 @@ def _one_thread_and_seed():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Whatever a test sets in ``os.environ`` (the CLI's ``--plugin`` passes its modules on
+    to worker processes through ``$OGMGE_PLUGINS``) ends with the test: later tests' child
+    processes must not try to import another test's plug-in."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)

@@ -131,6 +131,9 @@ class AGM(BalancingMethod):
     min_modalities = 2
     max_modalities = MAX_MODALITIES
     tie_rank = 11.0
+    ddp = "refused"
+    ddp_reason = ("its running scores are means over each rank's own batches, so the ranks' states (and "
+                  "coefficients) would drift apart; all-reducing the scores is not implemented yet")
     needs_features = True
 
     @classmethod
