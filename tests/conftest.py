@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -35,3 +36,9 @@ def _environment_restored():
     if dict(os.environ) != before:
         os.environ.clear()
         os.environ.update(before)
+    # the CLI's log handler writes to the stderr of the test that ran the CLI (pytest's
+    # capture, closed after it): removed, so that later tests' log lines do not fail on it
+    logger = logging.getLogger("ogmge.training")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_ogmge_cli", False):
+            logger.removeHandler(handler)
