@@ -37,12 +37,13 @@ _OGM_SRC = "GeWu-Lab/OGM-GE_CVPR2022 main.py"
 def _ogm_options() -> tuple[Option, ...]:
     return (
         Option("alpha", float, 0.8, "strength of the modulation, k = 1 - tanh(alpha * rho) (Eq. 10)",
-               low=0.0, low_open=True, source=f"{_OGM_SRC}:35 (required there); 0.8 as in DESIGN §4's CREMA-D run",
-               space=Space.log_uniform(0.05, 2.0), paper_key="alpha"),
+               low=0.0, low_open=True, source=f"{_OGM_SRC}:43 (required there, no default); 0.8 the README's CREMA-D value "
+               "(0.1 for VGGSound)",
+               space=Space.log_uniform(0.05, 3.0), paper_key="alpha"),
         Option("start_epoch", int, 0, "first modulated epoch (0-based, inclusive)", low=0,
-               source=f"{_OGM_SRC}:33", paper_key="modulation_starts"),
+               source=f"{_OGM_SRC}:41", paper_key="modulation_starts"),
         Option("end_epoch", int, 50, "last modulated epoch (0-based, inclusive; null: no end)", low=0,
-               allow_none=True, source=f"{_OGM_SRC}:34", paper_key="modulation_ends"),
+               allow_none=True, source=f"{_OGM_SRC}:42", paper_key="modulation_ends"),
         Option("select", str, "auto", "which encoder gradients are modulated (auto: conv kernels, else weights)",
                choices=tuple(SELECTIONS), source=f"{_OGM_SRC} (4-D gradients only)",
                paper_key="modulate_params"),
