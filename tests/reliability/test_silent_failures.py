@@ -236,3 +236,22 @@ def test_equal_scores_give_ratio_one_exactly(n):
     mod = OGMGE({f"m{i}": nn.Linear(2, 2) for i in range(n)}, mode="OGM", alpha=0.8, select="weights")
     _, coeffs = mod.coefficients_from_scores({f"m{i}": torch.tensor(12.345678) for i in range(n)})
     assert all(k.item() == 1.0 for k in coeffs.values())
+
+
+def test_a_gradient_whose_square_overflows_is_skipped_not_fed_to_adam(tmp_path, monkeypatch):
+    """MMPareto's scale at 1e30: every gradient is finite, but Adam's g**2 overflows to inf and
+    the encoders silently stop learning. Such a step is skipped like a non-finite one, and a run
+    of them stops naming the parameter and the cause; no inf reaches the optimizer state."""
+    from ogmge.training import loop
+
+    assert loop.overflow_limit(torch.float32) == pytest.approx(1.8446743e19, rel=1e-6)
+    data = tiny_npz(tmp_path / "d.npz")
+    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_SKIPS", 4)
+    values = tiny_values(data, tmp_path / "run", epochs=3, val_fraction=0.0, modulation="Normal", optimizer="adam",
+                         method={"name": "mmpareto", "scale": 1e30}, lr=1e-3)
+    with pytest.raises(ValueError, match=r"consecutive steps .*gradient of encoders\..* overflows torch\.float32"):
+        train(TrainConfig.from_dict(values))
+    ck = load_checkpoint_file(tmp_path / "run" / "last.pt") if (tmp_path / "run" / "last.pt").exists() else None
+    if ck is not None:
+        for state in ck["optimizer"]["state"].values():
+            assert all(torch.isfinite(t).all() for t in state.values() if torch.is_tensor(t) and t.is_floating_point())

@@ -35,6 +35,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     for action in p._actions:  # set per run by compare: refused with a message, not listed
         if action.dest in PER_RUN_FLAGS:
             action.help = argparse.SUPPRESS
+        elif action.dest == "method_opt":  # per method in a comparison
+            action.metavar = "METHOD.KEY=VALUE"
+            action.help = ("an option of one compared method, e.g. ogm_ge.alpha=0.3 (repeatable; 'ogmge methods "
+                           "NAME' lists them; with --tune the option is fixed and the others searched)")
     c = p.add_argument_group("comparison")
     c.add_argument("--methods", metavar="A,B",
                    help=f"balancing methods to compare (default: all of {','.join(METHODS)}); normal and each "
@@ -101,7 +105,7 @@ def run(args) -> int:
     from ogmge.training.compare import CompareInterrupted
 
     from .compare_report import compare
-    from .config_cli import config_from_args
+    from .config_cli import config_from_args, load_plugins, parse_compare_method_opts
 
     for flag, instead in PER_RUN_FLAGS.items():
         if getattr(args, flag, None) is not None:
@@ -109,6 +113,9 @@ def run(args) -> int:
             raise ValueError(f"--{flag} is set per run by ogmge compare{hint}")
     out = args.out
     args.out = None  # the comparison's directory, not a run directory
+    load_plugins(args)
+    method_options = parse_compare_method_opts(getattr(args, "method_opt", None) or [])
+    args.method_opt = []  # per method here, not the one run's --method-opt of train
     config = config_from_args(args)
     out = Path(out) if out else default_out(config)
     try:
@@ -125,6 +132,7 @@ def run(args) -> int:
             tie_tolerance=args.tie_tolerance / 100.0,
             progress=config.progress,
             tune=args.tune,
+            method_options=method_options or None,
             **({"tune_shared": args.tune_shared, "cv": args.cv, "storage": args.storage, "pruner": args.pruner}
                if args.tune is not None else {}),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,27 @@ def summary_document(summary: Summary, verdict: Verdict) -> dict[str, Any]:
         "threads_per_run": summary.threads_per_run,
         "failed": summary.failed,
         "unavailable": summary.unavailable,
+        "schedule": summary.schedule,
+        "method_options": summary.method_options,
     }
     return to_plain(doc)
+
+
+def schedule_text(doc: dict) -> str:
+    """One paragraph: the shared schedule, and which method options differ from their defaults."""
+    sch = doc.get("schedule") or {}
+    parts = [f"{k.replace('_', ' ')} {sch[k]}" for k in ("optimizer", "lr", "weight_decay", "batch_size", "epochs",
+                                                          "patience", "stopping") if k in sch]
+    text = ("Every run trains with the same schedule (" + ", ".join(parts) + "); where a method's authors "
+            "published another schedule (epochs, learning rate, optimizer), compare keeps the shared one so that "
+            "methods differ only in what they are. ") if parts else ""
+    opts = doc.get("method_options") or {}
+    if opts:
+        given = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in opts.items())
+        text += f"Method options set for this comparison: {given}; every other option at its declared default."
+    else:
+        text += "Each method runs at its declared defaults (`ogmge methods NAME` lists them with their sources)."
+    return text
 
 
 def table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
@@ -175,7 +194,7 @@ def summary_markdown(doc: dict) -> str:
              "over seeds. The **validation** column selects (cross-fitted for methods that fit on validation); "
              "test columns report the epoch the validation split chose; Δ are paired per seed on test accuracy; "
              "'inside' is each modality's accuracy inside the joint model (its per-modality logits). "
-             "`*` marks the selected method.", "",
+             "`*` marks the selected method.", "", schedule_text(doc), "",
              f"**Verdict:** {doc['verdict']}", "", "**Regime:**", ""]
     lines += [f"- {r}" for r in doc["regime"]] + [""]
     lines.append("| " + " | ".join(header) + " |")
@@ -226,6 +245,7 @@ def compare(
     address: str | None = None,
     cpus_per_run: int | None = None,
     gpus_per_run: float = 0,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> dict:
     """Train ``methods`` x ``seeds`` and each modality alone on ``config``'s data, write
@@ -240,6 +260,9 @@ def compare(
     as a Ray task on the cluster at ``address`` (None: a local Ray runtime; ``pip install
     "ogmge[ray]"``) with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each;
     ``cpus_per_run`` also sets the local backend's torch threads per run.
+    ``method_options``: ``{method: {option: value}}`` for that method's runs (each
+    checked against the method's declared options; ``--method-opt METHOD.KEY=VALUE``);
+    under ``tune`` those options are fixed and the others searched.
     ``tune=TRIALS``: every candidate tuned with Optuna on validation half A and compared
     on half B
     (``tune_shared``: ``"schedule"`` or ``"none"``; ``cv``: folds, 0 for halves, None: by
@@ -267,13 +290,14 @@ def compare(
             executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
         return run_tuned(config, out=out, methods=methods, seeds=seeds, trials=tune, tune_shared=tune_shared, cv=cv,
                          storage=storage, pruner=pruner, tie_tolerance=tie_tolerance, jobs=jobs, executor=executor,
-                         echo=echo, **settings)
+                         echo=echo, method_options=method_options, **settings)
     if (Path(out) / "tune.yaml").is_file():
         raise ValueError(f"{out} holds a tuned comparison (tune.yaml): rerun it with --tune, or use another --out")
     summary, verdict = run_comparison(config, out=out, methods=methods, seeds=seeds, jobs=jobs,
                                       tie_tolerance=tie_tolerance, echo=echo, progress=progress,
                                       executor=executor, backend=backend, address=address,
-                                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, **settings)
+                                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                                      method_options=method_options, **settings)
     doc = summary_document(summary, verdict)
     write_summary(out, doc)
     return doc
@@ -288,4 +312,4 @@ def report_of(out: str | Path, tie_tolerance: float = TIE_TOLERANCE) -> dict:
 
 
 __all__ = ["SUMMARY_JSON", "SUMMARY_MD", "compare", "format_table", "load_summary", "regime_text", "report_of",
-           "summary_document", "summary_markdown", "table_rows", "verdict_text", "write_summary"]
+           "schedule_text", "summary_document", "summary_markdown", "table_rows", "verdict_text", "write_summary"]

@@ -179,6 +179,25 @@ def parse_method_opts(items: list[str], method_name: str | None) -> dict:
     return out
 
 
+def parse_compare_method_opts(items: list[str]) -> dict[str, dict]:
+    """``compare``'s ``--method-opt METHOD.KEY=VALUE`` items as ``{method: {key: value}}``,
+    each value parsed by the option's declared type (errors name the method, the option
+    and the value)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, option = key.strip().partition(".")
+        if not sep or not dot or not method or not option:
+            raise ValueError(f"compare takes --method-opt METHOD.KEY=VALUE (e.g. ogm_ge.alpha=0.3), got {item!r}")
+        cls = method_registry.get(method)
+        declared = {o.name: o for o in cls.options}
+        if option not in declared:
+            raise ValueError(f"method {cls.name} has no option {option!r} (its options: "
+                             f"{', '.join(declared) or 'none'})")
+        out.setdefault(method, {})[option] = declared[option].parse(value.strip(), owner=cls.name)
+    return out
+
+
 def parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:

@@ -131,6 +131,12 @@ class RunResult:
     holdout_metrics: dict | None = None
 
 
+def overflow_limit(dtype: torch.dtype) -> float:
+    """The largest |g| whose square is finite in ``dtype`` (a larger gradient would turn
+    Adam's second moment into inf and silently stop that parameter)."""
+    return float(torch.finfo(dtype).max) ** 0.5 if dtype.is_floating_point else float("inf")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -617,7 +623,10 @@ class Trainer:
         for g in grads:
             by_device.setdefault(g.device, []).append(g)
         for gs in by_device.values():  # max |g| is finite iff every entry is (no overflow, unlike a norm)
-            ok = ok & torch.stack(torch._foreach_norm(gs, float("inf"))).isfinite().all().to(ok.device)
+            peak = torch.stack([n.float() for n in torch._foreach_norm(gs, float("inf"))])
+            limits = torch.tensor([overflow_limit(g.dtype) for g in gs], device=peak.device)
+            # finite, and small enough that g**2 (Adam's second moment) does not overflow either
+            ok = ok & (peak <= limits).all().to(ok.device)
         if self.ctx.enabled:  # every rank takes the same decision
             flag = ok.to(torch.int32)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
@@ -650,6 +659,13 @@ class Trainer:
         for name, p in self.model.named_parameters():
             if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                 return f"gradient of {name}"
+        for name, p in self.model.named_parameters():
+            if p.grad is not None:
+                peak = float(p.grad.detach().abs().max())
+                if peak > overflow_limit(p.grad.dtype):
+                    return (f"gradient of {name} (|g| up to {peak:.3g}: its square overflows {p.grad.dtype}, "
+                            "the optimizer's second moment would become inf; a method option or loss weight "
+                            "that large is the likely cause)")
         return "gradient (on another rank)"
 
     def _optimizer_step(self, skip_reason: str | None) -> None:

@@ -11,7 +11,7 @@ the run, with the reason, when one of them fails. ``compare.yaml``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ class PlannedRun:
     seed: int
     modality: str | None = None
     needs: tuple[str, ...] = ()
+    #: the method's options set for this comparison (``--method-opt METHOD.KEY=VALUE``), as
+    #: ``((key, value), ...)``; empty: the method's declared defaults
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def group(self) -> str:
@@ -78,6 +81,8 @@ class Settings:
     #: the data's fingerprint (``ogmge.training.fingerprint``) when the comparison began;
     #: None in a comparison written before it was recorded
     data_fingerprint: dict | None = None
+    #: ``{method: {option: value}}`` set for the comparison (``--method-opt METHOD.KEY=VALUE``)
+    method_options: dict | None = None
 
     def save(self, out: str | Path) -> Path:
         values = self.config.to_dict()
@@ -88,6 +93,8 @@ class Settings:
                                "config": values}
         if self.data_fingerprint is not None:
             doc["data_fingerprint"] = dict(self.data_fingerprint)
+        if self.method_options:
+            doc["method_options"] = {m: dict(o) for m, o in self.method_options.items()}
         return atomic_write_text(Path(out) / SETTINGS, yaml.safe_dump(doc, sort_keys=False))
 
     @classmethod
@@ -115,9 +122,10 @@ class Settings:
             fingerprint = stored.get("data_fingerprint")
             if fingerprint is not None and not isinstance(fingerprint, dict):
                 raise ValueError(f"data_fingerprint must be a mapping, got {fingerprint!r}")
+            options = check_method_options(stored.get("method_options") or {}, methods)
         except (KeyError, TypeError, ValueError) as exc:
             raise SettingsError(f"{path} is not a comparison's settings file ({exc}); {fix}") from None
-        return cls(methods, seeds, modalities, config, fingerprint)
+        return cls(methods, seeds, modalities, config, fingerprint, options)
 
 
 @dataclass(frozen=True)
@@ -137,9 +145,11 @@ class Plan:
 
     @classmethod
     def build(cls, out: str | Path, base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
-              modalities: Sequence[str]) -> Plan:
-        """Every method x seed, then each modality alone x seed (method ``normal``)."""
-        runs = [PlannedRun(m, s) for s in seeds for m in methods]
+              modalities: Sequence[str], method_options: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+        """Every method x seed, then each modality alone x seed (method ``normal``);
+        ``method_options``: ``{method: {option: value}}`` its runs use."""
+        opts = method_options or {}
+        runs = [PlannedRun(m, s, options=tuple(sorted(opts.get(m, {}).items()))) for s in seeds for m in methods]
         runs += [PlannedRun("normal", s, modality=m) for s in seeds for m in modalities]
         return cls(Path(out), base, tuple(methods), tuple(seeds), tuple(modalities), tuple(runs))
 
@@ -165,7 +175,7 @@ def run_config(base: TrainConfig, run: PlannedRun, out: str | Path) -> TrainConf
     """The configuration of one run of the comparison in ``out``."""
     modulation, opm = modulation_of(run.method)
     changes: dict[str, Any] = {
-        "method": run.method, "modulation": modulation, "opm": opm, "seed": run.seed,
+        "method": {"name": run.method, **dict(run.options)} if run.options else run.method, "modulation": modulation, "opm": opm, "seed": run.seed,
         "out": str(Path(out) / run.rel), "name": f"{run.label} seed {run.seed}", "progress": False,
     }
     if run.modality is not None:
@@ -209,6 +219,31 @@ def check_methods(methods: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(out), key=tie_rank)
 
 
+def check_method_options(method_options: Mapping[str, Mapping[str, Any]] | None,
+                         methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{method: {option: value}}`` validated by each method's declared options (an unknown
+    option or a bad value names both); every method named must be one of ``methods``."""
+    if not method_options:
+        return {}
+    if not isinstance(method_options, Mapping):
+        raise ValueError(f"method_options must map a method to {{option: value}}, got {method_options!r}")
+    from ...methods import registry
+
+    compared = set(methods)
+    out: dict[str, dict[str, Any]] = {}
+    for name, given in method_options.items():
+        if name not in compared:
+            raise ValueError(f"method options for {name!r}, which is not compared (methods: "
+                             f"{', '.join(sorted(compared))}); add it to --methods")
+        if not isinstance(given, Mapping):
+            raise ValueError(f"method options of {name} must be a mapping of option to value, got {given!r}")
+        cls = registry.get(name)
+        cls.resolve_options(given)  # names the option and the value it refuses
+        declared = {o.name: o for o in cls.options}
+        out[str(name)] = {str(k): declared[k].validate(v, owner=name) for k, v in given.items()}
+    return out
+
+
 def check_seeds(seeds: Iterable[int]) -> list[int]:
     seeds = list(seeds)
     if not seeds:
@@ -246,12 +281,22 @@ def make_out(out: Path) -> None:
                          "can write to") from None
 
 
-def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
-    """Merge with ``out``'s stored settings: methods and seeds extend; anything else must match."""
+def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int],
+              method_options: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[str], list[int]]:
+    """Merge with ``out``'s stored settings: methods and seeds extend; anything else (the
+    shared configuration, a method's options) must match."""
     check_out(out)
     if not (out / SETTINGS).is_file():
         return methods, seeds
     stored = Settings.load(out)
+    before, now = stored.method_options or {}, dict(method_options or {})
+    changed = sorted(m for m in set(before) | set(now) if before.get(m, {}) != now.get(m, {}))
+    if changed:
+        detail = "; ".join(f"{m}: {before.get(m, {})!r} there, {now.get(m, {})!r} now" for m in changed)
+        raise ValueError(
+            f"{out} holds a comparison whose methods ran with other options ({detail}); give the same "
+            f"--method-opt as when it began, or use another --out (or delete {out} to start again)"
+        )
     diffs = stored.config.differences(base, ignore=FREE_SETTINGS)
     if diffs:
         detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
@@ -269,6 +314,6 @@ def stored_modalities(out: Path) -> list[str] | None:
 
 
 __all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
-           "Settings", "SettingsError", "base_config", "check_methods", "check_out", "check_seeds", "make_out",
+           "Settings", "SettingsError", "base_config", "check_method_options", "check_methods", "check_out", "check_seeds", "make_out",
            "neutral_config",
            "reconcile", "run_config", "stored_modalities"]

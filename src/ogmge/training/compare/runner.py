@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from .plan import (
     Plan,
     Settings,
     base_config,
+    check_method_options,
     check_methods,
     check_out,
     check_seeds,
@@ -53,6 +54,7 @@ def run_comparison(
     address: str | None = None,
     cpus_per_run: int | None = None,
     gpus_per_run: float = 0,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> tuple[Summary, Verdict]:
     """Train what ``out`` lacks of ``methods`` x ``seeds`` and each modality alone; return the
@@ -61,8 +63,8 @@ def run_comparison(
     ``ogmge.compare`` writes them). ``executor``: how runs execute (default
     :class:`LocalExecutor` with ``jobs`` runs at once, or ``backend="ray"``: a
     :class:`~.ray_executor.RayExecutor` on the cluster at ``address``); ``cpus_per_run``:
-    torch threads (and, under Ray, CPUs) per run in either backend; arguments as
-    ``ogmge.compare``.
+    torch threads (and, under Ray, CPUs) per run in either backend; ``method_options``:
+    ``{method: {option: value}}`` for that method's runs; arguments as ``ogmge.compare``.
     """
     say = echo or (lambda _msg: None)
     check_backend(backend, cpus_per_run, gpus_per_run)
@@ -74,12 +76,13 @@ def run_comparison(
     out = Path(out)
     methods_ = check_methods(known_methods() if methods is None else methods)
     seeds_ = check_seeds(seeds)
+    options_ = check_method_options(method_options, methods_)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     check_out(out)
     make_out(out)
     with ComparisonLock(out):
-        return _run_locked(base, out, methods_, seeds_, jobs=jobs, tie_tolerance=tie_tolerance, say=say,
+        return _run_locked(base, out, methods_, seeds_, options_, jobs=jobs, tie_tolerance=tie_tolerance, say=say,
                            progress=progress, executor=executor, backend=backend, address=address,
                            cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
 
@@ -116,13 +119,14 @@ def check_same_data(out: Path, stored: Settings | None, current: dict) -> None:
         )
 
 
-def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[int], *, jobs: int | None,
+def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[int],
+                options_: dict[str, dict[str, Any]], *, jobs: int | None,
                 tie_tolerance: float, say, progress: bool, executor: Executor | None, backend: str,
                 address: str | None, cpus_per_run: int | None, gpus_per_run: float) -> tuple[Summary, Verdict]:
     from ..fingerprint import data_fingerprint
 
     stored = Settings.load(out) if (out / SETTINGS).is_file() else None
-    methods_, seeds_ = reconcile(out, base, methods_, seeds_)
+    methods_, seeds_ = reconcile(out, base, methods_, seeds_, options_)
     fingerprint = data_fingerprint(base)
     check_same_data(out, stored, fingerprint)
     auto_jobs, threads, devices = default_jobs(base)
@@ -143,8 +147,8 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
         estimate, modalities = estimate_run_seconds(base)
     if len(modalities) < 2:
         raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
-    Settings(methods_, seeds_, modalities, base, fingerprint).save(out)
-    plan = Plan.build(out, base, methods_, seeds_, modalities)
+    Settings(methods_, seeds_, modalities, base, fingerprint, options_).save(out)
+    plan = Plan.build(out, base, methods_, seeds_, modalities, options_)
     states = {r: run_state(plan.run_dir(r)) for r in plan.runs}
     todo = [r for r in plan.runs if states[r] != "done"]
     timing = read_timing(out)

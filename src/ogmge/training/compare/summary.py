@@ -123,6 +123,11 @@ class Summary:
     threads_per_run: int | None = None
     failed: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: the shared schedule every run trained with (optimizer, lr, weight decay, batch size,
+    #: epochs, early stopping): compare never switches to a method's own published schedule
+    schedule: dict[str, Any] = field(default_factory=dict)
+    #: ``{method: {option: value}}`` set for the comparison; other options at their defaults
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def complete(self, method: str) -> bool:
         """Whether ``method`` finished every seed."""
@@ -237,7 +242,18 @@ def summarize_runs(settings: Settings, results: Mapping[str, RunResults], second
         val_samples=min(val_sizes) if val_sizes else None, best_unimodal=best_uni,
         best_unimodal_val=uni_val.get(best_uni) if best_uni else None,
         regime=regime_lines(methods, unimodal, num_classes),
+        schedule=shared_schedule(settings.config),
+        method_options={m: dict(o) for m, o in (settings.method_options or {}).items()},
     )
+
+
+#: The settings of the shared schedule (``Summary.schedule``).
+SCHEDULE_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "patience", "stopping")
+
+
+def shared_schedule(config) -> dict[str, Any]:
+    """The schedule every run of a comparison shares (``SCHEDULE_KEYS`` of its configuration)."""
+    return {k: getattr(config, k, None) for k in SCHEDULE_KEYS}
 
 
 def _fields(entry) -> dict[str, Any]:

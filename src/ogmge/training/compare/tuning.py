@@ -155,14 +155,17 @@ def apply_params(cfg: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
     flat = {k: v for k, v in params.items() if not k.startswith(METHOD_KEY)}
     opts = {k[len(METHOD_KEY):]: v for k, v in params.items() if k.startswith(METHOD_KEY)}
     if opts:
-        flat["method"] = {"name": cfg.resolved_method, **opts}
+        fixed = dict(cfg.method) if isinstance(cfg.method, Mapping) else {}
+        flat["method"] = {**fixed, "name": cfg.resolved_method, **opts}
     return cfg.replace(**flat) if flat else cfg
 
 
-def candidate_space(method: str, base: TrainConfig, *, builder: str, tune_shared: str = "schedule") -> list[Param]:
-    """The search space of one candidate (its method's options + the shared schedule),
-    each widened to hold the configuration's value."""
-    params = method_params(method) + (list(SHARED_SPACE) if tune_shared == "schedule" else [])
+def candidate_space(method: str, base: TrainConfig, *, builder: str, tune_shared: str = "schedule",
+                    fixed: Sequence[str] = ()) -> list[Param]:
+    """The search space of one candidate (its method's options, less those in ``fixed``,
+    + the shared schedule), each widened to hold the configuration's value."""
+    params = [p for p in method_params(method) if p.source.split(".", 1)[-1] not in set(fixed)]
+    params += list(SHARED_SPACE) if tune_shared == "schedule" else []
     return [p.widened(default_value(base, p.key, builder, method)) for p in params]
 
 
@@ -327,10 +330,15 @@ class Candidate:
 
     method: str
     modality: str | None = None
+    #: options the user fixed (``--method-opt METHOD.KEY=VALUE``): not searched
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
         return f"only-{self.modality}" if self.modality else self.method
+
+    def planned(self, seed: int) -> PlannedRun:
+        return PlannedRun(self.method, seed, modality=self.modality, options=self.options)
 
     @property
     def label(self) -> str:
@@ -353,8 +361,7 @@ class TrialRunner:
         self._data: dict[str, Any] = {}
 
     def config(self, candidate: Candidate, params: Mapping[str, Any], selection: dict) -> TrainConfig:
-        run = PlannedRun(candidate.method, self.seed, modality=candidate.modality)
-        cfg = run_config(self.base, run, "unused")
+        cfg = run_config(self.base, candidate.planned(self.seed), "unused")
         return apply_params(cfg, params).replace(val_selection=selection, out=None, progress=False)
 
     def data(self, candidate: Candidate, cfg: TrainConfig):
@@ -508,8 +515,7 @@ def final_runs(out: Path, base: TrainConfig, candidate: Candidate, params: Mappi
             rel = f"{prefix}{candidate.name}/seed-{seed}"
             if protocol.folds:
                 rel += f"/fold-{selection['fold']}"
-            run = PlannedRun(candidate.method, seed, modality=candidate.modality)
-            cfg = apply_params(run_config(base, run, out), params).replace(val_selection=selection, out=str(out / rel),
+            cfg = apply_params(run_config(base, candidate.planned(seed), out), params).replace(val_selection=selection, out=str(out / rel),
                                                      name=f"{candidate.label} seed {seed}" + (f" fold {selection['fold']}" if protocol.folds else ""))
             runs.append((rel, cfg))
     return runs
@@ -581,7 +587,8 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
                     seeds: Sequence[int], trials: int, tune_shared: str = "schedule", cv: int | None = None,
                     storage: str | None = None, pruner: str = "median", tune_seed: int = 0,
                     tie_tolerance: float = 0.005, jobs: int | None = None, executor=None,
-                    runner=None, say: Callable[[str], None] = print) -> dict:
+                    runner=None, say: Callable[[str], None] = print,
+                    method_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
     """Tune every candidate, run each chosen setting and each default for every seed, score
     them on half B, and return the tuned summary (also written to ``out/tuning.json``)."""
     from ..data import build_datasets
@@ -598,7 +605,9 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
     protocol = Protocol(seed=component_seed(tune_seed, "val-halves") % 2**31, folds=choose_folds(cv, val_n))
     builder = default_builder(first, data.modalities)
     url = storage or f"sqlite:///{(out / DEFAULT_DB).resolve()}"
-    candidates = [Candidate(m) for m in methods] + [Candidate("normal", m) for m in modalities]
+    fixed = method_options or {}
+    candidates = ([Candidate(m, options=tuple(sorted(fixed.get(m, {}).items()))) for m in methods]
+                  + [Candidate("normal", m) for m in modalities])
     runner = runner or TrialRunner(base, seeds[0], protocol)
     if executor is None:
         auto, threads, devices = default_jobs(base)
@@ -610,7 +619,8 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
                               "pruner": pruner, "storage": "default" if storage is None else "url",
                               "val_samples": val_n, "candidates": {}}
     for cand in candidates:
-        space = candidate_space(cand.method, base, builder=builder, tune_shared=tune_shared)
+        space = candidate_space(cand.method, base, builder=builder, tune_shared=tune_shared,
+                                fixed=[k for k, _ in cand.options])
         point = default_point(space, base, builder, cand.method)
         t0 = time.perf_counter()
         if space:
@@ -753,18 +763,23 @@ TUNE_SETTINGS = "tune.yaml"
 def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
               trials: int, tune_shared: str = "schedule", cv: int | None = None, storage: str | None = None,
               pruner: str = "median", tune_seed: int = 0, tie_tolerance: float = 0.005, jobs: int | None = None,
-              executor=None, runner=None, echo: Callable[[str], None] | None = print, **settings: Any) -> dict:
+              executor=None, runner=None, echo: Callable[[str], None] | None = print,
+              method_options: Mapping[str, Mapping[str, Any]] | None = None, **settings: Any) -> dict:
     """``ogmge.compare(..., tune=TRIALS)``: settings checked and stored (``compare.yaml`` and
     ``tune.yaml``: a rerun may add methods, seeds and trials; anything else must match),
     then :func:`tune_comparison`."""
     import yaml
 
+    from .lock import ComparisonLock
     from .lookups import known_methods
     from .plan import (
         Settings,
         base_config,
+        check_method_options,
         check_methods,
+        check_out,
         check_seeds,
+        make_out,
         reconcile,
         stored_modalities,
     )
@@ -778,36 +793,41 @@ def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, 
         raise ValueError(f"{out} holds an untuned comparison; a tuned one needs its own --out")
     methods_ = check_methods(known_methods() if methods is None else methods)
     seeds_ = check_seeds(seeds)
-    methods_, seeds_ = reconcile(out, base, methods_, seeds_)
-    wanted = {"tune_shared": tune_shared, "cv": cv, "pruner": pruner, "tune_seed": tune_seed,
-              "storage": storage}
-    path = out / TUNE_SETTINGS
-    if path.is_file():
-        stored = yaml.safe_load(path.read_text()) or {}
-        diffs = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
-        if diffs:
-            detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
-            raise ValueError(f"{out} holds a tuned comparison with other tuning settings ({detail}); only "
-                             "--methods, --seeds and a larger --tune may change. Use another --out")
-    modalities = stored_modalities(out)
-    if modalities is None:
-        from ..data import build_datasets
+    check_out(out)
+    make_out(out)
+    with ComparisonLock(out):  # one compare at a time in a directory, tuned or not
+        options_ = check_method_options(method_options, methods_)
+        methods_, seeds_ = reconcile(out, base, methods_, seeds_, options_)
+        wanted = {"tune_shared": tune_shared, "cv": cv, "pruner": pruner, "tune_seed": tune_seed,
+                  "storage": storage}
+        path = out / TUNE_SETTINGS
+        if path.is_file():
+            stored = yaml.safe_load(path.read_text()) or {}
+            diffs = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+            if diffs:
+                detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
+                raise ValueError(f"{out} holds a tuned comparison with other tuning settings ({detail}); only "
+                                 "--methods, --seeds and a larger --tune may change. Use another --out")
+        modalities = stored_modalities(out)
+        if modalities is None:
+            from ..data import build_datasets
 
-        modalities = list(build_datasets(run_config(base, PlannedRun("normal", seeds_[0]), out)).modalities)
-    if len(modalities) < 2:
-        raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
-    Settings(methods_, seeds_, modalities, base).save(out)
-    from ...io_utils import atomic_write_text
+            modalities = list(build_datasets(run_config(base, PlannedRun("normal", seeds_[0]), out)).modalities)
+        if len(modalities) < 2:
+            raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
+        Settings(methods_, seeds_, modalities, base, method_options=options_).save(out)
+        from ...io_utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(wanted, sort_keys=False))
-    report = tune_comparison(base, out, methods=methods_, modalities=modalities, seeds=seeds_, trials=trials,
-                             tune_shared=tune_shared, cv=cv, storage=storage, pruner=pruner, tune_seed=tune_seed,
-                             tie_tolerance=tie_tolerance, jobs=jobs, executor=executor, runner=runner, say=say)
-    report["data"] = base.data or base.dataset
-    report["tuned"] = True
-    atomic_write_text(out / "summary.json", json.dumps(_clean(report), indent=2) + "\n")
-    atomic_write_text(out / "summary.md", tuned_markdown(report, str(report["data"])))
-    return report
+        atomic_write_text(path, yaml.safe_dump(wanted, sort_keys=False))
+        report = tune_comparison(base, out, methods=methods_, modalities=modalities, seeds=seeds_, trials=trials,
+                                 tune_shared=tune_shared, cv=cv, storage=storage, pruner=pruner, tune_seed=tune_seed,
+                                 tie_tolerance=tie_tolerance, jobs=jobs, executor=executor, runner=runner, say=say,
+                                 method_options=options_)
+        report["data"] = base.data or base.dataset
+        report["tuned"] = True
+        atomic_write_text(out / "summary.json", json.dumps(_clean(report), indent=2) + "\n")
+        atomic_write_text(out / "summary.md", tuned_markdown(report, str(report["data"])))
+        return report
 
 
 __all__ = ["CV_BELOW", "DEFAULT_FOLDS", "PRUNERS", "SHARED_SPACE", "Candidate", "Param", "Protocol", "Pruned",
