@@ -23,6 +23,7 @@ from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
 from .mmcosine import CosineHead, MMCosine, cosine_logits
+from .midas import MIDAS, midas_mixed_loss, swap_weights, update_alpha
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
 from .normal import Normal
@@ -49,6 +50,10 @@ __all__ = [
     "AnchoredFusion",
     "InfoReg",
     "MASAM",
+    "MIDAS",
+    "midas_mixed_loss",
+    "swap_weights",
+    "update_alpha",
     "CosineHead",
     "MMCosine",
     "PMR",
