@@ -22,8 +22,8 @@ from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
-from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .midas import MIDAS, midas_mixed_loss, swap_weights, update_alpha
+from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
 from .normal import Normal
