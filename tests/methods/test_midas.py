@@ -68,6 +68,11 @@ def test_alpha_rule(alpha, uni, mm, expected):
     assert update_alpha(alpha, uni, mm, 0.05) == pytest.approx(expected, abs=1e-12)
 
 
+def test_alpha_cap_when_given():
+    assert update_alpha(9.98, 2.0, 3.0, 0.05, cap=10.0) == 10.0
+    assert update_alpha(1.0, 2.0, 1.0, 0.05, cap=10.0) == 1.0
+
+
 @pytest.mark.parametrize(("epochs", "warmup"), [(70, 10), (30, 4), (12, 2), (2, 0), (0, 0), (None, 10)])
 def test_default_warmup_scales_the_authors_10_of_70(epochs, warmup):
     assert default_warmup(epochs) == warmup
@@ -133,7 +138,8 @@ def test_needs_head_logits_and_features():
         md.loss(out.logits, y, head_logits=out.head_logits)
 
 
-@pytest.mark.parametrize(("key", "value"), [("warmup", -1), ("eta", 0.0), ("mixed_weight", -0.5), ("eta", "x")])
+@pytest.mark.parametrize(("key", "value"), [("warmup", -1), ("eta", 0.0), ("mixed_weight", -0.5), ("eta", "x"),
+                                          ("alpha_max", 0.5)])
 def test_bad_options_are_refused_by_name(key, value):
     with pytest.raises((ValueError, TypeError), match=key):
         MIDAS.resolve_options({key: value})
@@ -189,3 +195,27 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
             assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["method"]["alpha"] == b["method"]["alpha"]
     assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
+
+
+def test_missing_samples_leave_the_mixed_mean():
+    from ogmge.methods.midas import confidences, midas_mixed_loss
+
+    model = tiny_model(NAMES)
+    x, y = batch(NAMES, n=8, seed=2)
+    out = model(x, labels=y)
+    conf = confidences(out.head_logits, y)
+    perm = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])
+
+    def mixed(keep):
+        return midas_mixed_loss(model.fusion, out.features, y, conf, perm, 1.3, NAMES, keep)[0]
+
+    def only(*rows):
+        k = torch.zeros(8, dtype=torch.bool)
+        k[list(rows)] = True
+        return k
+
+    # sample 3 missing: the pair (2, 3) leaves the mean, both of its rows
+    got = mixed(~only(3))
+    expected = (mixed(only(0, 1)) + mixed(only(4, 5)) + mixed(only(6, 7))) / 3
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(mixed(torch.ones(8, dtype=torch.bool)), mixed(None), rtol=1e-12, atol=0)

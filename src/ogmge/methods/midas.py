@@ -165,14 +165,17 @@ def midas_mixed_loss(fusion, features: Mapping[str, Tensor], labels: Tensor, con
     return mixed, torch.stack(ratios_uni).mean().detach(), torch.stack(ratios_mm).mean().detach()
 
 
-def update_alpha(alpha: float, uni_ratio: float, mm_ratio: float, eta: float) -> float:
+def update_alpha(alpha: float, uni_ratio: float, mm_ratio: float, eta: float, cap: float | None = None) -> float:
     """The released α step: up by ``eta`` when the mixed pairs lean further towards the stronger
-    side than the unimodal confidences do, else down; floored at 1."""
+    side than the unimodal confidences do, else down; floored at 1 (and capped at ``cap`` when given)."""
     if uni_ratio > 1:
         up = mm_ratio > uni_ratio
     else:
         up = mm_ratio < uni_ratio
-    return max(1.0, alpha + eta if up else alpha - eta)
+    new = alpha + eta if up else alpha - eta
+    if cap is not None:
+        new = min(cap, new)
+    return max(1.0, new)
 
 
 @register
@@ -183,7 +186,8 @@ class MIDAS(BalancingMethod):
 
     ``modalities`` (two or more names), ``fusion`` (the fusion head, ``fusion({u: (B, D)})
     -> logits``). Keyword-only: ``warmup`` (epochs of unimodal-only training; None: the
-    authors' 10/70 scaled to ``epochs``), ``eta`` (α step, 0.05), ``mixed_weight`` (1.0),
+    authors' 10/70 scaled to ``epochs``), ``eta`` (α step, 0.05), ``alpha_max`` (None),
+    ``mixed_weight`` (1.0),
     ``epochs`` (the run's length, for the default warm-up), ``seed`` or ``generator``.
     """
 
@@ -197,6 +201,8 @@ class MIDAS(BalancingMethod):
                space=Space.int_range(0, 10)),
         Option("eta", float, 0.05, "step of the weak-side weight alpha per batch", low=0.0, low_open=True,
                source=f"{_FWD}:105", space=Space.log_uniform(0.01, 0.2)),
+        Option("alpha_max", float, None, "upper bound of alpha (null: none)", low=1.0, allow_none=True,
+               source=f"{_FWD}:169 (none; the Kinetics file caps at 10, model_midas_kinetics.py:162)"),
         Option("mixed_weight", float, 1.0, "weight of the misaligned-pair loss (itself a mean over the swaps)",
                low=0.0, source=f"{_FWD}:106", space=Space.uniform(0.25, 2.0)),
     )
@@ -216,7 +222,7 @@ class MIDAS(BalancingMethod):
                    generator=ctx.generator(cls.name), **cls.resolve_options(options))
 
     def __init__(self, modalities, fusion: nn.Module, *, warmup: int | None = None, eta: float = 0.05,
-                 mixed_weight: float = 1.0, epochs: int | None = None, seed: int = 0,
+                 alpha_max: float | None = None, mixed_weight: float = 1.0, epochs: int | None = None, seed: int = 0,
                  generator: torch.Generator | None = None) -> None:
         self.modalities = check_modalities("modalities", modalities)
         if not callable(fusion):
@@ -224,6 +230,7 @@ class MIDAS(BalancingMethod):
         self.fusion = fusion
         self.warmup = None if warmup is None else int(check_number("warmup", warmup, integer=True, lo=0))
         self.eta = check_number("eta", eta, lo=0.0, lo_open=True)
+        self.alpha_max = None if alpha_max is None else check_number("alpha_max", alpha_max, lo=1.0)
         self.mixed_weight = check_number("mixed_weight", mixed_weight, lo=0.0)
         self.epochs = None if epochs is None else int(check_number("epochs", epochs, integer=True, lo=0))
         self.warmup_epochs = default_warmup(self.epochs) if self.warmup is None else self.warmup
@@ -259,7 +266,7 @@ class MIDAS(BalancingMethod):
                                          keep)
         total = fused + self.mixed_weight * mixed + uni_mean
         self.last = {"midas_alpha": self.alpha, "midas_uni_ratio": float(r), "midas_mix_ratio": float(rho)}
-        self.alpha = update_alpha(self.alpha, float(r), float(rho), self.eta)
+        self.alpha = update_alpha(self.alpha, float(r), float(rho), self.eta, self.alpha_max)
         return total, {FUSED: fused, **uni, "mixed": mixed}
 
     def state_dict(self) -> dict:
@@ -279,7 +286,7 @@ class MIDAS(BalancingMethod):
 
     def __repr__(self) -> str:
         return (f"MIDAS(modalities={list(self.modalities)}, warmup={self.warmup_epochs}, eta={self.eta}, "
-                f"mixed_weight={self.mixed_weight})")
+                f"alpha_max={self.alpha_max}, mixed_weight={self.mixed_weight})")
 
 
 __all__ = ["MIDAS", "confidences", "default_warmup", "hard_weights", "midas_mixed_loss", "swap_features",
