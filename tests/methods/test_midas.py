@@ -219,3 +219,16 @@ def test_missing_samples_leave_the_mixed_mean():
     expected = (mixed(only(0, 1)) + mixed(only(4, 5)) + mixed(only(6, 7))) / 3
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(mixed(torch.ones(8, dtype=torch.bool)), mixed(None), rtol=1e-12, atol=0)
+
+
+def test_reduced_precision_features_reach_a_float32_head():
+    from ogmge.methods.midas import confidences, midas_mixed_loss
+
+    model = tiny_model(NAMES, dtype=torch.float32)
+    x, y = batch(NAMES, n=8, dtype=torch.float32)
+    out = model(x, labels=y)
+    feats = {u: f.to(torch.bfloat16) for u, f in out.features.items()}
+    conf = confidences(out.head_logits, y)
+    mixed, r, rho = midas_mixed_loss(model.fusion, feats, y, conf, torch.arange(8).flip(0), 1.0, NAMES)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed) and torch.isfinite(r) and torch.isfinite(rho)
+    mixed.backward()

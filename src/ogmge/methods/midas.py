@@ -49,7 +49,13 @@ Choices where the paper is silent or the code differs (docs/methods.md):
   scales the authors' CREMA-D/Kinetics 10 of 70 epochs to the run:
   ``round(epochs / 7)``;
 - samples the model marks as missing (``sample_keep``) are left out of the
-  mixed term when either side of a pair is missing.
+  mixed term when either side of a pair is missing;
+- we follow the CREMA-D file; the Kinetics file weights the mixed loss by 5
+  and caps α at 10 (``model_midas_kinetics.py:162-164``: ``mixed_weight`` and
+  ``alpha_max`` give those constants) and compares its ratios in a different
+  orientation (l.128-161), which we do not reproduce;
+- the extra head passes run under autocast when the features are in reduced
+  precision (the trainer computes the loss outside the forward's autocast).
 
 Pure tensor functions: :func:`confidences`, :func:`swap_features`,
 :func:`swap_weights`, :func:`hard_weights`, :func:`midas_mixed_loss`,
@@ -58,6 +64,7 @@ Pure tensor functions: :func:`confidences`, :func:`swap_features`,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -115,6 +122,14 @@ def hard_weights(feature: Tensor, perm: Tensor) -> Tensor:
     return 1.0 + (F.cosine_similarity(f, f[perm], dim=1) + 1.0) / 2.0
 
 
+def _autocast_like(features: Mapping[str, Tensor]):
+    """Autocast to the features' reduced precision (the loss runs outside the forward's autocast), else nothing."""
+    f = next(iter(features.values()))
+    if f.dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(f.device.type, dtype=f.dtype)
+    return contextlib.nullcontext()
+
+
 def _side_means(conf_means: Mapping[str, Tensor], modalities: Sequence[str], u: str) -> tuple[Tensor, Tensor]:
     """``(c̄ first side, c̄ second side)`` for the swap of ``u``; the first side holds ``modalities[0]``."""
     rest = torch.stack([conf_means[w] for w in modalities if w != u]).mean()
@@ -134,7 +149,8 @@ def midas_mixed_loss(fusion, features: Mapping[str, Tensor], labels: Tensor, con
     total: Tensor | None = None
     ratios_uni, ratios_mm = [], []
     for u in names:
-        z = fusion(swap_features(features, u, perm))
+        with _autocast_like(features):
+            z = fusion(swap_features(features, u, perm))
         z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
         w = swap_weights(conf, u, perm).to(z.dtype)
         ce_rest = F.cross_entropy(z, labels, reduction="none")
