@@ -22,6 +22,7 @@ from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
+from .midas import MIDAS, midas_mixed_loss, swap_weights, update_alpha
 from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
@@ -49,6 +50,10 @@ __all__ = [
     "AnchoredFusion",
     "InfoReg",
     "MASAM",
+    "MIDAS",
+    "midas_mixed_loss",
+    "swap_weights",
+    "update_alpha",
     "CosineHead",
     "MMCosine",
     "PMR",
