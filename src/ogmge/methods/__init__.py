@@ -27,6 +27,7 @@ from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
 from .normal import Normal
 from .pmr import PMR, class_prototypes, pmr_loss, prototype_logits, weak_modalities
+from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .registry import (
     BuildContext,
     Option,
@@ -87,4 +88,8 @@ __all__ = [
     "fit_simplex_weights",
     "floor_weights",
     "project_simplex",
+    "Relearn",
+    "purity",
+    "reinit_strength",
+    "soft_reinit_",
 ]
