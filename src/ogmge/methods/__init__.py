@@ -27,7 +27,6 @@ from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
 from .normal import Normal
 from .pmr import PMR, class_prototypes, pmr_loss, prototype_logits, weak_modalities
-from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .registry import (
     BuildContext,
     Option,
@@ -41,6 +40,7 @@ from .registry import (
     register,
     resolve_qualname,
 )
+from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .stacked import StackedPrediction
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 

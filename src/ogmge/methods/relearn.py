@@ -129,7 +129,7 @@ def blend(current: Tensor, init: Tensor, w: float) -> Tensor:
 def reinit_tensors(module: nn.Module, *, buffers: bool = True) -> dict[str, Tensor]:
     """``{name: tensor}``: the floating-point parameters (and, with ``buffers``, buffers) of
     ``module`` that a re-initialisation blends."""
-    out = {n: p for n, p in module.named_parameters() if p.is_floating_point()}
+    out: dict[str, Tensor] = {n: p for n, p in module.named_parameters() if p.is_floating_point()}
     if buffers:
         out.update({n: b for n, b in module.named_buffers() if b.is_floating_point()})
     return out
@@ -196,7 +196,7 @@ class Relearn(BalancingMethod):
     cross_fit = "split"
     needs_validation = True
     wants_split_features = True
-    tie_rank = 6.5
+    tie_rank = 8.5
     ddp = "refused"
     ddp_reason = ("the re-initialisation is computed from whole-split features and a clustering on one process; "
                   "the loop does not share it between ranks")
