@@ -178,7 +178,7 @@ class Relearn(BalancingMethod):
     name = "relearn"
     paper = "Wei, Li, Feng, Hu, 'Diagnosing and Re-learning for Balanced Multimodal Learning', ECCV 2024"
     options = (
-        Option("lam", float, 3.0, "lambda of the strength w = tanh(lambda * |purity gap|)", low=0.0, low_open=True,
+        Option("lam", float, 3.0, "lambda of the strength w = tanh(lambda * abs(purity gap))", low=0.0, low_open=True,
                source=f"{_SRC}:53 (move_lambda; script/ours.sh)", space=Space.log_uniform(0.3, 10.0)),
         Option("reinit_epoch", int, 20, "epochs between re-initialisations (of 90, scaled to the run with "
                "scale_schedule)", low=1, source=f"{_SRC}:55 (script/ours.sh)", space=Space.int_range(5, 45)),
