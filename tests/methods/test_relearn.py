@@ -275,3 +275,9 @@ def test_cli_trains_relearn_on_three_byo_modalities_and_evaluates(tmp_path, caps
     assert all(0.0 <= rows[-1][f"relearn_w/{u}"] < 1.0 for u in "abc")
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+
+
+def test_a_chain_forwards_the_hook(tmp_path):
+    run = train(tiny_config(tmp_path, method={"name": "relearn+mdrop", "n_init": 2},
+                            model_options={"builder": "generic", "hidden": 8, "out_dim": 8}), datasets=tiny_bundle())
+    assert load_checkpoint_file(run.run_dir / "last.pt")["method"]["relearn"]["done"] == 2
