@@ -5,6 +5,7 @@ by name on three bring-your-own modalities through the CLI."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -51,6 +52,10 @@ def test_kmeans_is_seeded_and_handles_fewer_samples_than_classes():
     assert torch.equal(a, b) and a.dtype == torch.int64 and set(a.tolist()) == {0, 1, 2}
     few = kmeans_assign(x[:2], 3, seed=1)
     assert sorted(few.tolist()) == [0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        collapsed = kmeans_assign(minmax_scale(torch.zeros(10, 4)), 3, seed=1)  # one distinct point
+    assert collapsed.unique().numel() == 1 and purity(torch.arange(10) % 3, collapsed) == 0.4
 
 
 def test_strength_and_blend():

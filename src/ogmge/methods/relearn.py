@@ -49,7 +49,8 @@ Choices where the paper is silent or the released code differs (docs/methods.md)
   per re-initialisation, modality and split from the run's seed (released:
   ``random_state=0``); ``n_init`` 10 (the released call passes none: scikit-learn
   < 1.4 ran 10 initialisations, >= 1.4 one). Fewer samples than classes: k = the
-  number of samples.
+  number of samples; fewer distinct features than k (a collapsed encoder): fewer
+  clusters, purity still defined.
 - **N modalities.** Each modality is diagnosed and re-initialised on its own
   (the released code names audio and visual; nothing in the rule compares
   modalities).
@@ -92,13 +93,20 @@ def minmax_scale(features: Tensor, low: float = -1.0, high: float = 1.0) -> Tens
 
 def kmeans_assign(features: Tensor, k: int, *, seed: int, n_init: int = 10) -> Tensor:
     """Cluster index (n,) of each row of ``features`` by scikit-learn's k-means with ``k``
-    clusters (at most n), seeded with ``seed`` (reduced to 32 bits)."""
+    clusters (at most n), seeded with ``seed`` (reduced to 32 bits). Fewer distinct rows than
+    ``k`` (e.g. a collapsed encoder) give fewer clusters, without a warning: purity stays defined."""
+    import warnings
+
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     x = features.detach().double().cpu().numpy()
     k = max(1, min(int(k), x.shape[0]))
     km = KMeans(n_clusters=k, random_state=int(seed) % 2**32, n_init=n_init)
-    return torch.from_numpy(np.asarray(km.fit_predict(x), dtype=np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assigned = km.fit_predict(x)
+    return torch.from_numpy(np.asarray(assigned, dtype=np.int64))
 
 
 def purity(labels: Tensor, clusters: Tensor) -> float:
