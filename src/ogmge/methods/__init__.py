@@ -41,6 +41,7 @@ from .registry import (
     register,
     resolve_qualname,
 )
+from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .stacked import StackedPrediction
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
@@ -92,4 +93,8 @@ __all__ = [
     "fit_simplex_weights",
     "floor_weights",
     "project_simplex",
+    "Relearn",
+    "purity",
+    "reinit_strength",
+    "soft_reinit_",
 ]

@@ -13,6 +13,7 @@ a no-op default here, so a method overrides only the points it uses::
     optimizer.step()
     ...
     method.end_epoch(epoch, train_losses=..., val_losses=...)      # 6. end of epoch
+    method.split_features(epoch, train=..., heldout=...)  # 6'. after the checkpoint (if due)
     method.fit_prediction(head_logits=..., labels=...)  # 7. prediction (on validation outputs)
 
 ``state_dict``/``load_state_dict`` carry everything a resumed run needs, and
@@ -61,6 +62,10 @@ class BalancingMethod:
     wants_epoch_features = False
     #: fraction of the training split ``start_epoch`` sees (when ``wants_epoch_features``)
     subset = 1.0
+    #: after an epoch's checkpoint, when ``split_features_due(epoch)``, the trainer calls
+    #: ``split_features`` with eval-mode encoder features of the whole training split and of
+    #: the validation split (its half A with ``cross_fit = "split"``)
+    wants_split_features = False
     tie_rank: float = 100.0
     ddp = "identical"
     ddp_reason = ""
@@ -212,6 +217,20 @@ class BalancingMethod:
         training split, drawn from ``(seed, name, epoch)``."""
 
     # 6. end of epoch -------------------------------------------------------------
+    def split_features_due(self, epoch: int) -> bool:
+        """Whether :meth:`split_features` wants the features after epoch ``epoch`` (with
+        ``wants_split_features``; the trainer computes none otherwise)."""
+        return self.wants_split_features
+
+    def split_features(self, epoch: int, *, train, heldout) -> None:
+        """After epoch ``epoch``'s checkpoint and before the next epoch's first step (with
+        ``wants_split_features``, when :meth:`split_features_due`): ``train`` and ``heldout``
+        are ``({modality: (n, D)}, labels)``, the encoders' eval-mode features of the whole
+        training split and of the validation split (half A when ``cross_fit = "split"``; None
+        without validation). Coming after the checkpoint, whatever it changes (the weights: the
+        method holds ``ctx.encoders``) a resumed run changes again from the same weights; it
+        never runs after the last epoch."""
+
     def begin(self, *, train_losses: Mapping[str, float] | None = None,
               val_losses: Mapping[str, float] | None = None) -> None:
         """Losses per head of the initial model, before the first step (if the method wants them)."""

@@ -4,7 +4,8 @@ The paper's ``--opm`` composes OPM with any OGM mode: ``ogm+opm`` / ``ogm_ge+opm
 (``TrainConfig(modulation="OGM", opm=True)``, or ``method: {name: ogm+opm}``).
 Hooks run in member order: ``transform_features`` feeds each member's output to the
 next and ``sample_keep`` is the samples every member keeps; ``after_backward``,
-``before_step``, ``begin``/``end_epoch`` call every member. Exactly one member may
+``before_step``, ``begin``/``end_epoch`` call every member (``split_features`` every member
+that wants it then). Exactly one member may
 own the loss, the backward or the step (the others keep the base ones), so a chain
 never has two losses; options are the members' own, an option name a member before
 it already uses taking the member's name as a prefix (``ogm+opm``: OGM's
@@ -72,6 +73,7 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
         "transforms_features": any(c.transforms_features for c in classes),
         "needs_validation": any(c.needs_validation for c in classes),
         "wants_initial_losses": any(c.wants_initial_losses for c in classes),
+        "wants_split_features": any(c.wants_split_features for c in classes),
         "member_classes": tuple(classes),
         "__doc__": f"The chain {name}: " + "; then ".join(c.name for c in classes) + ".",
         "__module__": __name__,
@@ -179,6 +181,16 @@ class Chain(BalancingMethod):
     def end_epoch(self, epoch, *, train_losses=None, val_losses=None) -> None:
         for m in self.members:
             m.end_epoch(epoch, train_losses=train_losses, val_losses=val_losses)
+
+    def _split_members(self, epoch: int) -> list[BalancingMethod]:
+        return [m for m in self.members if m.wants_split_features and m.split_features_due(epoch)]
+
+    def split_features_due(self, epoch: int) -> bool:
+        return bool(self._split_members(epoch))
+
+    def split_features(self, epoch, *, train, heldout) -> None:
+        for m in self._split_members(epoch):
+            m.split_features(epoch, train=train, heldout=heldout)
 
     def begin_epoch(self, epoch, *, train_size, outputs=None):
         chosen = None

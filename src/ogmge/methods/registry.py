@@ -71,6 +71,13 @@ defaults in brackets):
 - ``depends_on`` [``()``]: runs it needs before it can train, e.g. ``("alone",)``
   for the comparison's modality-alone runs (teachers, warm starts); their run
   directories arrive as ``ctx.dependencies``.
+- ``wants_split_features`` [False]: after an epoch's checkpoint, when
+  ``split_features_due(epoch)`` says so, the trainer calls
+  ``split_features(epoch, train=(features, labels), heldout=(features, labels))``
+  with the encoders' eval-mode features of the whole training split and of the
+  validation split (half A with ``cross_fit = "split"``), before the next epoch's
+  first step (a resumed run repeats it from the checkpoint's weights; never
+  after the last epoch). Diagnosing & Re-learning re-initialises encoders there.
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
 

@@ -367,6 +367,7 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if self._patience_exhausted(epoch - 1):
                     break
+                self._split_features_method(epoch - 1)
                 self._start_epoch_method(epoch)
                 self._begin_epoch(epoch)
                 row = self._train_epoch(epoch, log)
@@ -421,6 +422,27 @@ class Trainer:
                              device=self.device)[0]
         features, labels = encoder_features(self.model, loader, self.device)
         self.method.start_epoch(epoch, features=features, labels=labels)
+
+    def _split_features_method(self, last_epoch: int) -> None:
+        """``method.split_features`` after epoch ``last_epoch``'s checkpoint, before the next epoch
+        (``wants_split_features``, when due): eval-mode encoder features of the whole training split
+        and of the validation split (half A for ``cross_fit = "split"``). A resumed run calls it
+        here too, from the checkpoint's weights, so it repeats what the interrupted run did."""
+        method = self.method
+        if last_epoch < 0 or not method.wants_split_features or not method.split_features_due(last_epoch):
+            return
+        cfg = self.config
+        set_epoch(self.data.train, last_epoch)  # the same per-epoch view of the data as after that epoch
+        train = encoder_features(self.model, make_loader(self.data.train, cfg, shuffle=False,
+                                                         device=self.device)[0], self.device)
+        heldout = None
+        if self.data.val is not None:
+            val = self.data.val
+            if method.cross_fit == "split":
+                val = torch.utils.data.Subset(val, balancing.halves(len(val), cfg.seed)[0].tolist())
+            heldout = encoder_features(self.model, make_loader(val, cfg, shuffle=False, device=self.device)[0],
+                                       self.device)
+        method.split_features(last_epoch, train=train, heldout=heldout)
 
     def _begin_epoch(self, epoch: int) -> None:
         """The method's per-epoch hook on the training data: re-sampled indices, or the usual pass."""
