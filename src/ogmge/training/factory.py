@@ -155,7 +155,7 @@ def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1,
         encoders=None if encoders is None else dict(encoders.items()),
         heads=None if heads is None else dict(heads.items()), fusion=fusion,
         parts={} if parts is None else dict(parts.items()), seed=config.seed, world_size=world_size,
-        device=device, process_group=process_group, dependencies=dict(dependencies or {}), epochs=config.epochs,
+        device=device, process_group=process_group, dependencies=dict(config.dependencies if dependencies is None else dependencies), epochs=config.epochs,
     )
 
 
