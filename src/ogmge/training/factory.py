@@ -143,7 +143,8 @@ def wrap_method_fusion(config: TrainConfig, model: nn.Module) -> None:
 
 def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1, device="cpu",
                   process_group=None, dependencies=None) -> BuildContext:
-    """The :class:`~ogmge.methods.BuildContext` of a run's model."""
+    """The :class:`~ogmge.methods.BuildContext` of a run's model (``dependencies``: default
+    ``config.dependencies``, the runs its method ``depends_on``)."""
     encoders = getattr(model, "encoders", None)
     modalities = tuple(getattr(model, "modalities", None) or (encoders or {}))
     heads = getattr(model, "heads", None)
