@@ -229,3 +229,19 @@ def test_compare_normal_umt_takes_the_teachers_from_the_alone_runs(tmp_path, cap
             assert torch.equal(v, alone[f"encoders.{u}.{k}"])
     trace = load_run(out / "umt/seed-0").trace()
     assert all(t["umt_teacher_phase"] == 0 and "umt_distill/c" in t for t in trace)
+
+
+def test_dependencies_config_is_checked_and_reaches_the_build_context(tmp_path):
+    from ogmge.training.config import InvalidType, TrainConfig
+    from ogmge.training.factory import build_context
+
+    with pytest.raises(InvalidType, match="dependencies must map names to run directories"):
+        TrainConfig(dependencies=["only-a"])
+    cfg = tiny_config(tmp_path, method="umt", dependencies={"alone/a": "/x"}, model_options=MODEL)
+    model = model_fn(tiny_bundle(), cfg)
+    assert build_context(cfg, model).dependencies == {"alone/a": "/x"}
+    assert build_context(cfg, model, dependencies={}).dependencies == {}
+
+
+def test_ddp_is_refused_with_the_reason():
+    assert UMT.ddp == "refused" and "without a gradient" in UMT.ddp_reason

@@ -148,7 +148,9 @@ class UMT(BalancingMethod):
     needs_heads = True  # the teacher phase trains each encoder with its own linear head
     owns_step = True  # the teachers need the batch's inputs
     depends_on = ("alone",)
-    ddp = "identical"  # the distillation loss is per sample; every rank switches phase at the same step
+    ddp = "refused"
+    ddp_reason = ("each phase leaves parameters without a gradient (the fusion head while the teachers "
+                  "train, the modality heads afterwards), which DDP without find_unused_parameters stops on")
     tie_rank = 45.0
 
     def __init__(self, encoders: Mapping[str, nn.Module], *, lam: float = 10.0, teacher_epochs: int | None = None,
