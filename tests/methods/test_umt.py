@@ -245,3 +245,26 @@ def test_dependencies_config_is_checked_and_reaches_the_build_context(tmp_path):
 
 def test_ddp_is_refused_with_the_reason():
     assert UMT.ddp == "refused" and "without a gradient" in UMT.ddp_reason
+
+
+@pytest.mark.parametrize("fusion", ["sum", "attention"])
+def test_trains_with_other_fusion_heads_on_three_modalities(tmp_path, fusion):
+    path = _byo(tmp_path, n=30)
+    run = tmp_path / fusion
+    assert main(["train", "--data", str(path), "--method", "umt", "--fusion", fusion, "--epochs", "2",
+                 "--batch-size", "8", "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
+                 "--no-progress", "--out", str(run)]) == 0
+    trace = load_run(run).trace()
+    assert any("umt_distill/c" in t for t in trace)
+
+
+def test_a_concat_alone_run_teaches_a_gated_student(tmp_path):
+    """compare trains the alone runs of a two-modality fusion with a concat head: same encoders."""
+    bundle = tiny_bundle()
+    alone = model_fn(bundle, tiny_config(tmp_path / "c", method="normal", model_options=MODEL))
+    gated_cfg = tiny_config(tmp_path / "g", method="umt", fusion="gated",
+                            model_options={**MODEL, "fusion_options": {"gate": "a"}})
+    student = model_fn(bundle, gated_cfg)
+    deps = {f"alone/{u}": _fake_alone_run(tmp_path / f"only-{u}", alone, u, 0.5) for u in ("a", "b")}
+    m = UMT.build(BuildContext(("a", "b"), encoders=dict(student.encoders.items()), dependencies=deps, epochs=2))
+    assert set(m.teachers) == {"a", "b"}
