@@ -154,7 +154,7 @@ def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
 
 
-@pytest.mark.parametrize("stop", [1, 2], ids=["in-teacher-phase", "in-student-phase"])
+@pytest.mark.parametrize("stop", [0, 1, 2], ids=["in-teacher-phase", "at-the-switch", "in-student-phase"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop):
     def cfg(where):
         return tiny_config(where, method={"name": "umt", "teacher_epochs": 2}, epochs=4, model_options=MODEL)
