@@ -34,6 +34,8 @@ from ogmge.training.results import ResultsError, RunResults
 FIXTURE = Path(__file__).parent / "fixtures" / "comparison-v1"
 #: keys that describe how that comparison executed, not what it computed
 EXECUTION = ("jobs", "threads_per_run")
+#: keys added after the fixture was written (appended after the documented ones)
+ADDED = ("schedule", "method_options")
 
 
 def builtin_order(doc: dict, stored: dict) -> dict:
@@ -45,11 +47,18 @@ def builtin_order(doc: dict, stored: dict) -> dict:
 def test_summary_of_a_comparison_written_before_keeps_every_key_and_value():
     stored = json.loads((FIXTURE / "summary.json").read_text())
     again = builtin_order(report_of(FIXTURE), stored)
-    assert list(again) == list(stored)  # the documented keys, in their order
-    assert {k: v for k, v in again.items() if k not in EXECUTION} == \
+    assert list(again) == list(stored) + list(ADDED)  # the documented keys, in their order; new ones after
+    assert again["method_options"] == {} and again["schedule"]["epochs"] == stored["epochs"]
+    assert {k: v for k, v in again.items() if k not in EXECUTION + ADDED} == \
         {k: v for k, v in stored.items() if k not in EXECUTION}
     again.update({k: stored[k] for k in EXECUTION})
-    assert summary_markdown(again) == (FIXTURE / "summary.md").read_text()
+    from ogmge.interfaces.compare_report import schedule_text
+
+    # the stored text, plus the one paragraph on the shared schedule (after the table's legend)
+    old = (FIXTURE / "summary.md").read_text()
+    legend_end = old.index("\n\n**Verdict:**")
+    expected = old[:legend_end] + "\n\n" + schedule_text(again) + old[legend_end:]
+    assert summary_markdown(again) == expected
 
 
 def test_run_results_round_trip_the_files_a_run_wrote():
@@ -265,5 +274,5 @@ def test_a_fixture_copy_reruns_to_the_same_summary(tmp_path):
     assert "10 finished, 0 to resume, 0 to train" in lines[0]
     stored = json.loads((FIXTURE / "summary.json").read_text())
     doc = builtin_order(doc, stored)
-    assert {k: v for k, v in doc.items() if k not in EXECUTION} == \
+    assert {k: v for k, v in doc.items() if k not in EXECUTION + ADDED} == \
         {k: v for k, v in stored.items() if k not in EXECUTION}

@@ -7,7 +7,7 @@ Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 (``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
 baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
-(``inforeg``), plus adapters
+(``inforeg``), UMT's uni-modal teachers (``umt``), plus adapters
 for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
 this project's head combiner) pools a model's heads on validation; ``anchored`` is
 the old name of ``multitask`` + ``stacked``. They know
@@ -43,9 +43,12 @@ from .registry import (
 )
 from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .stacked import StackedPrediction
+from .umt import UMT, distillation_terms
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
 
 __all__ = [
+    "UMT",
+    "distillation_terms",
     "AGM",
     "shapley_contributions",
     "AnchoredFusion",

@@ -69,8 +69,11 @@ defaults in brackets):
   steps per batch, two passes with a weight perturbation) through
   :meth:`BalancingMethod.train_step` and the :class:`StepTools` it is given.
 - ``depends_on`` [``()``]: runs it needs before it can train, e.g. ``("alone",)``
-  for the comparison's modality-alone runs (teachers, warm starts); their run
-  directories arrive as ``ctx.dependencies``.
+  for the comparison's modality-alone runs (teachers, warm starts): ``compare``
+  schedules the alone runs of the same seed first and sets the run's
+  ``TrainConfig.dependencies`` to ``{"alone/<modality>": run dir}``, which arrives
+  as ``ctx.dependencies`` (a plain ``train`` passes its config's, by default
+  ``{}``: the method must then do without, or refuse).
 - ``wants_split_features`` [False]: after an epoch's checkpoint, when
   ``split_features_due(epoch)`` says so, the trainer calls
   ``split_features(epoch, train=(features, labels), heldout=(features, labels))``

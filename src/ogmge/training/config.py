@@ -193,6 +193,9 @@ class TrainConfig:
     #: Log test metrics every epoch too (off: test is evaluated once, at the end, on the
     #: selected checkpoint; the test split never selects anything, DESIGN §3).
     eval_test_every_epoch: bool = False
+    #: Runs the method builds on (its ``depends_on``), ``{key: run directory}``: ``compare`` sets
+    #: ``alone/<modality>`` to the modality-alone run of the same seed; a user may name their own.
+    dependencies: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -262,6 +265,9 @@ class TrainConfig:
         for name in ("dataset_options", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise InvalidType(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        if not isinstance(self.dependencies, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.dependencies.items()):
+            raise InvalidType(f"dependencies must map names to run directories, got {self.dependencies!r}")
         if self.dataset == "byo" and not self.data:
             raise ValueError("dataset 'byo' needs data (--data FILE.npz)")
         if self.data and self.dataset not in ("byo",):

@@ -143,7 +143,8 @@ def wrap_method_fusion(config: TrainConfig, model: nn.Module) -> None:
 
 def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1, device="cpu",
                   process_group=None, dependencies=None) -> BuildContext:
-    """The :class:`~ogmge.methods.BuildContext` of a run's model."""
+    """The :class:`~ogmge.methods.BuildContext` of a run's model (``dependencies``: default
+    ``config.dependencies``, the runs its method ``depends_on``)."""
     encoders = getattr(model, "encoders", None)
     modalities = tuple(getattr(model, "modalities", None) or (encoders or {}))
     heads = getattr(model, "heads", None)
@@ -155,7 +156,7 @@ def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1,
         encoders=None if encoders is None else dict(encoders.items()),
         heads=None if heads is None else dict(heads.items()), fusion=fusion,
         parts={} if parts is None else dict(parts.items()), seed=config.seed, world_size=world_size,
-        device=device, process_group=process_group, dependencies=dict(dependencies or {}), epochs=config.epochs,
+        device=device, process_group=process_group, dependencies=dict(config.dependencies if dependencies is None else dependencies), epochs=config.epochs,
     )
 
 

@@ -31,3 +31,8 @@ def modulation_of(method: str) -> tuple[str, bool]:
     """``(modulation, opm)`` that ``method`` sets in a run's configuration (its ``paper_flags``)."""
     flags = registry.get(method).paper_flags if registry.is_registered(method) else {}
     return str(flags.get("modulation", "Normal")), bool(flags.get("opm", False))
+
+
+def depends_on(method: str) -> tuple[str, ...]:
+    """The runs ``method`` needs before it trains (its ``depends_on``; e.g. ``("alone",)``)."""
+    return tuple(registry.get(method).depends_on) if registry.is_registered(method) else ()

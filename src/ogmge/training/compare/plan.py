@@ -21,14 +21,14 @@ import yaml
 from ...io_utils import atomic_write_text
 from ..config import TrainConfig
 from .lock import LOCK
-from .lookups import known_methods, modulation_of, tie_rank
+from .lookups import depends_on, known_methods, modulation_of, tie_rank
 
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS = "compare.yaml"
 #: Settings a rerun may change freely (where and how runs execute, not what they compute).
 FREE_SETTINGS = frozenset({"device", "progress", "num_workers", "tensorboard"})
 #: Settings the comparison itself sets per run (stored neutral in compare.yaml).
-PER_RUN = ("method", "modulation", "opm", "seed", "out", "name")
+PER_RUN = ("method", "modulation", "opm", "seed", "out", "name", "dependencies")
 #: Fusion heads that take exactly two modalities (one conditions the other); a modality
 #: alone is then trained with a concat head (a linear classifier on its features).
 PAIR_FUSIONS = ("film", "gated")
@@ -41,7 +41,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of a comparison: ``method`` (``normal`` for unimodal), ``modality`` (unimodal
-    only), and the keys of the runs it ``needs`` (their results must exist before it starts)."""
+    only), and the keys of the runs it ``needs`` (their results must exist before it starts);
+    ``deps``: ``(dependency name, run key)`` pairs its configuration's ``dependencies`` get
+    (``alone/<modality>`` for a method that ``depends_on`` the modality-alone runs)."""
 
     method: str
     seed: int
@@ -50,6 +52,7 @@ class PlannedRun:
     #: the method's options set for this comparison (``--method-opt METHOD.KEY=VALUE``), as
     #: ``((key, value), ...)``; empty: the method's declared defaults
     options: tuple[tuple[str, Any], ...] = ()
+    deps: tuple[tuple[str, str], ...] = ()
 
     @property
     def group(self) -> str:
@@ -146,10 +149,11 @@ class Plan:
     @classmethod
     def build(cls, out: str | Path, base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
               modalities: Sequence[str], method_options: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
-        """Every method x seed, then each modality alone x seed (method ``normal``);
+        """Every method x seed, then each modality alone x seed (method ``normal``). A method
+        that ``depends_on`` ``"alone"`` needs the modality-alone runs of its seed;
         ``method_options``: ``{method: {option: value}}`` its runs use."""
         opts = method_options or {}
-        runs = [PlannedRun(m, s, options=tuple(sorted(opts.get(m, {}).items()))) for s in seeds for m in methods]
+        runs = [planned_method_run(m, s, modalities, opts.get(m)) for s in seeds for m in methods]
         runs += [PlannedRun("normal", s, modality=m) for s in seeds for m in modalities]
         return cls(Path(out), base, tuple(methods), tuple(seeds), tuple(modalities), tuple(runs))
 
@@ -158,6 +162,19 @@ class Plan:
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.out / run.rel
+
+
+def planned_method_run(method: str, seed: int, modalities: Sequence[str],
+                       options: Mapping[str, Any] | None = None) -> PlannedRun:
+    """The run of ``method`` at ``seed`` (with ``options``), with the runs its ``depends_on`` names."""
+    deps: list[tuple[str, str]] = []
+    for what in depends_on(method):
+        if what != "alone":
+            raise ValueError(f"method {method}: compare cannot supply the runs it depends on ({what!r}); "
+                             "it knows 'alone' (the modality-alone runs)")
+        deps += [(f"alone/{m}", PlannedRun("normal", seed, modality=m).key) for m in modalities]
+    return PlannedRun(method, seed, needs=tuple(k for _, k in deps), deps=tuple(deps),
+                      options=tuple(sorted((options or {}).items())))
 
 
 # ------------------------------------------------------------------ configurations
@@ -175,9 +192,11 @@ def run_config(base: TrainConfig, run: PlannedRun, out: str | Path) -> TrainConf
     """The configuration of one run of the comparison in ``out``."""
     modulation, opm = modulation_of(run.method)
     changes: dict[str, Any] = {
-        "method": {"name": run.method, **dict(run.options)} if run.options else run.method, "modulation": modulation, "opm": opm, "seed": run.seed,
+        "method": {"name": run.method, **dict(run.options)} if run.options else run.method,
+        "modulation": modulation, "opm": opm, "seed": run.seed,
         "out": str(Path(out) / run.rel), "name": f"{run.label} seed {run.seed}", "progress": False,
     }
+    changes["dependencies"] = {name: os.path.abspath(Path(out) / key) for name, key in run.deps}
     if run.modality is not None:
         changes["modalities"] = [run.modality]
         if base.fusion in PAIR_FUSIONS:  # conditioned on one modality by another: a single one needs concat
@@ -314,6 +333,6 @@ def stored_modalities(out: Path) -> list[str] | None:
 
 
 __all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
-           "Settings", "SettingsError", "base_config", "check_method_options", "check_methods", "check_out", "check_seeds", "make_out",
-           "neutral_config",
+           "Settings", "SettingsError", "base_config", "check_method_options", "check_methods", "check_out",
+           "check_seeds", "make_out", "neutral_config", "planned_method_run",
            "reconcile", "run_config", "stored_modalities"]
