@@ -22,6 +22,7 @@ from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
+from .mla import MLA, SharedHead
 from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
@@ -49,6 +50,8 @@ __all__ = [
     "AnchoredFusion",
     "InfoReg",
     "MASAM",
+    "MLA",
+    "SharedHead",
     "CosineHead",
     "MMCosine",
     "PMR",
