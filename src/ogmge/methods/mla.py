@@ -83,7 +83,6 @@ import math
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ogmge.validation import check_positive_int
@@ -211,7 +210,7 @@ class MLA(BalancingMethod):
         spec = fusion
         if isinstance(spec, SharedHead):
             return spec
-        return SharedHead(dict(getattr(spec, "in_dims")), int(getattr(spec, "num_classes")), opts["dim"])
+        return SharedHead(dict(spec.in_dims), int(spec.num_classes), opts["dim"])
 
     @classmethod
     def build(cls, ctx, **options) -> MLA:
@@ -252,9 +251,9 @@ class MLA(BalancingMethod):
         if self.count > 0:
             weight = self.head.shared.weight
             if self.P is None:
-                self.P = torch.eye(self.head.dim, dtype=torch.float32, device=weight.device)
+                self.P = torch.eye(self.head.dim, dtype=weight.dtype, device=weight.device)
             alpha = released_alpha(self.batch_index, self.batches or 1)
-            self.P = projector_update(self.P, z.detach().float().mean(0), alpha)
+            self.P = projector_update(self.P, z.detach().to(self.P.dtype).mean(0), alpha)
             project_grad_(weight, self.P)
 
     def train_step(self, batch, tools, *, epoch: int):
@@ -294,8 +293,8 @@ class MLA(BalancingMethod):
         if unknown:
             raise ValueError(f"MLA state has unknown keys {sorted(unknown)}")
         P = state.get("P")
-        device = self.head.shared.weight.device
-        self.P = None if P is None else torch.as_tensor(P).to(device=device, dtype=torch.float32).clone()
+        weight = self.head.shared.weight
+        self.P = None if P is None else torch.as_tensor(P).to(device=weight.device, dtype=weight.dtype).clone()
         self.count = int(state.get("count", 0))
 
     def trace_row(self) -> dict:
