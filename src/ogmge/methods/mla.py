@@ -65,7 +65,7 @@ modalities of ``-e``); prediction ``sum_m w_m o_m``. It is the model's fused out
 - The projector is never reset (one ``GSPlugin`` per run, main.py:819) and its
   step counter counts modality steps over the whole run (main.py:442, 454, 466),
   so only the run's very first step goes unprojected; we do the same.
-- The released run test-selects its checkpoint (main.py:900); ours select on
+- The released run test-selects its checkpoint (main.py:898-900); ours select on
   validation like every method.
 
 Choices where both are silent: the head's size D and the maps ``A_m`` when
@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -207,9 +208,9 @@ class MLA(BalancingMethod):
     def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:
         """The shared head in place of ``fusion`` (only its ``in_dims`` and ``num_classes`` are used)."""
         opts = cls.resolve_options(options)
-        spec = fusion
-        if isinstance(spec, SharedHead):
-            return spec
+        if isinstance(fusion, SharedHead):
+            return fusion
+        spec: Any = fusion
         return SharedHead(dict(spec.in_dims), int(spec.num_classes), opts["dim"])
 
     @classmethod
