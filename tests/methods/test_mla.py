@@ -216,3 +216,25 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
             assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["method"]["P"], b["method"]["P"]) and a["method"]["count"] == b["method"]["count"]
     assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
+
+
+def test_blend_prediction_pools_the_shared_heads_outputs_with_weights_fitted_on_validation(tmp_path):
+    from ogmge.methods.mla import SharedHeadView
+    from support.training_standins import tiny_bundle
+
+    cfg = tiny_config(tmp_path, method="mla", prediction="blend", epochs=2,
+                      model_options={"hidden": 8, "out_dim": 8})
+    result = train(cfg, datasets=tiny_bundle(), model=_model_fn)
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["val_protocol"] == "cross-fit"
+    row = load_run(result.run_dir).metrics[-1]
+    assert {"blend_w/fused", "blend_w/a", "blend_w/b"} <= set(row)
+    ck = load_checkpoint_file(result.run_dir / "last.pt")
+    assert not any(k.startswith("heads.") for k in ck["model"])  # the views hold no weights
+    model = _model_fn(tiny_bundle(), cfg)
+    assert all(isinstance(h, SharedHeadView) for h in model.heads.values())
+    f = torch.randn(4, 8)
+    torch.testing.assert_close(model.heads["b"](f), model.fusion.shared(f))
+    assert {id(p) for p in model.parameters()} == {id(p) for p in model.fusion.parameters()} | {
+        id(p) for p in model.encoders.parameters()} | {id(p) for p in model.estimator.parameters()} | {
+        id(p) for p in model.parts.parameters()}

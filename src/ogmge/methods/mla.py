@@ -40,6 +40,9 @@ with ``p_m = softmax(o_m)`` over the classes; weights
 ``w_m = exp(max_n e_n - e_m) / sum_k exp(max_n e_n - e_k)`` (= softmax over the
 modalities of ``-e``); prediction ``sum_m w_m o_m``. It is the model's fused output
 (:class:`SharedHead.forward`), so evaluation, ``predict`` and checkpoints use it.
+``prediction: blend`` instead pools that output and the per-modality outputs
+``o_m`` with weights fitted on validation (the ``stacked`` rule, cross-fitted; the
+model's per-modality heads are then views of the shared head, ``wrap_heads``).
 
 **Where the released code differs, and what we follow:**
 
@@ -177,6 +180,26 @@ class SharedHead(nn.Module):
         return entropy_fusion(self.linear_split(features), self.modalities)
 
 
+class SharedHeadView(nn.Module):
+    """Modality m's head as a view of a :class:`SharedHead`: ``forward(f_m) = h(z_m)``. It holds
+    no parameters of its own (the shared head is referenced, not registered), so the model's
+    per-modality heads are the shared head's outputs with nothing checkpointed twice."""
+
+    def __init__(self, head: SharedHead, modality: str) -> None:
+        super().__init__()
+        if modality not in head.modalities:
+            raise ValueError(f"the shared head has no modality {modality!r} (it has {list(head.modalities)})")
+        object.__setattr__(self, "head", head)  # not a submodule: the fusion head owns it
+        self.modality = modality
+
+    def forward(self, features: Tensor) -> Tensor:
+        head: SharedHead = self.__dict__["head"]
+        return head.modality_logits({self.modality: features}, self.modality)
+
+    def extra_repr(self) -> str:
+        return f"modality={self.modality!r}"
+
+
 # ------------------------------------------------------------------------------- the method
 @register
 class MLA(BalancingMethod):
@@ -196,6 +219,9 @@ class MLA(BalancingMethod):
         Option("dim", int, None, "the shared head's input size when feature sizes differ (default: the largest)",
                low=1, allow_none=True, source="ours (the paper's encoders all give 512 features, utils.py:20)"),
     )
+    #: ``fused``: the paper's entropy-weighted outputs; ``blend``: the stacked pool of that output and
+    #: the shared head's per-modality outputs, weights fitted on validation (``ogmge.methods.stacked``).
+    predictions = (FUSED, "blend")
     min_modalities = 2
     owns_step = True
     owns_backward = False
@@ -212,6 +238,13 @@ class MLA(BalancingMethod):
             return fusion
         spec: Any = fusion
         return SharedHead(dict(spec.in_dims), int(spec.num_classes), opts["dim"])
+
+    @classmethod
+    def wrap_heads(cls, heads: nn.ModuleDict, fusion: nn.Module, **options) -> nn.ModuleDict:
+        """The per-modality heads as views of the shared head (for the ``blend`` prediction)."""
+        if not isinstance(fusion, SharedHead):
+            return heads
+        return nn.ModuleDict({m: SharedHeadView(fusion, m) for m in heads})
 
     @classmethod
     def build(cls, ctx, **options) -> MLA:
@@ -306,5 +339,5 @@ class MLA(BalancingMethod):
         return f"MLA(modalities={list(self.modalities)}, dim={self.head.dim}, as_released={self.as_released})"
 
 
-__all__ = ["MLA", "SharedHead", "entropy_fusion", "entropy_weights", "project_grad_", "projector_update",
+__all__ = ["MLA", "SharedHead", "SharedHeadView", "entropy_fusion", "entropy_weights", "project_grad_", "projector_update",
            "released_alpha"]
