@@ -238,3 +238,41 @@ def test_blend_prediction_pools_the_shared_heads_outputs_with_weights_fitted_on_
     assert {id(p) for p in model.parameters()} == {id(p) for p in model.fusion.parameters()} | {
         id(p) for p in model.encoders.parameters()} | {id(p) for p in model.estimator.parameters()} | {
         id(p) for p in model.parts.parameters()}
+
+
+def test_wrap_heads_is_a_generic_hook_the_factory_applies(tmp_path):
+    """A method's ``wrap_heads`` replaces the model's per-modality heads (default: unchanged)."""
+    from support.training_standins import tiny_bundle
+
+    from ogmge.methods import BalancingMethod, register
+
+    class _Doubled(nn.Module):
+        def __init__(self, head):
+            super().__init__()
+            self.inner = head
+
+        def forward(self, x):
+            return 2 * self.inner(x)
+
+    @register
+    class WrapHeadsProbe(BalancingMethod):
+        """A test method whose heads are doubled."""
+
+        name = "wrap_heads_probe"
+        needs_heads = True
+
+        @classmethod
+        def wrap_heads(cls, heads, fusion, **options):
+            return nn.ModuleDict({m: _Doubled(h) for m, h in heads.items()})
+
+    from ogmge.methods import registry
+
+    bundle = tiny_bundle()
+    try:
+        model = _model_fn(bundle, tiny_config(tmp_path, method="wrap_heads_probe",
+                                              model_options={"hidden": 8, "out_dim": 8}))
+    finally:
+        registry._REGISTRY.pop(WrapHeadsProbe.name, None)  # keep the registry as the other tests see it
+    assert all(isinstance(h, _Doubled) for h in model.heads.values())
+    plain = _model_fn(bundle, tiny_config(tmp_path, method="multitask", model_options={"hidden": 8, "out_dim": 8}))
+    assert all(isinstance(h, nn.Linear) for h in plain.heads.values())
