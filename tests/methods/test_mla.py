@@ -242,9 +242,8 @@ def test_blend_prediction_pools_the_shared_heads_outputs_with_weights_fitted_on_
 
 def test_wrap_heads_is_a_generic_hook_the_factory_applies(tmp_path):
     """A method's ``wrap_heads`` replaces the model's per-modality heads (default: unchanged)."""
-    from support.training_standins import tiny_bundle
-
     from ogmge.methods import BalancingMethod, register
+    from support.training_standins import tiny_bundle
 
     class _Doubled(nn.Module):
         def __init__(self, head):
