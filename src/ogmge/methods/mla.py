@@ -19,8 +19,9 @@ m in turn (the model's order; N >= 2 modalities alternate the same way):
 logits computed at the head's weights after the previous modality's step. Only
 encoder m (and ``A_m``) and the head receive gradients in m's step.
 
-**Gradient modification** (paper Sec. 3.2, the orthogonal-projection rule of OWM,
-in the form of the released ``GSPlugin.before_update``, utils.py:24-41). A
+**Gradient modification** (the paper's "gradient modification mechanism": the
+orthogonal-projection rule of OWM, in the form of the released
+``GSPlugin.before_update``, utils.py:24-41). A
 projector P (D x D, P_0 = I) is kept across steps; before every step but the very
 first of the run, with ``s = mean_batch(z_m)`` (1 x D, the head's input) and
 ``alpha = 0.1 ** (b / n_b + 1)`` (b: the batch's index in the epoch, n_b: batches
@@ -34,7 +35,7 @@ per epoch; utils.py:26-27)::
 so the head moves only in directions (approximately) orthogonal to the feature
 subspace the previous modalities' steps used. The bias's gradient is unchanged.
 
-**Prediction** (paper Sec. 3.3, test-time uncertainty-based fusion). Per sample
+**Prediction** (the paper's test-time uncertainty-based fusion). Per sample
 and modality the entropy of the class distribution ``e_m = -sum_c p_mc log p_mc``
 with ``p_m = softmax(o_m)`` over the classes; weights
 ``w_m = exp(max_n e_n - e_m) / sum_k exp(max_n e_n - e_k)`` (= softmax over the
