@@ -23,6 +23,7 @@ from .inforeg import InfoReg
 from .masam import MASAM
 from .mdrop import ModalityDropout
 from .midas import MIDAS, midas_mixed_loss, swap_weights, update_alpha
+from .mla import MLA, SharedHead
 from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
@@ -58,6 +59,8 @@ __all__ = [
     "midas_mixed_loss",
     "swap_weights",
     "update_alpha",
+    "MLA",
+    "SharedHead",
     "CosineHead",
     "MMCosine",
     "PMR",

@@ -117,6 +117,13 @@ class BalancingMethod:
         return fusion
 
     @classmethod
+    def wrap_heads(cls, heads: nn.ModuleDict, fusion: nn.Module, **options) -> nn.ModuleDict:
+        """The per-modality heads the model uses with this method, given its (wrapped) fusion head
+        (default ``heads`` themselves). MLA returns views of its shared head, so a fitted prediction
+        rule (``blend``) pools the shared head's per-modality outputs."""
+        return heads
+
+    @classmethod
     def model_parts(cls, ctx, **options) -> dict[str, nn.Module]:
         """Extra modules the model must hold for this method (``{name: module}``; default none)."""
         return {}

@@ -92,6 +92,10 @@ defaults in brackets):
   hold, ``{name: nn.Module}`` (a shared head, a cosine classifier, layers used
   later in training): created before the model, trained and checkpointed with
   it, handed to ``build`` as ``ctx.parts``.
+- ``wrap_fusion(fusion, **options)`` / ``wrap_heads(heads, fusion, **options)``
+  (classmethods): the fusion head and the per-modality heads (when the model has
+  them) the model uses with the method (default: unchanged); e.g. MMCosine's
+  cosine classifier, MLA's shared head and its per-modality views.
 - ``begin_epoch(epoch, *, train_size, outputs)``: before each training epoch;
   may return the epoch's sample indices into the training split (re-sampling;
   repeats allowed) or None (the usual shuffled pass). ``outputs()`` runs one

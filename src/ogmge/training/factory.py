@@ -130,15 +130,22 @@ def build_model_from_config(
 
 def wrap_method_fusion(config: TrainConfig, model: nn.Module) -> None:
     """Give ``model`` the fusion head its method uses (``wrap_fusion``; e.g. MMCosine's cosine
-    classifier on the head's weights), its estimator re-bound to it."""
+    classifier on the head's weights), its estimator re-bound to it, and the per-modality heads
+    it uses (``wrap_heads``, when the model has heads)."""
     cls = config.method_cls
     fusion = getattr(model, "fusion", None)
     if fusion is None:
         return
-    head = cls.wrap_fusion(fusion, **cls.resolve_options(config.method_options))
+    options = cls.resolve_options(config.method_options)
+    head = cls.wrap_fusion(fusion, **options)
     if head is not fusion:
         cast(Any, model).fusion = head
         cast(Any, model).estimator = make_estimator(config).bind(head)
+    heads = getattr(model, "heads", None)
+    if heads is not None:  # the per-modality heads the method wants (``wrap_heads``; MLA's shared head)
+        new = cls.wrap_heads(heads, head, **options)
+        if new is not heads:
+            cast(Any, model).heads = new
 
 
 def build_context(config: TrainConfig, model: nn.Module, *, world_size: int = 1, device="cpu",
