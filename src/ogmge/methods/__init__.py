@@ -21,6 +21,7 @@ from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
+from .mcr import MCR, game_loss, js_divergence, supervised_nt_xent
 from .mdrop import ModalityDropout
 from .mmcosine import CosineHead, MMCosine, cosine_logits
 from .mmpareto import MMPareto, average_gradients_, combine_gradients_
@@ -49,6 +50,10 @@ __all__ = [
     "AnchoredFusion",
     "InfoReg",
     "MASAM",
+    "MCR",
+    "game_loss",
+    "js_divergence",
+    "supervised_nt_xent",
     "CosineHead",
     "MMCosine",
     "PMR",
