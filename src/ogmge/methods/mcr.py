@@ -236,7 +236,8 @@ class MCR(BalancingMethod):
             load_alone_encoders_(ctx.encoders, ctx.dependencies)
         return cls(ctx.modalities, ctx.fusion, ctx.generator("mcr"), **opts)
 
-    def __init__(self, modalities, fusion, generator: torch.Generator | None = None, *, l: float = 0.1,
+    def __init__(self, modalities, fusion, generator: torch.Generator | None = None, *,
+                 l: float = 0.1,  # noqa: E741 - the authors' name of the game's weight
                  multil: float = 0.01, contr: float = 1.0, tau: float = 0.5, num_samples: int = 32,
                  game: str = "greedy", warm_start: bool = False) -> None:
         self.modalities = check_modalities("modalities", modalities)
