@@ -32,7 +32,7 @@ clean fused logits ``o = f(z)``, ``K`` = ``num_samples`` batch permutations
   released ``l * (-enc0_p0 + enc1_p0 - enc1_p1 + enc0_p1)`` (SynIB
   Bias_Infusion.py:2230-2234). For N > 2 each modality's permutation enters
   once with a minus sign for its own encoder and a plus sign for each of the
-  N - 1 others (unweighted sums, as ``Bias_Infusion_MCR3D`` l.2474-2485 adds its
+  N - 1 others (unweighted sums, as ``Bias_Infusion_MCR3D`` l.2487-2499 adds its
   terms); only single-modality permutations are used (MCR3D also permutes pairs).
 - the supervised contrastive term (NT-Xent with labels, temperature ``tau``) over
   the L2-normalised features of all modalities stacked (N·B rows): for every
