@@ -110,16 +110,27 @@ def test_two_modality_greedy_leaves_the_fusion_head_no_net_gradient():
     assert float(gw.abs().max()) < 1e-12 and float(gza.abs().sum()) > 0
 
 
+def test_colab_game_reaches_every_encoder_with_minus_the_divergences():
+    mods = ("a", "b", "c")
+    fusion, _ = _linear_fusion(mods)
+    z = {u: torch.randn(5, 3, dtype=torch.float64, requires_grad=True) for u in mods}
+    perms = draw_permutations(5, 2, torch.Generator().manual_seed(2))
+    game, divs = game_loss(fusion, z, fusion(z), perms, mods, "colab")
+    assert set(divs) == {(None, u) for u in mods}
+    assert float(game.detach()) == pytest.approx(-sum(float(j.detach()) for j in divs.values()), rel=1e-12)
+    assert all(float(g.abs().sum()) > 0 for g in torch.autograd.grad(game, list(z.values())))
+
+
 def test_supervised_nt_xent_edge_cases_are_finite():
     z = [torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)]
     same = supervised_nt_xent(z, torch.zeros(4, dtype=torch.long), 0.5)
-    assert float(same) == 0.0
+    assert float(same.detach()) == 0.0
     same.backward()
     assert all(torch.isfinite(t.grad).all() for t in z)
     # one modality, all labels distinct: no positive pair
     assert float(supervised_nt_xent([z[0]], torch.arange(4), 0.5)) == 0.0
     val = supervised_nt_xent(z, torch.tensor([0, 1, 0, 1]), 0.5)
-    assert float(val) > 0 and val.requires_grad
+    assert float(val.detach()) > 0 and val.requires_grad
 
 
 @pytest.mark.parametrize(("key", "value", "match"), [

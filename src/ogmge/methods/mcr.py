@@ -148,7 +148,8 @@ def supervised_nt_xent(features: Sequence[Tensor], labels: Tensor, tau: float) -
     """Supervised NT-Xent over the L2-normalised rows of every tensor in ``features`` stacked,
     each row labelled by ``labels``: mean over positive pairs (same label, i != j) of
     ``-log(e^{s_ij/τ} / (e^{s_ij/τ} + sum_{y_n != y_i} e^{s_in/τ}))``; 0 without positive pairs."""
-    z = F.normalize(torch.cat(list(features), 0), p=2, dim=1)
+    z = torch.cat(list(features), 0)
+    z = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, p=2, dim=1)
     y = labels.repeat(len(features))
     sim = z @ z.t() / tau
     same = y[:, None] == y[None, :]
