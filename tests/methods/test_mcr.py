@@ -244,3 +244,24 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
             assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(torch.as_tensor(a["method"]["generator"]), torch.as_tensor(b["method"]["generator"]))
     assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
+
+
+def test_warm_start_through_the_trainer_loads_the_alone_runs_encoders(tmp_path):
+    from ogmge.training.loop import Trainer
+
+    opts = {"hidden": 8, "out_dim": 8}
+    deps = {}
+    for u in ("a", "b"):
+        alone = train(tiny_config(tmp_path / f"only-{u}", method="normal", modulation="Normal", modalities=[u],
+                                  epochs=1, model_options=opts), datasets=tiny_bundle(), model=_model_fn)
+        deps[f"alone/{u}"] = str(alone.run_dir)
+    cfg = tiny_config(tmp_path / "mcr", method={"name": "mcr", "num_samples": 2, "warm_start": True},
+                      model_options=opts)
+    trainer = Trainer(cfg, datasets=tiny_bundle(), model=_model_fn, dependencies=deps)
+    for u in ("a", "b"):
+        best = load_checkpoint_file(tmp_path / f"only-{u}" / "run" / "best.pt")["model"]
+        for k, v in trainer.model.encoders[u].state_dict().items():
+            assert torch.equal(v, best[f"encoders.{u}.{k}"]), (u, k)
+    with pytest.raises(ValueError, match="modality-alone run"):
+        Trainer(tiny_config(tmp_path / "mcr2", method={"name": "mcr", "warm_start": True}, model_options=opts),
+                datasets=tiny_bundle(), model=_model_fn)

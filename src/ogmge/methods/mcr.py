@@ -62,9 +62,10 @@ Choices where the released code differs or the paper is silent (docs/methods.md)
 - Only the ``rand`` permutation (plain ``randperm``, fixed points allowed) is
   offered, not ``rsl``/``rsi``/same-/different-label shuffles.
 - The CEB "lib" term and the starting/ending epochs are not implemented.
-- Warm start (``warm_start``, default off): the encoders are loaded from the
-  comparison's modality-alone runs (``ctx.dependencies["alone/<u>"]``, their
-  ``best.pt``), as the authors' ``pretrainedEncoder`` configs do.
+- Warm start (``warm_start``, default off): the encoders are loaded from
+  modality-alone runs (``ctx.dependencies["alone/<u>"]``, their ``best.pt``), as the
+  authors' ``pretrainedEncoder`` configs do; ``train(..., dependencies=...)`` passes
+  them. ``depends_on`` is not declared: ``compare`` does not schedule it yet.
 """
 
 from __future__ import annotations

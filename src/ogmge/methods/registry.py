@@ -70,7 +70,8 @@ defaults in brackets):
   :meth:`BalancingMethod.train_step` and the :class:`StepTools` it is given.
 - ``depends_on`` [``()``]: runs it needs before it can train, e.g. ``("alone",)``
   for the comparison's modality-alone runs (teachers, warm starts); their run
-  directories arrive as ``ctx.dependencies``.
+  directories arrive as ``ctx.dependencies`` (``{key: run dir}``; a single run
+  gets them from ``train(..., dependencies=...)``).
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
 
