@@ -265,3 +265,14 @@ def test_warm_start_through_the_trainer_loads_the_alone_runs_encoders(tmp_path):
     with pytest.raises(ValueError, match="modality-alone run"):
         Trainer(tiny_config(tmp_path / "mcr2", method={"name": "mcr", "warm_start": True}, model_options=opts),
                 datasets=tiny_bundle(), model=_model_fn)
+
+
+@pytest.mark.parametrize("fusion", ["sum", "concat", "film", "gated", "attention"])
+def test_any_fusion_head_trains(tmp_path, fusion):
+    opts: dict = {"hidden": 8, "out_dim": 8}
+    if fusion in ("film", "gated"):
+        opts["fusion_options"] = {"condition" if fusion == "film" else "gate": "a"}
+    cfg = tiny_config(tmp_path, method={"name": "mcr", "num_samples": 2}, fusion=fusion, epochs=1, model_options=opts)
+    result = train(cfg, datasets=tiny_bundle(), model=_model_fn)
+    trace = load_run(result.run_dir).trace()
+    assert trace and all(np.isfinite(t["mcr_jsd/a"]) and np.isfinite(t["mcr_jsd/b"]) for t in trace)
