@@ -58,7 +58,11 @@ Choices where the released code differs or the paper is silent (docs/methods.md)
   detached. For ``greedy`` with N = 2 this changes nothing: ``J_{0,m}`` and
   ``J_{1,m}`` have equal values and enter with opposite signs, so their gradients
   through the clean prediction cancel.
-- The fusion head receives the game's gradient on every term (as theirs does).
+- We detach the non-receiving modalities' *features*, for every head, as they do
+  for FiLM/gated/transformer heads (l.1197-1210); for their linear head they
+  detach the logit contribution ``W_u z_u`` (l.1147-1162), so only the receiver's
+  slice of the head gets a term's gradient. Ours gets each term's whole gradient
+  (with greedy, N = 2, these cancel: the game then acts on the encoders only).
 - Only the ``rand`` permutation (plain ``randperm``, fixed points allowed) is
   offered, not ``rsl``/``rsi``/same-/different-label shuffles.
 - The CEB "lib" term and the starting/ending epochs are not implemented.
