@@ -87,7 +87,7 @@ from .base import FUSED, BalancingMethod, check_modalities, cross_entropy, requi
 from .registry import Option, Space, register
 
 _SYN = "kkontras/SynIB src/synib/training/pipeline/helpers/Bias_Infusion.py"
-_RUN = "kkontras/MCR run.sh (CREMA-D)"
+_RUN = "kkontras/MCR run.sh:18 (CREMA-D ResNet)"
 GAMES = ("greedy", "ind", "colab")
 #: The released clamps (Bias_Infusion.py:2129, 2136).
 _PROB_FLOOR = 1e-20
@@ -211,15 +211,15 @@ class MCR(BalancingMethod):
         Option("multil", float, 0.01, "weight of the unimodal heads' cross-entropies", low=0.0,
                source=f"{_RUN}: --multil 0.01", space=Space.log_uniform(0.001, 1.0)),
         Option("contr", float, 1.0, "weight of the supervised contrastive term between modality features",
-               low=0.0, source=f"{_RUN}: --contrcoeff 1", space=Space.log_uniform(0.01, 3.0)),
+               low=0.0, source=f"{_RUN}: --contr_coeff 1", space=Space.log_uniform(0.01, 3.0)),
         Option("tau", float, 0.5, "temperature of the supervised contrastive term", low=0.0, low_open=True,
-               source=f"{_SYN}:2102"),
+               source=f"{_SYN}:2090"),
         Option("num_samples", int, 32, "batch permutations per step", low=1,
                source=f"{_RUN}: --num_samples 32", space=Space.int_range(4, 32, log=True)),
         Option("game", str, "greedy", "sign pattern of the game", choices=GAMES,
-               source=f"{_SYN}:2099, 2230-2245"),
+               source=f"{_RUN}: --reg_by greedy; {_SYN}:2087, 2230-2245"),
         Option("warm_start", bool, False, "load each encoder from the comparison's modality-alone run",
-               source="kkontras/SynIB run/configs/CREMA_D/synergy/jan/MCR.json:53,58 (pretrainedEncoder)"),
+               source=f"{_RUN}: --pre (pretrainedEncoder, kkontras/SynIB run/configs/CREMA_D/synergy/jan/MCR.json:53,58)"),
     )
     needs_heads = True
     needs_features = True
