@@ -21,6 +21,7 @@ from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
+from .mcr import MCR, game_loss, js_divergence, supervised_nt_xent
 from .mdrop import ModalityDropout
 from .midas import MIDAS, midas_mixed_loss, swap_weights, update_alpha
 from .mla import MLA, SharedHead
@@ -61,6 +62,10 @@ __all__ = [
     "update_alpha",
     "MLA",
     "SharedHead",
+    "MCR",
+    "game_loss",
+    "js_divergence",
+    "supervised_nt_xent",
     "CosineHead",
     "MMCosine",
     "PMR",

@@ -72,8 +72,9 @@ defaults in brackets):
   for the comparison's modality-alone runs (teachers, warm starts): ``compare``
   schedules the alone runs of the same seed first and sets the run's
   ``TrainConfig.dependencies`` to ``{"alone/<modality>": run dir}``, which arrives
-  as ``ctx.dependencies`` (a plain ``train`` passes its config's, by default
-  ``{}``: the method must then do without, or refuse).
+  as ``ctx.dependencies`` (a plain ``train`` passes its config's ``dependencies``, or the
+  ``dependencies=`` argument of ``train``; by default ``{}``: the method must then
+  do without, or refuse).
 - ``wants_split_features`` [False]: after an epoch's checkpoint, when
   ``split_features_due(epoch)`` says so, the trainer calls
   ``split_features(epoch, train=(features, labels), heldout=(features, labels))``

@@ -39,7 +39,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,11 @@ class Trainer:
         overwrite: bool = False,
         allow_data_change: bool = False,
         method: MethodArg = None,
+        dependencies: Mapping[str, str] | None = None,
     ) -> None:
+        #: ``{key: run dir}`` of runs the method builds on (``ctx.dependencies``; see ``depends_on``);
+        #: None: the config's ``dependencies`` (what ``compare`` sets)
+        self.dependencies = None if dependencies is None else dict(dependencies)
         values = config.to_dict()
         for key in PATH_SETTINGS:  # resolved: a resume or eval from another directory finds the data
             if values.get(key):
@@ -272,14 +276,16 @@ class Trainer:
     def _make_method(self, method: MethodArg) -> BalancingMethod:
         """The run's method: the object given, a class given built from the config's options,
         or the config's method from the registry."""
-        ctx = build_context(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
+        ctx = build_context(self.config, self.model, world_size=self.ctx.world_size, device=self.device,
+                            dependencies=self.dependencies)
         if isinstance(method, BalancingMethod):
             check_modality_count(type(method), len(ctx.modalities))
             return method
         if method is not None:
             check_modality_count(method, len(ctx.modalities))
             return method.build(ctx, **self.config.method_options)
-        return build_method(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
+        return build_method(self.config, self.model, world_size=self.ctx.world_size, device=self.device,
+                            dependencies=self.dependencies)
 
     # ------------------------------------------------------------- resume
     def _read_resume_checkpoint(self, allow_data_change: bool) -> dict:
@@ -908,6 +914,7 @@ def train(
     overwrite: bool = False,
     allow_data_change: bool = False,
     method: MethodArg = None,
+    dependencies: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Train (or, with ``resume=True``, continue the run in ``config.out``).
 
@@ -920,9 +927,13 @@ def train(
     ``method``: a :class:`~ogmge.methods.BalancingMethod` object (used as is; the model is
     built for its class's declarations) or class (built from the config's options),
     registered or not; the saved config records its name and ``module:QualName``.
+    ``dependencies``: ``{key: run dir}`` of earlier runs the method builds on, handed to it as
+    ``ctx.dependencies`` (e.g. ``{"alone/audio": ...}``, the modality-alone runs MCR's
+    ``warm_start`` loads its encoders from); give them again on resume.
     """
     return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks,
-                   overwrite=overwrite, allow_data_change=allow_data_change, method=method).fit()
+                   overwrite=overwrite, allow_data_change=allow_data_change, method=method,
+                   dependencies=dependencies).fit()
 
 
 def _method_settings(method: MethodArg, config: TrainConfig) -> dict:
