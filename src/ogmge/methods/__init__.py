@@ -7,7 +7,7 @@ Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 (``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
 baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
-(``inforeg``), plus adapters
+(``inforeg``), sample-/modality-level valuation (``valuate``), plus adapters
 for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
 this project's head combiner) pools a model's heads on validation; ``anchored`` is
 the old name of ``multitask`` + ``stacked``. They know
@@ -42,6 +42,7 @@ from .registry import (
 )
 from .stacked import StackedPrediction
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
+from .valuate import Valuate, modality_values, resample_plan, sample_copies
 
 __all__ = [
     "AGM",
@@ -87,4 +88,8 @@ __all__ = [
     "fit_simplex_weights",
     "floor_weights",
     "project_simplex",
+    "Valuate",
+    "modality_values",
+    "resample_plan",
+    "sample_copies",
 ]
