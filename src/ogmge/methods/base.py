@@ -164,13 +164,12 @@ class BalancingMethod:
         labels: Tensor | None = None,
         modality_logits: Mapping[str, Tensor] | None = None,
         baseline: Mapping[str, Tensor] | None = None,
-        tags: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Features ``{name: (B, D)}`` the fusion head sees in training (default: unchanged).
 
         ``baseline``: ``{name: (D,)}`` features that stand in for a missing modality
-        (zeros when None). ``tags``: ``(B,)`` the batch's per-sample tags, passed only in an
-        epoch for which this method's ``begin_epoch`` returned ``(indices, tags)``."""
+        (zeros when None). A method whose ``begin_epoch`` returns ``(indices, tags)`` also
+        takes ``tags=``: ``(B,)`` the batch's per-sample tags, passed only in such an epoch."""
         return dict(features)
 
     @property

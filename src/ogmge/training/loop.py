@@ -563,9 +563,9 @@ class Trainer:
         feature transform (``transforms_features``) is handed to the model's forward."""
         extra = {}
         if self.method.transforms_features:
+            transform: Any = self.method.transform_features
             tags = b.get("tag")  # a re-sampled epoch's per-sample tags (begin_epoch), handed to the transform
-            extra["transform"] = (self.method.transform_features if tags is None
-                                  else functools.partial(self.method.transform_features, tags=tags))
+            extra["transform"] = transform if tags is None else functools.partial(transform, tags=tags)
         with torch.autocast(self.device.type, enabled=self.amp), balancing.forward_context(self.method, self.net):
             out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"], **extra)
         _check_output(out)
