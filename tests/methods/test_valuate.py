@@ -153,6 +153,25 @@ def test_tags_follow_their_samples_through_the_view_and_collate():
         TaggedRows(ds, [0, 1], [0])
 
 
+def test_tagged_rows_keep_a_batched_fetch_s_buffers():
+    from ogmge.data.collate import BufferedSamples, batch_buffers
+
+    class Buffered(TinyDataset):
+        def __getitems__(self, rows):
+            bufs = batch_buffers(len(rows), {"a": ((6,), torch.float32), "b": ((6,), torch.float32)})
+            for k, i in enumerate(rows):
+                bufs["a"][k], bufs["b"][k] = self.a[i], self.b[i]
+            return BufferedSamples([{"inputs": {"a": bufs["a"][k], "b": bufs["b"][k]}, "label": int(self.labels[i])}
+                                    for k, i in enumerate(rows)], bufs)
+
+    ds = Buffered(6, 0)
+    got = TaggedRows(ds, [5, 2, 2], [1, 0, 2]).__getitems__([0, 1, 2])
+    assert isinstance(got, BufferedSamples) and [s["tag"] for s in got] == [1, 0, 2]
+    batch = collate_samples(got)
+    assert batch["inputs"]["a"] is got.buffers["a"] and torch.equal(batch["inputs"]["a"][0], ds.a[5])
+    assert batch["tag"].tolist() == [1, 0, 2]
+
+
 def test_the_loop_hands_each_batch_its_tags(tmp_path):
     cfg = tiny_config(tmp_path, method={"name": "valuate", "warmup": 0}, out=None,
                       model_options={"builder": "generic", "hidden": 8, "out_dim": 8})
