@@ -256,3 +256,24 @@ def test_interrupted_and_resumed_across_a_resampled_epoch_equals_uninterrupted(t
     assert rows == metric_rows(resumed.run_dir)
     assert rows[2]["valuate_epoch_size"] > 48 or level == "modality"
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
+
+
+def test_the_modality_level_values_only_its_part(tmp_path, monkeypatch):
+    """The released script values the whole split and then averages a part (modality_level.py:90-153);
+    here the evaluation pass runs over the part only."""
+    from ogmge.training import balancing
+
+    sizes = []
+    collect = balancing.collect
+
+    def spy(*args, **kw):
+        out = collect(*args, **kw)
+        sizes.append(len(out["labels"]))
+        return out
+
+    monkeypatch.setattr(balancing, "collect", spy)
+    cfg = tiny_config(tmp_path, method={"name": "valuate", "warmup": 0, "level": "modality", "part": 0.25},
+                      out=None, model_options={"builder": "generic", "hidden": 8, "out_dim": 8})
+    trainer = Trainer(cfg, datasets=tiny_bundle())
+    trainer._begin_epoch(0)
+    assert sizes == [12]  # 25% of the 48 training samples
