@@ -60,10 +60,12 @@ class _SampleRequired(TypedDict):
 
 class Sample(_SampleRequired, total=False):
     """What a dataset's ``__getitem__`` returns: ``inputs`` (per-sample tensors, no batch
-    axis), ``label``, and ``lengths`` only for variable-length modalities."""
+    axis), ``label``, and ``lengths`` only for variable-length modalities. ``tag``: set by the
+    trainer's re-sampled epochs (a method's per-position tag, ``BalancingMethod.begin_epoch``)."""
 
     lengths: dict[str, int]
     index: int
+    tag: int
 
 
 class _BatchRequired(TypedDict):
@@ -76,9 +78,10 @@ class Batch(_BatchRequired, total=False):
     """What :func:`ogmge.data.collate.collate_samples` returns: ``inputs`` ``(B, ...)``
     (variable-length modalities zero-padded), ``labels`` ``LongTensor[B]``, ``lengths``
     ``{name: LongTensor[B]}`` (empty when no modality varies) and, when the samples carry
-    one, ``index`` ``LongTensor[B]``."""
+    one, ``index`` ``LongTensor[B]`` and ``tag`` ``LongTensor[B]``."""
 
     index: Tensor
+    tag: Tensor
 
 
 __all__ = ["KINDS", "Batch", "ModalitySpec", "Sample"]

@@ -143,8 +143,9 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
             plans.append((name, tensors, None))
     small: dict[str, Any] = {"labels": [int(s["label"]) for s in samples]}  # lists, then tensors
     small.update({f"lengths/{name}": v for name, v in lens.items()})
-    if "index" in samples[0]:
-        small["index"] = [int(s["index"]) for s in samples]
+    for key in ("index", "tag"):
+        if key in samples[0]:
+            small[key] = [int(s[key]) for s in samples]
 
     inputs: dict[str, Tensor] = {}
     buffers = samples.buffers if isinstance(samples, BufferedSamples) else None
@@ -179,6 +180,8 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
                     "lengths": {name: small[f"lengths/{name}"] for name in lens}}
     if "index" in small:
         batch["index"] = small["index"]
+    if "tag" in small:
+        batch["tag"] = small["tag"]
     return batch
 
 

@@ -1,6 +1,7 @@
 """Views of a contract dataset (docs/architecture.md): some of its rows
 (:class:`DatasetView`) or some of its modalities (:class:`ModalityView`). Both keep the
-contract attributes and forward the batched fetch (``__getitems__``) and ``set_epoch``."""
+contract attributes and forward the batched fetch (``__getitems__``) and ``set_epoch``.
+:class:`TaggedRows` is an epoch's re-sampled rows whose samples carry a tag each."""
 
 from __future__ import annotations
 
@@ -91,3 +92,39 @@ class ModalityView(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         set_epoch(self.base, epoch)
+
+
+class TaggedRows(Dataset):
+    """Rows ``indices`` of a dataset (repeats allowed), sample ``k`` also carrying ``"tag"``:
+    ``tags[k]`` (an int). The trainer builds it from a method's re-sampled epoch
+    (``BalancingMethod.begin_epoch`` returning ``(indices, tags)``); the collated batch then
+    holds ``tag`` (``LongTensor[B]``), so a tag follows its sample through shuffling, DDP
+    sharding and loader workers. Each sample is a new dict: two copies of one row in a batch
+    keep their own tags."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int], tags: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        self.tags = [int(t) for t in tags]
+        if len(self.tags) != len(self.indices):
+            raise ValueError(f"tags must give one tag per index: {len(self.tags)} tags for "
+                             f"{len(self.indices)} indices")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return {**self.dataset[self.indices[k]], "tag": self.tags[k]}
+
+    def __getitems__(self, ks: Sequence[int]) -> list[dict]:
+        """Batched fetch through the dataset's own when it has one (its buffers kept)."""
+        rows = [self.indices[k] for k in ks]
+        fetch = getattr(self.dataset, "__getitems__", None)
+        samples = fetch(rows) if callable(fetch) else [self.dataset[i] for i in rows]
+        tagged = [{**s, "tag": self.tags[k]} for s, k in zip(samples, ks)]
+        if isinstance(samples, BufferedSamples):
+            return BufferedSamples(tagged, samples.buffers)
+        return tagged
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.dataset, epoch)

@@ -8,6 +8,7 @@ dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 (``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
 baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
 (``inforeg``), UMT's uni-modal teachers (``umt``), plus adapters
+(``inforeg``), sample-/modality-level valuation (``valuate``), plus adapters
 for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
 this project's head combiner) pools a model's heads on validation; ``anchored`` is
 the old name of ``multitask`` + ``stacked``. They know
@@ -47,6 +48,7 @@ from .relearn import Relearn, purity, reinit_strength, soft_reinit_
 from .stacked import StackedPrediction
 from .umt import UMT, distillation_terms
 from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights, project_simplex
+from .valuate import Valuate, modality_values, resample_plan, sample_copies
 
 __all__ = [
     "UMT",
@@ -108,4 +110,8 @@ __all__ = [
     "purity",
     "reinit_strength",
     "soft_reinit_",
+    "Valuate",
+    "modality_values",
+    "resample_plan",
+    "sample_copies",
 ]

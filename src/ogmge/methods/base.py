@@ -137,10 +137,21 @@ class BalancingMethod:
         model, trains a clone for an epoch on one head's loss and measures per-head losses on the
         training split and the held-out validation half A (``ogmge.methods.gblend.CopyTraining``)."""
 
-    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> Tensor | None:
+    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> Tensor | tuple[Tensor, Tensor] | None:
         """Before training epoch ``epoch``: the epoch's sample indices into the training split
-        (re-sampling; repeats allowed), or None for the usual shuffled pass. ``outputs()``
-        (when given) runs one evaluation pass over the training split."""
+        (re-sampling; repeats allowed), or None for the usual shuffled pass.
+
+        Or ``(indices, tags)``: ``tags`` (one int per index) tag each position of the epoch;
+        the tag travels with its sample through shuffling, sharding and workers, and the loop
+        hands the batch's tags (``LongTensor[B]``) to ``transform_features(..., tags=)`` (a
+        method that returns no tags is never passed any). This is how a method tells, inside
+        a batch, which samples are the copies it added and what to do with each.
+
+        ``outputs(*, index=None, features=False)`` (when given) runs one evaluation pass
+        (eval mode, no gradients) over the training split, or over its samples ``index`` in
+        that order, and returns ``ogmge.training.metrics.collect``'s dict (CPU tensors:
+        ``logits``, ``modality_logits``, ``labels``, ...; with ``features=True`` also
+        ``features`` ``{name: (n, D)}``, the encoders' outputs)."""
         return None
 
     def train_step(self, batch, tools, *, epoch: int):
@@ -169,7 +180,8 @@ class BalancingMethod:
         """Features ``{name: (B, D)}`` the fusion head sees in training (default: unchanged).
 
         ``baseline``: ``{name: (D,)}`` features that stand in for a missing modality
-        (zeros when None)."""
+        (zeros when None). A method whose ``begin_epoch`` returns ``(indices, tags)`` also
+        takes ``tags=``: ``(B,)`` the batch's per-sample tags, passed only in such an epoch."""
         return dict(features)
 
     @property

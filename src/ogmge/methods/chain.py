@@ -103,6 +103,7 @@ class Chain(BalancingMethod):
         self.members = list(members)
         self._loss_owner = next((m for m in self.members if _overrides(type(m), "loss")), None)
         self._backward_owner = next((m for m in self.members if _overrides(type(m), "backward")), None)
+        self._tagger: BalancingMethod | None = None  # the member whose begin_epoch returned tags
 
     @classmethod
     def build(cls, ctx: BuildContext, **options) -> Chain:
@@ -136,10 +137,13 @@ class Chain(BalancingMethod):
                 out[key] = values[own]
         return out
 
-    def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None):
+    def transform_features(self, features, *, labels=None, modality_logits=None, baseline=None, tags=None):
         out = dict(features)
         for m in self.members:
-            out = m.transform_features(out, labels=labels, modality_logits=modality_logits, baseline=baseline)
+            # tags go to the member whose begin_epoch returned them (the others never asked for any)
+            extra = {"tags": tags} if tags is not None and m is self._tagger else {}
+            out = m.transform_features(out, labels=labels, modality_logits=modality_logits, baseline=baseline,
+                                       **extra)
         return out
 
     @property
@@ -193,10 +197,11 @@ class Chain(BalancingMethod):
             m.split_features(epoch, train=train, heldout=heldout)
 
     def begin_epoch(self, epoch, *, train_size, outputs=None):
-        chosen = None
+        chosen, self._tagger = None, None
         for m in self.members:
             got = m.begin_epoch(epoch, train_size=train_size, outputs=outputs)
-            chosen = got if got is not None else chosen
+            if got is not None:
+                chosen, self._tagger = got, (m if isinstance(got, tuple) else None)
         return chosen
 
     def sync_params(self) -> list:

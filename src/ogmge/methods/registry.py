@@ -99,8 +99,12 @@ defaults in brackets):
   cosine classifier, MLA's shared head and its per-modality views.
 - ``begin_epoch(epoch, *, train_size, outputs)``: before each training epoch;
   may return the epoch's sample indices into the training split (re-sampling;
-  repeats allowed) or None (the usual shuffled pass). ``outputs()`` runs one
-  evaluation pass over the training split on demand.
+  repeats allowed), or ``(indices, tags)`` with one int tag per position (the
+  batches then carry ``tag`` and the loop passes the batch's tags to
+  ``transform_features(..., tags=)``), or None (the usual shuffled pass).
+  ``outputs(*, index=None, features=False)`` runs one evaluation pass over the
+  training split (or its samples ``index``) on demand, with the encoders'
+  features when asked.
 - ``train_step(batch, tools, *, epoch)``: only with ``owns_step``.
 
 Names are unique: registering a second class under a taken name is an error

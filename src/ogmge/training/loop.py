@@ -34,6 +34,7 @@ stays on the device and reaches the host once per trace flush.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ogmge.data.views import set_epoch
+from ogmge.data.views import TaggedRows, set_epoch
 from ogmge.methods import BalancingMethod, StepTools, qualname
 from ogmge.methods import registry as method_registry
 from ogmge.modulation import ModulationStats
@@ -451,19 +452,27 @@ class Trainer:
         method.split_features(last_epoch, train=train, heldout=heldout)
 
     def _begin_epoch(self, epoch: int) -> None:
-        """The method's per-epoch hook on the training data: re-sampled indices, or the usual pass."""
-        def outputs():
-            loader = make_loader(self.data.train, self.config, shuffle=False, device=self.device)[0]
-            return balancing.collect(self.model, loader, self.device, amp=self.amp)
+        """The method's per-epoch hook on the training data: re-sampled indices (with per-position
+        tags that the batches carry, when the method returns ``(indices, tags)``), or the usual pass."""
+        def outputs(*, index=None, features: bool = False):
+            data = self.data.train if index is None else torch.utils.data.Subset(
+                self.data.train, [int(i) for i in torch.as_tensor(index).tolist()])
+            loader = make_loader(data, self.config, shuffle=False, device=self.device)[0]
+            return balancing.collect(self.model, loader, self.device, amp=self.amp, features=features)
 
         indices = self.method.begin_epoch(epoch, train_size=len(self.data.train), outputs=outputs)
+        tags = None
+        if isinstance(indices, tuple):
+            indices, tags = indices
         if indices is None:
             if getattr(self, "_resampled", False):
                 self.train_loader, self.train_sampler = make_loader(
                     self.data.train, self.config, shuffle=True, ctx=self.ctx, device=self.device)
                 self._resampled = False
             return
-        subset = torch.utils.data.Subset(self.data.train, [int(i) for i in torch.as_tensor(indices).tolist()])
+        rows = [int(i) for i in torch.as_tensor(indices).tolist()]
+        subset = (torch.utils.data.Subset(self.data.train, rows) if tags is None
+                  else TaggedRows(self.data.train, rows, torch.as_tensor(tags).tolist()))
         self.train_loader, self.train_sampler = make_loader(subset, self.config, shuffle=True, ctx=self.ctx,
                                                             device=self.device)
         self._resampled = True
@@ -586,7 +595,11 @@ class Trainer:
     def _forward(self, b: dict):
         """The model's output: fused logits, per-modality logits, features; the method's
         feature transform (``transforms_features``) is handed to the model's forward."""
-        extra = {"transform": self.method.transform_features} if self.method.transforms_features else {}
+        extra = {}
+        if self.method.transforms_features:
+            transform: Any = self.method.transform_features
+            tags = b.get("tag")  # a re-sampled epoch's per-sample tags (begin_epoch), handed to the transform
+            extra["transform"] = transform if tags is None else functools.partial(transform, tags=tags)
         with torch.autocast(self.device.type, enabled=self.amp), balancing.forward_context(self.method, self.net):
             out = self.net(b["inputs"], lengths=b["lengths"] or None, labels=b["labels"], **extra)
         _check_output(out)

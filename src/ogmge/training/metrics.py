@@ -76,12 +76,17 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict:
 
 
 def to_device(batch: Mapping, device: torch.device) -> dict:
+    """The batch on ``device``: ``inputs``, ``labels``, ``lengths`` and, when it has them, ``tag``
+    (a re-sampled epoch's per-sample tags, ``BalancingMethod.begin_epoch``)."""
     non_blocking = device.type == "cuda"
-    return {
+    out = {
         "inputs": {k: v.to(device, non_blocking=non_blocking) for k, v in batch["inputs"].items()},
         "labels": batch["labels"].to(device, non_blocking=non_blocking),
         "lengths": {k: v.to(device, non_blocking=non_blocking) for k, v in (batch.get("lengths") or {}).items()},
     }
+    if batch.get("tag") is not None:
+        out["tag"] = batch["tag"].to(device, non_blocking=non_blocking)
+    return out
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:
@@ -90,18 +95,21 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.no_grad()
-def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False) -> dict:
+def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, *, amp: bool = False,
+            features: bool = False) -> dict:
     """Concatenated outputs on the CPU (float32, or float64 for a float64 model) over all batches:
     ``logits`` (the prediction),
     ``fused_logits`` (the fusion head's own; ``logits`` unless the model blends),
     ``modality_logits`` ``{m: (n, C)}``, ``head_logits`` ``{m: (n, C)}`` (empty without
-    trainable heads), ``labels``."""
+    trainable heads), ``labels``; with ``features``, also ``features`` ``{m: (n, D)}`` (the
+    encoders' outputs, ``ModelOutput.features``)."""
     was_training = model.training
     model.eval()
     per_mod: dict[str, list[Tensor]]
     heads: dict[str, list[Tensor]]
     fused, per_mod, heads, labels = [], {}, {}, []
     fusion_head: list[Tensor] = []  # the fusion head's own logits where ``logits`` combine more (a blend)
+    feats: dict[str, list[Tensor]] = {}
     try:
         for batch in batches:
             b = to_device(batch, device)
@@ -115,15 +123,24 @@ def collect(model: nn.Module, batches: Iterable[Mapping], device: torch.device, 
                 per_mod.setdefault(name, []).append(lg.to(_wide(lg.dtype)).cpu())
             for name, lg in (getattr(out, "head_logits", None) or {}).items():
                 heads.setdefault(name, []).append(lg.to(_wide(lg.dtype)).cpu())
+            if features:
+                got = getattr(out, "features", None)
+                if got is None:
+                    raise TypeError(f"the model's output ({type(out).__name__}) has no .features")
+                for name, f in got.items():
+                    feats.setdefault(name, []).append(f.to(_wide(f.dtype)).cpu())
             labels.append(b["labels"].cpu())
     finally:
         model.train(was_training)
     if not labels:
         raise ValueError("cannot evaluate on an empty dataset")
     logits = torch.cat(fused)
-    return {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
-            "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
-            "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
+    result = {"logits": logits, "fused_logits": torch.cat(fusion_head) if fusion_head else logits,
+              "modality_logits": {n: torch.cat(v) for n, v in per_mod.items()},
+              "head_logits": {n: torch.cat(v) for n, v in heads.items()}, "labels": torch.cat(labels)}
+    if features:
+        result["features"] = {n: torch.cat(v) for n, v in feats.items()}
+    return result
 
 
 @torch.no_grad()
