@@ -219,13 +219,14 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
 
 
 def build_method(config: TrainConfig, model: nn.Module, modulator: OGMGE | None = None, *, world_size: int = 1,
-                 device="cpu", process_group=None) -> BalancingMethod:
+                 device="cpu", process_group=None, dependencies=None) -> BalancingMethod:
     """The run's balancing method: ``config.method_cls.build(ctx, **config.method_options)``
     on ``model`` (docs/methods.md). ``modulator`` is accepted for older callers and unused."""
     cls = config.method_cls
     if cls.needs_heads and getattr(model, "heads", None) is None:
         raise ValueError(f"method {cls.name!r} needs a model with per-modality heads (MultimodalClassifier(heads=True))")
-    ctx = build_context(config, model, world_size=world_size, device=device, process_group=process_group)
+    ctx = build_context(config, model, world_size=world_size, device=device, process_group=process_group,
+                        dependencies=dependencies)
     check_modality_count(cls, len(ctx.modalities))
     return cls.build(ctx, **config.method_options)
 

@@ -39,7 +39,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +177,9 @@ class Trainer:
         overwrite: bool = False,
         allow_data_change: bool = False,
         method: MethodArg = None,
+        dependencies: Mapping[str, str] | None = None,
     ) -> None:
+        self.dependencies = dict(dependencies or {})  # ``depends_on`` runs: {key: run dir}
         values = config.to_dict()
         for key in PATH_SETTINGS:  # resolved: a resume or eval from another directory finds the data
             if values.get(key):
@@ -220,6 +222,8 @@ class Trainer:
         self.monitor = build_monitor(self.config, self.model)  # the OGM-GE measurement of every run
         try:
             self.method = self._make_method(method)
+            if self.ckpt is None and getattr(self.method, "loads_alone_encoders", False):
+                ckpt_mod.load_alone_encoders_(self.model, self.dependencies)
             balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None,
                                    val_size=None if self.data.val is None else len(self.data.val))
         except ValueError:
@@ -266,14 +270,16 @@ class Trainer:
     def _make_method(self, method: MethodArg) -> BalancingMethod:
         """The run's method: the object given, a class given built from the config's options,
         or the config's method from the registry."""
-        ctx = build_context(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
+        ctx = build_context(self.config, self.model, world_size=self.ctx.world_size, device=self.device,
+                            dependencies=self.dependencies)
         if isinstance(method, BalancingMethod):
             check_modality_count(type(method), len(ctx.modalities))
             return method
         if method is not None:
             check_modality_count(method, len(ctx.modalities))
             return method.build(ctx, **self.config.method_options)
-        return build_method(self.config, self.model, world_size=self.ctx.world_size, device=self.device)
+        return build_method(self.config, self.model, world_size=self.ctx.world_size, device=self.device,
+                            dependencies=self.dependencies)
 
     # ------------------------------------------------------------- resume
     def _read_resume_checkpoint(self, allow_data_change: bool) -> dict:
@@ -870,6 +876,7 @@ def train(
     overwrite: bool = False,
     allow_data_change: bool = False,
     method: MethodArg = None,
+    dependencies: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Train (or, with ``resume=True``, continue the run in ``config.out``).
 
@@ -882,9 +889,13 @@ def train(
     ``method``: a :class:`~ogmge.methods.BalancingMethod` object (used as is; the model is
     built for its class's declarations) or class (built from the config's options),
     registered or not; the saved config records its name and ``module:QualName``.
+    ``dependencies``: the run directories of the runs the method ``depends_on``
+    (``{"alone/<modality>": run_dir}`` for the modality-alone runs), as ``ctx.dependencies``;
+    a method with ``loads_alone_encoders`` starts its encoders from them.
     """
     return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks,
-                   overwrite=overwrite, allow_data_change=allow_data_change, method=method).fit()
+                   overwrite=overwrite, allow_data_change=allow_data_change, method=method,
+                   dependencies=dependencies).fit()
 
 
 def _method_settings(method: MethodArg, config: TrainConfig) -> dict:
