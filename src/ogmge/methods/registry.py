@@ -70,7 +70,12 @@ defaults in brackets):
   :meth:`BalancingMethod.train_step` and the :class:`StepTools` it is given.
 - ``depends_on`` [``()``]: runs it needs before it can train, e.g. ``("alone",)``
   for the comparison's modality-alone runs (teachers, warm starts); their run
-  directories arrive as ``ctx.dependencies``.
+  directories arrive as ``ctx.dependencies`` (``{"alone/<modality>": run_dir}``,
+  given to ``Trainer``/``train`` as ``dependencies=``).
+- ``loads_alone_encoders`` [False] (may be set per object from an option): a
+  fresh run starts each encoder from its modality-alone run's ``best.pt``; the
+  trainer loads them after ``build``
+  (:func:`ogmge.training.checkpoint.load_alone_encoders_`).
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
 
