@@ -317,3 +317,29 @@ def test_a_model_without_the_boosted_sum_is_refused(tmp_path):
         ReconBoost.build(BuildContext(("a", "b"), {"a": 2, "b": 2}, 3, fusion=torch.nn.Linear(2, 2), epochs=4))
     with pytest.raises(ValueError, match="ctx.epochs"):
         ReconBoost.build(BuildContext(("a", "b"), {"a": 2, "b": 2}, 3, fusion=BoostedSum({"a": 2, "b": 2}, 3)))
+
+
+def test_a_plain_loop_must_call_begin_epoch():
+    fusion = BoostedSum({"a": 2, "b": 2}, 3)
+    method = ReconBoost(fusion, epochs=4)
+    feats = {"a": torch.randn(5, 2), "b": torch.randn(5, 2)}
+    y = torch.tensor([0, 1, 2, 0, 1])
+    with pytest.raises(RuntimeError, match="begin_epoch"):
+        method.loss(fusion(feats), y, features=feats)
+    method.begin_epoch(0, train_size=5)
+    total, terms = method.loss(fusion(feats), y, features=feats)
+    assert set(terms) == {"fused", "boost"} and total.requires_grad
+
+
+def test_warm_start_loading_names_a_mismatched_or_missing_encoder(tmp_path):
+    from ogmge.training.checkpoint import load_alone_encoders_
+    bundle = tiny_bundle()
+    small = train(tiny_config(tmp_path / "small", method="normal", epochs=1,
+                              model_options={"builder": "generic", "hidden": 8, "out_dim": 8}), datasets=bundle)
+    cfg = tiny_config(tmp_path / "big", method="normal", epochs=1,
+                      model_options={"builder": "generic", "hidden": 16, "out_dim": 8}, out=None)
+    model = Trainer(cfg, datasets=bundle).model
+    with pytest.raises(ValueError, match="encoder 'a' does not match"):
+        load_alone_encoders_(model, {"alone/a": str(small.run_dir), "alone/b": str(small.run_dir)})
+    with pytest.raises(ValueError, match="alone/b"):
+        load_alone_encoders_(model, {"alone/a": str(small.run_dir)})

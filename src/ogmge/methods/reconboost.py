@@ -336,6 +336,9 @@ class ReconBoost(BalancingMethod):
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None, features=None):
         """Boosting phase: ``L_m`` (module docstring) on learner m; rectification: ``CE(F)``.
         ``terms["fused"]`` is the boosted sum's cross-entropy (trained only in rectification)."""
+        if self.epoch < 0:
+            raise RuntimeError("reconboost: call begin_epoch(epoch, train_size=...) before each epoch's steps "
+                               "(it sets the stage, the phase and the ensemble's members)")
         fused = cross_entropy(logits, labels)
         _, learner, phase = self.phase(self.epoch)
         if phase == RECTIFY:

@@ -194,12 +194,12 @@ def load_alone_encoders_(model: nn.Module, dependencies: Mapping[str, str], *, w
     encoders = getattr(model, "encoders", None)
     if encoders is None:
         raise TypeError("warm starts need a model exposing model.encoders")
+    missing = [ALONE_PREFIX + n for n in encoders if ALONE_PREFIX + n not in dependencies]
+    if missing:
+        raise ValueError(f"warm start: no modality-alone run for {missing} (dependencies); "
+                         f"given {sorted(dependencies)}")
     for name, encoder in encoders.items():
-        key = ALONE_PREFIX + name
-        if key not in dependencies:
-            raise ValueError(f"warm start: no modality-alone run for {name!r} (dependencies[{key!r}]); "
-                             f"given {sorted(dependencies)}")
-        path = Path(dependencies[key]) / which
+        path = Path(dependencies[ALONE_PREFIX + name]) / which
         state = load_checkpoint_file(path)["model"]
         prefix = f"encoders.{name}."
         weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
