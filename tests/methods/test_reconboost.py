@@ -152,6 +152,11 @@ def test_bad_options_are_named():
             cls.resolve_options(bad)
 
 
+def test_w2_above_w1_is_refused_naming_both():
+    with pytest.raises(ValueError, match="w1=2.0, w2=3.0"):
+        ReconBoost(BoostedSum({"a": 2, "b": 2}, 3), epochs=4, w1=2.0, w2=3.0)
+
+
 def test_declarations():
     cls = methods.get("reconboost")
     assert cls is ReconBoost and cls.min_modalities == 2 and cls.max_modalities is None

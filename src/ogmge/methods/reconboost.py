@@ -223,8 +223,8 @@ class ReconBoost(BalancingMethod):
              "(arXiv 2405.09321)")
     options = (
         Option("w1", float, 5.0, "weight of the learner's own log-likelihood in the boosting loss", low=0.0,
-               low_open=True, source=f"{_SRC}:75", space=Space.log_uniform(1.0, 20.0)),
-        Option("w2", float, 1.0, "weight of the reconcilement term (y * softmax(F_-m) * log p)", low=0.0,
+               low_open=True, source=f"{_SRC}:75"),
+        Option("w2", float, 1.0, "weight of the reconcilement term (y * softmax(F_-m) * log p); at most w1", low=0.0,
                source=f"{_SRC}:76", space=Space.uniform(0.0, 5.0)),
         Option("alpha", float, 0.5, "weight of the memory-consolidation term mean((p - p_prev)^2)", low=0.0,
                source=f"{_SRC}:77", space=Space.log_uniform(0.05, 5.0)),
@@ -287,6 +287,9 @@ class ReconBoost(BalancingMethod):
         self.modalities = fusion.modalities
         self.w1 = check_number("w1", w1, lo=0.0, lo_open=True)
         self.w2 = check_number("w2", w2, lo=0.0)
+        if self.w2 > self.w1:
+            raise ValueError(f"reconboost needs w2 <= w1 (a sample's weight w1 - w2 * q_y must not turn negative, "
+                             f"or the boosting loss has no minimum), got w1={self.w1}, w2={self.w2}")
         self.alpha = check_number("alpha", alpha, lo=0.0)
         self.boost_rate = check_number("boost_rate", boost_rate, lo=0.0, lo_open=True)
         self.boost_epochs = boost_epochs
