@@ -249,6 +249,12 @@ def test_warm_start_loads_the_alone_runs_encoders_and_refuses_without_them(tmp_p
     with pytest.raises(ValueError, match="alone/a"):
         Trainer(tiny_config(tmp_path / "cold", method={"name": "reconboost", "warm_start": True}, epochs=4,
                             model_options=opts), datasets=bundle)
+    # a resumed warm-started run needs no dependencies: its weights are in its checkpoint
+    cut = tiny_config(tmp_path / "cut", method={"name": "reconboost", "warm_start": True}, epochs=4,
+                      model_options=opts)
+    with pytest.raises(Stop):
+        train(cut, datasets=bundle, dependencies=deps, callbacks=[stop_after(0)])
+    assert train(cut, resume=True, datasets=bundle).start_epoch == 1
 
 
 # ---------------------------------------------------------------- by name, resume, eval

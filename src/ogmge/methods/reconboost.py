@@ -271,11 +271,8 @@ class ReconBoost(BalancingMethod):
                              f"model.fusion = ReconBoost.wrap_fusion(model.fusion); got {type(ctx.fusion).__name__}")
         if ctx.epochs is None:
             raise ValueError("reconboost needs the run's length (ctx.epochs): its stages replace the epoch loop")
-        if opts["warm_start"]:
-            missing = [f"alone/{m}" for m in ctx.modalities if f"alone/{m}" not in ctx.dependencies]
-            if missing:
-                raise ValueError(f"reconboost warm_start needs the modality-alone runs {missing} "
-                                 "(ctx.dependencies; Trainer(..., dependencies={'alone/<modality>': run_dir}))")
+        # warm_start: the trainer loads the alone runs' encoders on a fresh run (loads_alone_encoders)
+        # and refuses one without them; a resumed run has its weights in its checkpoint.
         return cls(ctx.fusion, epochs=ctx.epochs, **opts)
 
     def __init__(self, fusion: BoostedSum, *, epochs: int, w1: float = 5.0, w2: float = 1.0, alpha: float = 0.5,
