@@ -354,3 +354,12 @@ def test_warm_start_loading_names_a_mismatched_or_missing_encoder(tmp_path):
         load_alone_encoders_(model, {"alone/a": str(small.run_dir), "alone/b": str(small.run_dir)})
     with pytest.raises(ValueError, match="alone/b"):
         load_alone_encoders_(model, {"alone/a": str(small.run_dir)})
+
+
+def test_the_released_configuration_trains_shared_head_and_detached_consolidation(tmp_path):
+    cfg = tiny_config(tmp_path, method={"name": "reconboost", "head": "shared", "as_released": True}, epochs=4,
+                      model_options={"builder": "generic", "hidden": 8, "out_dim": 8})
+    result = train(cfg, datasets=tiny_bundle())
+    model = load_checkpoint(result.run_dir / "last.pt").model
+    assert model.fusion.heads["a"] is model.fusion.heads["b"] and model.fusion.head == "shared"
+    assert math.isfinite(result.test_metrics["acc"])
