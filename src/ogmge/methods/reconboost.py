@@ -291,6 +291,9 @@ class ReconBoost(BalancingMethod):
         self.boost_rate = check_number("boost_rate", boost_rate, lo=0.0, lo_open=True)
         self.boost_epochs = boost_epochs
         self.rectify_epochs = rectify_epochs
+        if head != fusion.head:
+            raise ValueError(f"reconboost head={head!r} but the model's boosted sum has head={fusion.head!r} "
+                             "(the head is built by wrap_fusion from the same options)")
         self.head = head
         self.reset_optimizer = bool(reset_optimizer)
         self.warm_start = bool(warm_start)
