@@ -20,7 +20,6 @@ from ogmge.methods.mcr import (
     game_loss,
     game_signs,
     js_divergence,
-    load_alone_encoders_,
     permuted_inputs,
     supervised_nt_xent,
 )
@@ -163,26 +162,12 @@ def test_loss_needs_heads_and_features():
         m.loss(fusion(z), y, features=z)
 
 
-def test_warm_start_loads_encoders_from_the_alone_runs(tmp_path):
-    encs = {u: nn.Linear(2, 3) for u in "ab"}
-    deps = {}
-    for u in "ab":
-        trained = nn.Linear(2, 3)
-        nn.init.constant_(trained.weight, 7.0 if u == "a" else -2.0)
-        run = tmp_path / f"alone_{u}"
-        run.mkdir()
-        model = {f"encoders.{u}.{k}": v for k, v in trained.state_dict().items()}
-        model["fusion.weight"] = torch.zeros(1)
-        torch.save({"model": model}, run / "best.pt")
-        deps[f"alone/{u}"] = str(run)
-    assert load_alone_encoders_(encs, deps) == ["a", "b"]
-    assert torch.all(encs["a"].weight == 7.0) and torch.all(encs["b"].weight == -2.0)
-    with pytest.raises(ValueError, match="alone/b"):
-        load_alone_encoders_(encs, {"alone/a": deps["alone/a"]})
+def test_warm_start_is_the_trainers_generic_alone_run_load():
     fusion, _ = _linear_fusion(("a", "b"))
-    ctx = BuildContext(("a", "b"), feature_dims={"a": 3, "b": 3}, num_classes=4, fusion=fusion, encoders=encs)
-    with pytest.raises(ValueError, match="modality-alone run"):
-        MCR.build(ctx, warm_start=True)
+    ctx = BuildContext(("a", "b"), feature_dims={"a": 3, "b": 3}, num_classes=4, fusion=fusion)
+    assert MCR.build(ctx, warm_start=True).loads_alone_encoders is True
+    assert MCR.build(ctx).loads_alone_encoders is False
+    assert MCR.depends_on == ("alone",)
 
 
 def test_state_round_trip_continues_the_permutation_stream():

@@ -31,6 +31,7 @@ from .mmpareto import MMPareto, average_gradients_, combine_gradients_
 from .multitask import Multitask
 from .normal import Normal
 from .pmr import PMR, class_prototypes, pmr_loss, prototype_logits, weak_modalities
+from .reconboost import BoostedSum, ReconBoost, boosting_loss, consolidation_loss, stage_plan
 from .registry import (
     BuildContext,
     Option,
@@ -71,6 +72,11 @@ __all__ = [
     "CosineHead",
     "MMCosine",
     "PMR",
+    "ReconBoost",
+    "BoostedSum",
+    "boosting_loss",
+    "consolidation_loss",
+    "stage_plan",
     "class_prototypes",
     "cosine_logits",
     "pmr_loss",

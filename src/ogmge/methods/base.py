@@ -79,6 +79,9 @@ class BalancingMethod:
     needs_validation = False
     #: ``begin`` wants the initial model's per-head losses (one evaluation pass before training).
     wants_initial_losses = False
+    #: A fresh run starts each encoder from its modality-alone run (``ctx.dependencies["alone/<name>"]``,
+    #: its ``best.pt``): the trainer loads them after ``build`` (may be set per object from an option).
+    loads_alone_encoders = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

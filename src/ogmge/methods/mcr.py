@@ -68,18 +68,18 @@ Choices where the released code differs or the paper is silent (docs/methods.md)
 - The CEB "lib" term and the starting/ending epochs are not implemented.
 - Warm start (``warm_start``, default off): the encoders are loaded from
   modality-alone runs (``ctx.dependencies["alone/<u>"]``, their ``best.pt``), as the
-  authors' ``pretrainedEncoder`` configs do; ``train(..., dependencies=...)`` passes
-  them. ``depends_on`` is not declared: ``compare`` does not schedule it yet.
+  authors' ``pretrainedEncoder`` configs do; ``compare`` runs them first
+  (``depends_on = ("alone",)``) and the trainer loads them on a fresh run
+  (``loads_alone_encoders``); a single run takes ``train(..., dependencies=...)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ogmge.validation import check_number
 
@@ -170,28 +170,6 @@ def supervised_nt_xent(features: Sequence[Tensor], labels: Tensor, tau: float) -
     return per_pair[pos].mean()
 
 
-def load_alone_encoders_(encoders: Mapping[str, nn.Module], dependencies: Mapping[str, str]) -> list[str]:
-    """Load each encoder's weights from its modality-alone run (``dependencies["alone/<u>"]``, the
-    run's ``best.pt``; the keys ``encoders.<u>.*`` of its model). Returns the modalities loaded;
-    an error names a modality without a run or a checkpoint without its encoder."""
-    loaded = []
-    for u, enc in encoders.items():
-        run = dependencies.get(f"alone/{u}")
-        if run is None:
-            raise ValueError(f"MCR warm_start needs the modality-alone run of {u!r} (ctx.dependencies['alone/{u}']); "
-                             f"got {sorted(dependencies)}")
-        path = Path(run) / "best.pt"
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = ckpt.get("model", {}) if isinstance(ckpt, dict) else {}
-        prefix = f"encoders.{u}."
-        state = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
-        if not state:
-            raise ValueError(f"MCR warm_start: {path} holds no encoder for modality {u!r}")
-        enc.load_state_dict(state)
-        loaded.append(u)
-    return loaded
-
-
 @register
 class MCR(BalancingMethod):
     """MCR: latent-permutation game (JSD) + supervised contrastive + unimodal CE (any fusion).
@@ -224,6 +202,8 @@ class MCR(BalancingMethod):
     needs_heads = True
     needs_features = True
     min_modalities = 2
+    #: warm starts (``warm_start``) come from the comparison's modality-alone runs
+    depends_on = ("alone",)
     tie_rank = 12.0
     ddp = "identical"
 
@@ -236,10 +216,6 @@ class MCR(BalancingMethod):
         if opts["contr"] > 0 and len(dims) > 1:
             raise ValueError(f"MCR's contrastive term compares the modalities' features, which needs equal "
                              f"feature sizes; got {dict(ctx.feature_dims)} (set contr=0 or equal out_dim)")
-        if opts["warm_start"]:
-            if ctx.encoders is None:
-                raise ValueError("MCR warm_start needs the encoders (ctx.encoders)")
-            load_alone_encoders_(ctx.encoders, ctx.dependencies)
         return cls(ctx.modalities, ctx.fusion, ctx.generator("mcr"), **opts)
 
     def __init__(self, modalities, fusion, generator: torch.Generator | None = None, *,
@@ -260,6 +236,8 @@ class MCR(BalancingMethod):
             raise ValueError(f"game must be one of {list(GAMES)}, got {game!r}")
         self.game = game
         self.warm_start = bool(warm_start)
+        #: the trainer starts the encoders from the modality-alone runs on a fresh run
+        self.loads_alone_encoders = self.warm_start
         self.last: dict[str, Tensor] = {}
 
     def loss(self, logits: Tensor, labels: Tensor, *, head_logits=None, sample_keep=None, features=None):
@@ -308,5 +286,5 @@ class MCR(BalancingMethod):
                 f"warm_start={self.warm_start})")
 
 
-__all__ = ["MCR", "draw_permutations", "game_loss", "game_signs", "js_divergence", "load_alone_encoders_",
+__all__ = ["MCR", "draw_permutations", "game_loss", "game_signs", "js_divergence",
            "permuted_inputs", "supervised_nt_xent"]

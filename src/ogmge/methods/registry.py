@@ -82,6 +82,10 @@ defaults in brackets):
   validation split (half A with ``cross_fit = "split"``), before the next epoch's
   first step (a resumed run repeats it from the checkpoint's weights; never
   after the last epoch). Diagnosing & Re-learning re-initialises encoders there.
+- ``loads_alone_encoders`` [False] (may be set per object from an option): a
+  fresh run starts each encoder from its modality-alone run's ``best.pt``; the
+  trainer loads them after ``build``
+  (:func:`ogmge.training.checkpoint.load_alone_encoders_`).
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
 

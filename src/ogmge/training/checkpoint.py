@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ogmge.io_utils import TMP_TAG, atomic_write, fsync_dir
 
@@ -179,3 +181,31 @@ def restore_rng(state: dict) -> None:
 
 def _plain(x):
     return x.item() if hasattr(x, "item") else x
+
+
+#: Key prefix of a modality-alone run in ``ctx.dependencies`` (``"alone/<modality>"``).
+ALONE_PREFIX = "alone/"
+
+
+def load_alone_encoders_(model: nn.Module, dependencies: Mapping[str, str], *, which: str = BEST) -> None:
+    """Copy each modality's encoder weights from its modality-alone run (``dependencies
+    ["alone/<modality>"]``, that run's ``best.pt``) into ``model.encoders`` in place.
+    Errors name the missing run, file or weights; shapes must match (strict load)."""
+    encoders = getattr(model, "encoders", None)
+    if encoders is None:
+        raise TypeError("warm starts need a model exposing model.encoders")
+    missing = [ALONE_PREFIX + n for n in encoders if ALONE_PREFIX + n not in dependencies]
+    if missing:
+        raise ValueError(f"warm start: no modality-alone run for {missing} (dependencies); "
+                         f"given {sorted(dependencies)}")
+    for name, encoder in encoders.items():
+        path = Path(dependencies[ALONE_PREFIX + name]) / which
+        state = load_checkpoint_file(path)["model"]
+        prefix = f"encoders.{name}."
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not weights:
+            raise ValueError(f"warm start: {path} holds no weights of encoder {name!r}")
+        try:
+            encoder.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ValueError(f"warm start: encoder {name!r} does not match {path}: {exc}") from None

@@ -231,6 +231,9 @@ class Trainer:
         self.monitor = build_monitor(self.config, self.model)  # the OGM-GE measurement of every run
         try:
             self.method = self._make_method(method)
+            if self.ckpt is None and getattr(self.method, "loads_alone_encoders", False):
+                ckpt_mod.load_alone_encoders_(self.model, dict(self.config.dependencies if self.dependencies is None
+                                                               else self.dependencies))
             balancing.check_method(self.method, distributed=self.ctx.enabled, has_val=self.data.val is not None,
                                    val_size=None if self.data.val is None else len(self.data.val))
         except ValueError:
@@ -940,9 +943,10 @@ def train(
     ``method``: a :class:`~ogmge.methods.BalancingMethod` object (used as is; the model is
     built for its class's declarations) or class (built from the config's options),
     registered or not; the saved config records its name and ``module:QualName``.
-    ``dependencies``: ``{key: run dir}`` of earlier runs the method builds on, handed to it as
-    ``ctx.dependencies`` (e.g. ``{"alone/audio": ...}``, the modality-alone runs MCR's
-    ``warm_start`` loads its encoders from); give them again on resume.
+    ``dependencies``: ``{key: run dir}`` of earlier runs the method builds on (default: the
+    config's ``dependencies``, what ``compare`` sets), handed to it as ``ctx.dependencies``
+    (``{"alone/<modality>": run_dir}`` for the modality-alone runs: teachers, warm starts);
+    a method with ``loads_alone_encoders`` starts its encoders from them; give them again on resume.
     """
     return Trainer(config, resume=resume, datasets=datasets, model=model, callbacks=callbacks,
                    overwrite=overwrite, allow_data_change=allow_data_change, method=method,
