@@ -7,7 +7,7 @@ Each method is one module naming its paper: G-Blending (``gblend``), modality
 dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 (``uni_ensemble``), the uniform multitask baseline (``multitask``; MMPareto's
 baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
-(``inforeg``), plus adapters
+(``inforeg``), AUG (``aug``), plus adapters
 for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
 this project's head combiner) pools a model's heads on validation; ``anchored`` is
 the old name of ``multitask`` + ``stacked``. They know
@@ -17,6 +17,7 @@ tensors, parameters and modality names; never a model, dataset or trainer.
 from .adapters import OGMGEMethod, OPMMethod
 from .agm import AGM, shapley_contributions
 from .anchored import AnchoredFusion
+from .aug import AUG, AUGHead
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
@@ -45,6 +46,8 @@ from .uni_ensemble import UnimodalEnsemble, ensemble_logits, fit_simplex_weights
 
 __all__ = [
     "AGM",
+    "AUG",
+    "AUGHead",
     "shapley_contributions",
     "AnchoredFusion",
     "InfoReg",
