@@ -41,7 +41,9 @@ compared with ``lam``; if any leaves ``[lam - tolerance, lam + tolerance]``, the
 modality with the lowest ratio gets one new boosting layer (Xavier-normal weights from
 the run's ``aug`` generator, zero bias; AudioVideo.py:67-74). For two modalities
 ``rho_a = s_a / s_v`` and ``rho_v = 1 / rho_a``: with ``lam = 1`` (the default) this is
-exactly the release's rule (l.222-228). For ``lam != 1`` the release compares
+the release's rule (l.222-228: visual when ``rho_a > 1.01``, audio when ``rho_a < 0.99``)
+except in the sliver ``0.99 <= rho_a < 1/1.01`` (``rho_v > 1.01`` leaves the band), where
+audio gets a layer and the release adds none. For ``lam != 1`` the release compares
 ``s_audio / s_visual`` with ``lam`` (a named direction); here every modality's ratio is
 compared with it. Ties of the lowest ratio go to the first modality in the model's order.
 
@@ -75,6 +77,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -181,6 +184,7 @@ class AUGHead(nn.Module):
 
     default_estimator = "linear"
     supports_linear_split = True
+    weights: Tensor
 
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, *, hidden: int = 256,
                  weights: Mapping[str, float] | None = None, train_layers: bool = True) -> None:
@@ -201,16 +205,20 @@ class AUGHead(nn.Module):
         self.fc_out = nn.Linear(hidden, self.num_classes)
         self.boost = nn.ModuleDict({n: nn.ModuleList() for n in self.modalities})
 
+    def stack(self, name: str) -> nn.ModuleList:
+        """Modality ``name``'s boosting layers, in the order they were added."""
+        return cast(nn.ModuleList, self.boost[name])
+
     def layers(self) -> dict[str, int]:
         """Boosting layers per modality."""
-        return {n: len(self.boost[n]) for n in self.modalities}
+        return {n: len(self.stack(n)) for n in self.modalities}
 
     def branch(self, name: str, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(z_u, prev_u, last_u)`` of modality ``name`` on its features ``x`` (None, None
         without boosting layers)."""
-        total = self.fc_out(self.embed[name](x))
+        total = cast(Tensor, self.fc_out(self.embed[name](x)))
         previous = last = None
-        for layer in self.boost[name]:
+        for layer in self.stack(name):
             last = self.fc_out(torch.relu(layer(x)))
             previous = total
             total = total + last
@@ -234,7 +242,7 @@ class AUGHead(nn.Module):
         ref = self.fc_out.weight
         layer = nn.Linear(self.in_dims[name], self.hidden, device=ref.device, dtype=ref.dtype)
         layer.requires_grad_(self.train_layers)
-        self.boost[name].append(layer)
+        self.stack(name).append(layer)
         return layer
 
     def add_layer(self, name: str, generator: torch.Generator) -> list[nn.Parameter]:
@@ -258,10 +266,10 @@ class AUGHead(nn.Module):
             if name not in self.boost:
                 raise ValueError(f"AUG head state has layers for {name!r}, the head's modalities are "
                                  f"{list(self.modalities)}")
-            while len(self.boost[name]) < int(n):
+            while len(self.stack(name)) < int(n):
                 self._new_layer(name)
-            while len(self.boost[name]) > int(n):
-                del self.boost[name][-1]
+            while len(self.stack(name)) > int(n):
+                del self.stack(name)[-1]
 
     def extra_repr(self) -> str:
         w = {n: round(float(v), 6) for n, v in zip(self.modalities, self.weights)}
