@@ -122,6 +122,8 @@ def test_confidences_and_the_assignment_by_hand():
     released = "visual" if ratio > 1.01 else "audio" if ratio < 0.99 else None  # l.222-228
     layers = dict(head.layers())
     method.end_epoch(0)
+    assert head.layers() == layers  # added at the next epoch's start
+    method.begin_epoch(1, train_size=B)
     assert method.ratios["audio"] == ratio or abs(method.ratios["audio"] - ratio) <= 1e-12 * max(ratio, 1)
     grown = [n for n in NAMES if head.layers()[n] > layers[n]]
     assert grown == ([] if released is None else [released])

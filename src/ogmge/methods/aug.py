@@ -39,7 +39,10 @@ before its update, as train_CREMAD.py:82-86). At epoch 0 and after every
 train_CREMAD.py:205-208, 220) the ratios ``rho_u = s_u / mean_{w != u} s_w`` are
 compared with ``lam``; if any leaves ``[lam - tolerance, lam + tolerance]``, the
 modality with the lowest ratio gets one new boosting layer (Xavier-normal weights from
-the run's ``aug`` generator, zero bias; AudioVideo.py:67-74). For two modalities
+the run's ``aug`` generator, zero bias; AudioVideo.py:67-74), added at the start of the
+next epoch (``begin_epoch``): the release adds it after the epoch's evaluation (l.214-228),
+the same point of training; here the epoch's checkpoint is the model that was validated,
+and the last epoch adds no layer that would never be trained. For two modalities
 ``rho_a = s_a / s_v`` and ``rho_v = 1 / rho_a``: with ``lam = 1`` (the default) this is
 the release's rule (l.222-228: visual when ``rho_a > 1.01``, audio when ``rho_a < 0.99``)
 except in the sliver ``0.99 <= rho_a < 1/1.01`` (``rho_v > 1.01`` leaves the band), where
@@ -177,7 +180,9 @@ class AUGHead(nn.Module):
     """AUG's classifier: per-modality embeddings and boosting layers read out by one shared
     linear layer (module docstring). A fusion head: ``forward(features) -> logits`` (the
     weighted merge), ``in_dims``, ``num_classes``, ``linear_split`` (each modality's
-    ``z_u``). ``hidden``: the width (256, AudioVideo.py:47-57); ``weights``: ``{u: w_u}``
+    ``z_u``). Its linear layers start Xavier-normal with zero biases, as the release's
+    ``weight_init`` (utils/utils.py:81-84; from the global generator, like every module of the
+    model). ``hidden``: the width (256, AudioVideo.py:47-57); ``weights``: ``{u: w_u}``
     (default :func:`merge_weights`); ``train_layers``: whether added layers are trainable
     (False: the release). The layer counts are the module's extra state, so loading a
     state dict first grows (or shrinks) the layer lists to the saved counts."""
@@ -204,6 +209,10 @@ class AUGHead(nn.Module):
                                     for n, d in self.in_dims.items()})
         self.fc_out = nn.Linear(hidden, self.num_classes)
         self.boost = nn.ModuleDict({n: nn.ModuleList() for n in self.modalities})
+        for m in (*self.embed.modules(), self.fc_out):  # the release's weight_init (utils/utils.py:81-84)
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def stack(self, name: str) -> nn.ModuleList:
         """Modality ``name``'s boosting layers, in the order they were added."""
@@ -362,7 +371,8 @@ class AUG(BalancingMethod):
         self.generator = torch.Generator().manual_seed(int(seed))
         self.scores: dict[str, Tensor] = {}
         self.ratios: dict[str, float] = {}
-        self.added: list[tuple[int, str]] = []  # (epoch, modality) of every layer added
+        self.added: list[tuple[int, str]] = []  # (check epoch, modality) of every layer added
+        self.target: tuple[int, str] | None = None  # decided at a check, added at the next epoch's start
         self._pending: list[dict] = []
 
     # ------------------------------------------------------------------ the step
@@ -405,8 +415,9 @@ class AUG(BalancingMethod):
 
     # ------------------------------------------------------------------ the assignment
     def end_epoch(self, epoch: int, *, train_losses=None, val_losses=None) -> None:
-        """At a check epoch: the ratios of the epoch's confidences; a layer for the lowest when
-        some ratio leaves the band. The confidences restart at every epoch."""
+        """At a check epoch: the ratios of the epoch's confidences and the modality that gets a
+        layer when some ratio leaves the band (added at the next ``begin_epoch``, so the epoch's
+        checkpoint is the model that was validated). The confidences restart at every epoch."""
         scores, self.scores = self.scores, {}
         if not self.is_check_epoch(epoch) or set(scores) != set(self.modalities):
             return
@@ -415,12 +426,20 @@ class AUG(BalancingMethod):
         ratios = confidence_ratios({n: scores[n].double() for n in self.modalities})
         self.ratios = {n: float(v) for n, v in ratios.items()}
         target = modality_to_boost(self.ratios, self.lam, self.tolerance)
-        if target is None:
-            return
-        params = self.head.add_layer(target, self.generator)
-        self.added.append((epoch, target))
+        if target is not None:
+            self.target = (epoch, target)
+
+    def begin_epoch(self, epoch: int, *, train_size: int, outputs=None) -> None:
+        """Adds the layer decided at the last check (if any) before the epoch's first step."""
+        if self.target is None:
+            return None
+        decided, name = self.target
+        self.target = None
+        params = self.head.add_layer(name, self.generator)
+        self.added.append((decided, name))
         if not self.as_released:
             self._pending.append({"params": params})
+        return None
 
     def new_param_groups(self) -> list[dict]:
         """The boosting layers added since the last call, one parameter group each (none with
@@ -433,10 +452,11 @@ class AUG(BalancingMethod):
         return {"generator": self.generator.get_state(),
                 "scores": {n: v.detach().cpu() for n, v in self.scores.items()},
                 "ratios": dict(self.ratios),
-                "added": [[int(e), str(n)] for e, n in self.added]}
+                "added": [[int(e), str(n)] for e, n in self.added],
+                "target": None if self.target is None else [int(self.target[0]), str(self.target[1])]}
 
     def load_state_dict(self, state: Mapping) -> None:
-        unknown = set(state) - {"generator", "scores", "ratios", "added"}
+        unknown = set(state) - {"generator", "scores", "ratios", "added", "target"}
         if unknown:
             raise ValueError(f"AUG state has unknown keys {sorted(unknown)}")
         if state.get("generator") is not None:
@@ -445,6 +465,8 @@ class AUG(BalancingMethod):
         self.scores = {n: torch.as_tensor(v).to(device) for n, v in (state.get("scores") or {}).items()}
         self.ratios = {n: float(v) for n, v in (state.get("ratios") or {}).items()}
         self.added = [(int(e), str(n)) for e, n in (state.get("added") or [])]
+        target = state.get("target")
+        self.target = None if target is None else (int(target[0]), str(target[1]))
         self._pending = []
 
     def trace_row(self) -> dict:
