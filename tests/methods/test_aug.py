@@ -79,6 +79,15 @@ def test_head_state_rebuilds_and_shrinks_its_layers():
     torch.testing.assert_close(head(x), 0.5 * parts["a"] + 0.5 * parts["b"])
 
 
+def test_half_precision_features_run_the_head_under_autocast():
+    head = AUGHead({"a": 4, "b": 3}, 5, hidden=6)
+    head.add_layer("a", torch.Generator().manual_seed(0))
+    method = AUG(head)
+    x = torch.randn(8, 4).to(torch.bfloat16)  # what an AMP forward leaves
+    loss, total = method.modality_loss("a", x, torch.arange(8) % 5)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and total.dtype == torch.bfloat16
+
+
 def test_bad_options_are_named():
     cls = get("aug")
     for key, value in (("tolerance", -1.0), ("lam", 0.0), ("hidden", 0), ("check_every", -1)):

@@ -78,6 +78,7 @@ have to be re-wrapped, and each rank would sum its own confidences.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import cast
@@ -381,8 +382,11 @@ class AUG(BalancingMethod):
         return epoch == 0 or (epoch + 1) % self.period == 0
 
     def modality_loss(self, name: str, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(L_u, z_u)`` of modality ``name`` through the head, at its current weights."""
-        total, previous, last = self.head.branch(name, features)
+        """``(L_u, z_u)`` of modality ``name`` through the head, at its current weights (under
+        autocast at the features' dtype when they are half precision, as after an AMP forward)."""
+        low = features.dtype in (torch.float16, torch.bfloat16) and features.dtype != self.head.fc_out.weight.dtype
+        with torch.autocast(features.device.type, dtype=features.dtype) if low else contextlib.nullcontext():
+            total, previous, last = self.head.branch(name, features)
         return boosted_loss(total, previous, last, labels, residual_weight=self.residual_weight), total
 
     def _score(self, name: str, total: Tensor, labels: Tensor) -> None:
