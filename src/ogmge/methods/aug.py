@@ -66,7 +66,9 @@ The weights are keyed by name: by default audio 0.4 and visual 0.6 when the moda
 exactly ``audio`` and ``visual`` (in any order), ``1/N`` each otherwise (other names,
 N > 2); ``merge_weights="name=w,..."`` sets them. The per-modality estimates
 (``modality_logits``, the OGM-GE monitor's scores and per-modality accuracy) are the
-``z_u`` (``linear_split``).
+``z_u`` (``linear_split``). A validation-fitted (``stacked``) merge of the ``z_u`` is not
+offered yet: the trainer's fitted rules (``model.combiner``) pool the model's linear
+``heads``, not the branches of a fusion head.
 
 Other choices: the release picks its best epoch on the test split (l.214-219); the
 trainer selects on validation. The release steps its scheduler before each epoch
