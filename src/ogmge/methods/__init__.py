@@ -9,6 +9,7 @@ dropout (``mdrop``), MMPareto (``mmpareto``), the unimodal ensemble
 baseline), PMR (``pmr``), MMCosine's cosine classifier (``mmcosine``), MASAM (``masam``), InfoReg
 (``inforeg``), UMT's uni-modal teachers (``umt``), plus adapters
 (``inforeg``), sample-/modality-level valuation (``valuate``), plus adapters
+(``inforeg``), AUG (``aug``), plus adapters
 for OGM-GE and OPM (``adapters``). The ``stacked`` prediction rule (``stacked``:
 this project's head combiner) pools a model's heads on validation; ``anchored`` is
 the old name of ``multitask`` + ``stacked``. They know
@@ -18,6 +19,7 @@ tensors, parameters and modality names; never a model, dataset or trainer.
 from .adapters import OGMGEMethod, OPMMethod
 from .agm import AGM, shapley_contributions
 from .anchored import AnchoredFusion
+from .aug import AUG, AUGHead
 from .base import FUSED, BalancingMethod, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
@@ -55,6 +57,8 @@ __all__ = [
     "UMT",
     "distillation_terms",
     "AGM",
+    "AUG",
+    "AUGHead",
     "shapley_contributions",
     "AnchoredFusion",
     "InfoReg",

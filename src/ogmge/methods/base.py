@@ -162,6 +162,16 @@ class BalancingMethod:
         (:class:`~ogmge.methods.registry.StepTools`); return ``(out, total, terms, skip_reason)``."""
         raise NotImplementedError(f"method {self.name!r} declares owns_step but has no train_step")
 
+    def new_param_groups(self) -> list[dict]:
+        """Parameters the method created during training (e.g. layers grown at the end of an
+        epoch) since the last call, as optimizer parameter groups (``{"params": [...]}``; default
+        none). The trainer asks after ``begin_epoch`` and after ``end_epoch`` and adds each group
+        to its optimizer with the hyper-parameters of the optimizer's first group at that moment
+        (its current learning rate); checkpoints record every group's parameter names, so a
+        resumed run re-adds them (after the model's state has rebuilt the parameters) before
+        loading the optimizer's state. Not under DDP (the model would need re-wrapping)."""
+        return []
+
     def sync_params(self) -> list[nn.Parameter]:
         """With ``ddp = "syncs"``: the parameters whose gradients the method averages itself."""
         return []

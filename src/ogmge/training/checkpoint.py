@@ -5,7 +5,11 @@ A checkpoint is a dict saved with ``torch.save``::
 
     {"format": "ogmge-checkpoint", "version": 3, "epoch": last completed epoch (0-based),
      "config": TrainConfig as a dict, "model_spec": {...}, "model": state_dict,
-     "optimizer", "scheduler", "scaler", "monitor", "method", "rng", "best", ...}
+     "optimizer", "optimizer_groups", "scheduler", "scaler", "monitor", "method", "rng", "best", ...}
+
+``"optimizer_groups"``: each optimizer group's parameter names, so a resumed run re-adds
+the groups a method added during training (``new_param_groups``) before loading
+``"optimizer"`` (absent in older checkpoints: no groups were added then).
 
 ``"method"`` is the whole state of the balancing method (``method.state_dict()``),
 ``"monitor"`` the OGM-GE monitor's; the prediction's fitted weights are in

@@ -324,6 +324,7 @@ class Trainer:
         ck = self.ckpt
         assert ck is not None  # read in __init__ when resuming
         self.model.load_state_dict(ck["model"])  # with its helpers' state; an older "extra_states" copy is ignored
+        self._restore_param_groups(ck.get("optimizer_groups") or [])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler"):
@@ -350,6 +351,29 @@ class Trainer:
         per_rank = rng.get("per_rank")
         ckpt_mod.restore_rng(per_rank[self.ctx.rank] if per_rank and len(per_rank) == self.ctx.world_size
                              else rng["main"])
+
+    def _restore_param_groups(self, saved: list) -> None:
+        """Re-add the optimizer's parameter groups a method added during the run
+        (``new_param_groups``), by the parameter names the checkpoint recorded, in their order."""
+        params = dict(self.model.named_parameters())
+        for names in saved[len(self.optimizer.param_groups):]:
+            missing = [n for n in names if n not in params]
+            if missing:
+                raise ValueError(f"cannot resume {self.run_dir}: an optimizer group added during the run holds "
+                                 f"{missing}, which the rebuilt model lacks")
+            self.optimizer.add_param_group({"params": [params[n] for n in names]})
+
+    def _add_method_param_groups(self) -> None:
+        """The parameters a method created (``new_param_groups``) join the optimizer, with the
+        hyper-parameters of its first group now (its current learning rate)."""
+        for group in self.method.new_param_groups():
+            base = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+            self.optimizer.add_param_group({**base, **group})
+
+    def _param_group_names(self) -> list[list[str]]:
+        """Every optimizer group's parameter names (a checkpoint's ``optimizer_groups``)."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [[names.get(id(p), "") for p in g["params"]] for g in self.optimizer.param_groups]
 
     # ------------------------------------------------------------- training
     def fit(self) -> RunResult:
@@ -464,6 +488,7 @@ class Trainer:
             return balancing.collect(self.model, loader, self.device, amp=self.amp, features=features)
 
         indices = self.method.begin_epoch(epoch, train_size=len(self.data.train), outputs=outputs)
+        self._add_method_param_groups()
         tags = None
         if isinstance(indices, tuple):
             indices, tags = indices
@@ -776,6 +801,7 @@ class Trainer:
             improved = self._update_best(epoch, val)
             row["best"] = improved
             self._log_epoch(row, log, val, test)
+        self._add_method_param_groups()  # what end_epoch grew joins the optimizer before the checkpoint
         balancing.share_state(self.method, self.model, self.ctx)
         self._save_epoch(epoch, improved)
         for cb in self.callbacks:
@@ -846,6 +872,7 @@ class Trainer:
             "model_spec": self.spec,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_groups": self._param_group_names(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
