@@ -1,11 +1,12 @@
 """Each validation error of the loader is a ValueError naming the array."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from ogmge.data.byo import load_byo, save_byo
+from ogmge.data.byo import ByoContent, load_byo, save_byo, validate_byo
 
 
 def _write(path, meta=None, **arrays):
@@ -119,3 +120,17 @@ def test_writer_validates_too(tmp_path):
     with pytest.raises(ValueError, match="'img' has 3 samples but 'labels' has 2"):
         save_byo(tmp_path / "a.npz", {"img": np.zeros((3, 3, 4, 4))}, [0, 1])
     assert not (tmp_path / "a.npz").exists()
+
+
+def test_validate_byo_returns_the_content_normalised_and_frozen():
+    labels = np.array([0, 2, 1], dtype=np.int32)
+    content = validate_byo({"img": np.zeros((3, 3, 4, 4), np.float64), "wave": np.ones((3, 10), np.float32)},
+                           labels, lengths={"wave": np.array([10, 4, 7], np.int32)}, split=["train", "val", "test"])
+    assert isinstance(content, ByoContent)
+    assert content.kinds == {"img": "image", "wave": "waveform"}  # inferred by rank and lengths
+    assert content.labels.dtype == np.int64 and content.labels.tolist() == [0, 2, 1]
+    assert content.lengths["wave"].dtype == np.int64 and content.lengths["wave"].tolist() == [10, 4, 7]
+    assert content.split is not None and content.split.tolist() == ["train", "val", "test"]
+    assert content.groups is None and content.class_names is None and sorted(content.arrays) == ["img", "wave"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        content.labels = labels  # type: ignore[misc]

@@ -19,6 +19,7 @@ import json
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -71,8 +72,25 @@ def _check_kind(name: str, kind: str, sample_shape: tuple[int, ...], has_lengths
         raise ValueError(f"array {name!r}: kind {kind!r} is fixed-size; it cannot have lengths")
 
 
-# -------------------------------------------------------------------------- dataset
 # --------------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class ByoContent:
+    """Bring-your-own content after :func:`validate_byo`: every field checked, kinds filled in.
+
+    ``arrays``, ``kinds`` and ``lengths`` are keyed by modality name (``lengths`` only for the
+    variable-length modalities that have them); ``labels`` is int64; ``split`` (strings from
+    ``SPLITS``), ``groups`` and ``class_names`` are None when not given.
+    """
+
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    kinds: dict[str, str]
+    lengths: dict[str, np.ndarray]
+    split: np.ndarray | None
+    groups: np.ndarray | None
+    class_names: list[str] | None
+
+
 def contiguous_labels(labels: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
     """``(labels, None)`` when they are 0..C-1 with every class present; else labels renumbered
     0..C-1 in the order of their values and the values (``values[i]`` is class ``i``'s label)."""
@@ -131,7 +149,7 @@ def validate_byo(
     split=None,
     groups=None,
     class_names: Sequence[str] | None = None,
-) -> dict:
+) -> ByoContent:
     """Check bring-your-own content; return it normalised (kinds filled in by inference).
 
     Every problem is a ValueError naming the array: missing labels, mismatched
@@ -226,10 +244,10 @@ def validate_byo(
         groups = _as_column("group", groups, n)
         if groups.dtype.kind not in "iuU":
             raise ValueError(f"array 'group' must hold integers or strings, got dtype {groups.dtype}")
-    return {
-        "arrays": out_arrays, "labels": labels.astype(np.int64), "kinds": out_kinds,
-        "lengths": out_lengths, "split": split, "groups": groups, "class_names": class_names,
-    }
+    return ByoContent(
+        arrays=out_arrays, labels=labels.astype(np.int64), kinds=out_kinds,
+        lengths=out_lengths, split=split, groups=groups, class_names=class_names,
+    )
 
 
 # ------------------------------------------------------------------------- writing
@@ -270,17 +288,17 @@ def save_byo(
     content = validate_byo(
         arrays, labels, kinds=kinds, lengths=length_arrays, split=split, groups=groups, class_names=class_names
     )
-    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": content["kinds"]}
-    if content["class_names"] is not None:
-        meta["class_names"] = content["class_names"]
-    files: dict[str, np.ndarray] = dict(content["arrays"])
-    files["labels"] = content["labels"]
-    for name, lens in content["lengths"].items():
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": content.kinds}
+    if content.class_names is not None:
+        meta["class_names"] = content.class_names
+    files: dict[str, np.ndarray] = dict(content.arrays)
+    files["labels"] = content.labels
+    for name, lens in content.lengths.items():
         files[name + LENGTHS_SUFFIX] = lens
-    if content["split"] is not None:
-        files["split"] = content["split"]
-    if content["groups"] is not None:
-        files["group"] = content["groups"]
+    if content.split is not None:
+        files["split"] = content.split
+    if content.groups is not None:
+        files["group"] = content.groups
     if path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, __meta__=np.asarray(json.dumps(meta)), **files)  # type: ignore[arg-type]
@@ -293,17 +311,17 @@ def save_byo(
         "version": FORMAT_VERSION,
         "labels": "labels.npy",
         "modalities": {
-            name: {"kind": content["kinds"][name], "file": f"{name}.npy"}
-            | ({"lengths": f"{name}{LENGTHS_SUFFIX}.npy"} if name in content["lengths"] else {})
-            for name in content["arrays"]
+            name: {"kind": content.kinds[name], "file": f"{name}.npy"}
+            | ({"lengths": f"{name}{LENGTHS_SUFFIX}.npy"} if name in content.lengths else {})
+            for name in content.arrays
         },
     }
-    if content["split"] is not None:
+    if content.split is not None:
         manifest["split"] = "split.npy"
-    if content["groups"] is not None:
+    if content.groups is not None:
         manifest["group"] = "group.npy"
-    if content["class_names"] is not None:
-        manifest["class_names"] = content["class_names"]
+    if content.class_names is not None:
+        manifest["class_names"] = content.class_names
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
@@ -458,21 +476,21 @@ def load_byo(
         )
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    groups = content["groups"]
-    labels, values = content["labels"], None
-    class_names = content["class_names"]
+    groups = content.groups
+    labels, values = content.labels, None
+    class_names = content.class_names
     if class_names is None:  # classes 0..C-1 by the labels' values, never max(label) + 1 of them
         labels, values = contiguous_labels(labels)
         class_names = None if values is None else [str(v) for v in values]
     dataset = ArrayDataset(
-        {n: torch.from_numpy(np.ascontiguousarray(a, dtype=MODEL_DTYPE)) for n, a in content["arrays"].items()},
+        {n: torch.from_numpy(np.ascontiguousarray(a, dtype=MODEL_DTYPE)) for n, a in content.arrays.items()},
         torch.from_numpy(labels),
-        kinds=content["kinds"],
-        lengths={n: torch.from_numpy(v) for n, v in content["lengths"].items()},
+        kinds=content.kinds,
+        lengths={n: torch.from_numpy(v) for n, v in content.lengths.items()},
         class_names=class_names,
         num_classes=None if class_names is not None else int(labels.max()) + 1,
         groups=None if groups is None else groups.tolist(),
-        splits=None if content["split"] is None else content["split"].tolist(),
+        splits=None if content.split is None else content.split.tolist(),
         label_values=values,
     )
     if modalities is not None:

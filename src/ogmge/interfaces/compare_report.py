@@ -280,14 +280,11 @@ def compare(
     ('ogm_ge', False)
     """
     if tune is not None:  # every candidate tuned on half A, compared on half B (compare.tuning)
-        from ogmge.training.compare.runner import check_backend
+        from ogmge.training.compare.runner import backend_executor
         from ogmge.training.compare.tuning import run_tuned
 
-        check_backend(backend, cpus_per_run, gpus_per_run)
-        if backend == "ray" and executor is None:  # the chosen settings' runs as Ray tasks; trials stay here
-            from ogmge.training.compare.ray_executor import RayExecutor
-
-            executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
+        # under Ray the chosen settings' runs are Ray tasks; the trials stay here
+        executor = backend_executor(executor, backend, address, cpus_per_run, gpus_per_run)
         return run_tuned(config, out=out, methods=methods, seeds=seeds, trials=tune, tune_shared=tune_shared, cv=cv,
                          storage=storage, pruner=pruner, tie_tolerance=tie_tolerance, jobs=jobs, executor=executor,
                          echo=echo, method_options=method_options, **settings)

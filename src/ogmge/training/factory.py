@@ -17,7 +17,7 @@ from torch import nn
 
 from ogmge.contracts import ModalitySpec
 from ogmge.methods import BalancingMethod, BuildContext
-from ogmge.modulation import OGMGE
+from ogmge.modulation import OGMGE, Mode
 from ogmge.seeding import component_seed
 
 from .config import PAPER_DATASETS, TrainConfig
@@ -181,28 +181,14 @@ def add_method_parts(config: TrainConfig, model: nn.Module, method_cls=None) -> 
 
 
 def build_monitor(config: TrainConfig, model: nn.Module) -> OGMGE | None:
-    """The always-on OGM-GE measurement beside the method: an :class:`OGMGE` in ``Normal``
-    mode (it changes no gradient) on ``model.encoders`` whose scores, ratios and
-    coefficients every trace logs (None with fewer than two modalities)."""
-    encoders = getattr(model, "encoders", None)
-    if encoders is None:
-        raise TypeError("the model must expose its encoders as model.encoders (an nn.ModuleDict)")
-    if len(encoders) < 2:
-        return None
-    return OGMGE(
-        dict(encoders.items()),
-        mode="Normal",
-        alpha=config.alpha,
-        start_epoch=config.modulation_starts,
-        end_epoch=config.modulation_ends,
-        select=config.modulate_params or "auto",
-        coefficient=config.coefficient,
-        seed=component_seed(config.seed, "ogmge"),
-    )
+    """The always-on OGM-GE measurement beside the method: :func:`build_modulator` in ``Normal``
+    mode (it changes no gradient), whose scores, ratios and coefficients every trace logs."""
+    return build_modulator(config, model, mode="Normal")
 
 
-def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
-    """The OGM-GE modulator on ``model.encoders`` (None with fewer than two modalities).
+def build_modulator(config: TrainConfig, model: nn.Module, *, mode: Mode | None = None) -> OGMGE | None:
+    """The OGM-GE modulator on ``model.encoders`` (None with fewer than two modalities), in
+    ``mode`` (default ``config.modulation``).
 
     In ``Normal`` mode it only measures scores, ratios and coefficients for the trace.
     Parameters: ``modulate_params``, or by default ``auto`` (per encoder, ``conv``
@@ -216,7 +202,7 @@ def build_modulator(config: TrainConfig, model: nn.Module) -> OGMGE | None:
         return None
     return OGMGE(
         dict(encoders.items()),
-        mode=config.modulation,
+        mode=config.modulation if mode is None else mode,
         alpha=config.alpha,
         start_epoch=config.modulation_starts,
         end_epoch=config.modulation_ends,

@@ -102,4 +102,4 @@ def load(
         parsed = choose_split(split, lambda: from_file("train"), lambda: from_file("test"),
                               val_fraction=val_fraction, seed=seed)
     return make_dataset(SPEC, root, parsed, split=split, class_names=CLASS_NAMES, train=train,
-                        on_error=on_error, **kwargs)
+                        on_error=on_error, seed=seed, **kwargs)

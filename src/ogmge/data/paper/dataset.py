@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -16,15 +15,7 @@ from ...validation import check_choice, check_positive_int
 from ..audio import check_finite
 from ..collate import BufferedSamples, batch_buffers
 from ..errors import DataError, check_on_error
-from ..transforms import (
-    eval_transform,
-    frames_to_tensor,
-    random_resized_crop_box,
-    resize_into,
-    train_transform,
-)
-from .cache import NpyLayout
-from .readers import CacheReader, open_reader, select_frames
+from .readers import open_reader
 from .spec import PaperSpec
 from .splits import ParsedSplit, Record, check_clip_ids
 
@@ -53,7 +44,8 @@ class PaperDataset(Dataset):
     Attributes: ``modalities``, ``num_classes``, ``class_names``, ``targets``, ``groups``
     (CREMA-D actors, else None), ``clips``, ``skipped`` (``(clip or file, reason)`` left out
     under ``on_error="skip"``), ``source`` (``"cache"`` or ``"raw"``), ``reader`` (the
-    :class:`CacheReader` or :class:`RawReader` that reads its clips), ``visual_dtype``.
+    :class:`~ogmge.data.paper.readers.ClipReader` -- cache or extracted layout -- that writes
+    its clips' inputs), ``visual_dtype``.
 
     Randomness (training frames, crops, flips, VGGSound audio crops) comes from a per-sample
     ``torch.Generator`` seeded from ``(seed, epoch, index)``, so it is identical whatever the
@@ -133,75 +125,55 @@ class PaperDataset(Dataset):
     def generator_for(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
 
-    # subclasses with random audio override this
-    def audio_input(self, cached: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-        return torch.from_numpy(np.require(cached, np.float32, ["C", "W"]))
+    # subclasses whose model input is not the cached audio itself override this
+    def audio_into(self, clip: str, out: torch.Tensor, generator: torch.Generator) -> str | Path:
+        """Write ``clip``'s audio input ``(1, F, T)`` into ``out`` (drawing any randomness from
+        ``generator``, before the frames' draws); return where it came from."""
+        return self.reader.audio_into(clip, out)
+
+    def _sample_into(self, index: int, audio: torch.Tensor, visual: torch.Tensor) -> dict:
+        """Sample ``index``, its inputs written into ``audio`` and ``visual``: the one path of
+        ``self[i]`` and of the batched fetch."""
+        r = self.records[index]
+        g = self.generator_for(index)
+        path = self.audio_into(r.clip, audio, g)
+        check_finite(audio, path, "audio features")
+        self.reader.frames_into(visual, r.clip, train=self.train, generator=g)
+        return {"inputs": {"audio": audio, "visual": visual}, "label": r.label}
+
+    def _input_shapes(self) -> dict[str, tuple[Sequence[int], torch.dtype]]:
+        s = self.image_size
+        vdtype = torch.float32 if self.visual_dtype == "float32" else torch.uint8
+        return {"audio": (self.spec.audio_shape, torch.float32), "visual": ((self.num_frames, 3, s, s), vdtype)}
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
         """``[self[i] for i in indices]`` -- the DataLoader's batched fetch. The same samples, bit
-        for bit (the draws of each index come from its own generator, whatever the batch). From a
-        cache (spectrogram audio) they are written straight into :func:`~ogmge.data.collate.batch_buffers`
-        (one shared-memory storage in a DataLoader worker): the audio read from its file into
-        its row, only the crop's lines of the frames read, cropped and resized into theirs; they
-        come back as :class:`~ogmge.data.collate.BufferedSamples`, which
+        for bit (the same path, and the draws of each index come from its own generator, whatever
+        the batch), written straight into :func:`~ogmge.data.collate.batch_buffers` (one
+        shared-memory storage in a DataLoader worker): from a cache the audio is read from its file
+        into its row, and only the crop's lines of the frames are read, cropped and resized into
+        theirs. They come back as :class:`~ogmge.data.collate.BufferedSamples`, which
         :func:`~ogmge.data.collate.collate_samples` turns into those buffers without copying."""
         indices = list(indices)
-        if (not isinstance(self.reader, CacheReader) or not indices or self.spec.cached_audio != "spectrogram"
-                or type(self).audio_input is not PaperDataset.audio_input):
-            return [self[i] for i in indices]
-        s = self.image_size
-        vdtype = torch.float32 if self.visual_dtype == "float32" else torch.uint8
-        bufs = batch_buffers(len(indices), {"audio": (self.spec.audio_shape, torch.float32),
-                                            "visual": ((self.num_frames, 3, s, s), vdtype)})
+        if not indices:
+            return []
+        bufs = batch_buffers(len(indices), self._input_shapes())
         audio, visual = bufs["audio"], bufs["visual"]
-        samples = []
-        for k, index in enumerate(indices):
-            r = self.records[index]
-            g = self.generator_for(index)
-            audio_layout, frames_layout = self.reader.layout(r.clip)
-            a, v = audio[k], visual[k]
-            path = self.reader.path(r.clip, "audio")
-            audio_layout.read_into(path, a.numpy())
-            check_finite(a, path, "audio features")
-            self._frames_into(v, r, frames_layout, g)
-            samples.append({"inputs": {"audio": a, "visual": v}, "label": r.label})
-        return BufferedSamples(samples, bufs)
-
-    def _frames_into(self, out: torch.Tensor, r: Record, layout: NpyLayout, g: torch.Generator) -> None:
-        """The visual input of a cached clip, written into ``out``: the draws and values of
-        :meth:`CacheReader.frames` + ``train_transform``/``eval_transform``, reading only the crop's lines."""
-        n, height, width = layout.shape[:3]
-        idx = select_frames(n, self.num_frames, train=self.train, generator=g)
-        if self.train:
-            top, left, h, w = random_resized_crop_box(height, width, generator=g)
-            flip = float(torch.rand((), generator=g)) < 0.5
-        else:
-            top, left, h, w, flip = 0, 0, height, width, False
-        assert isinstance(self.reader, CacheReader)  # only __getitems__'s cached path calls this
-        lines = layout.rows(self.reader.path(r.clip, "frames"), idx, lines=(top, h))
-        resize_into(out, frames_to_tensor(lines)[..., left:left + w], flip=flip)
+        return BufferedSamples([self._sample_into(i, audio[k], visual[k]) for k, i in enumerate(indices)], bufs)
 
     def __getitem__(self, index: int) -> dict:
-        r = self.records[index]
-        g = self.generator_for(index)
-        cached, path = self.reader.audio(r.clip)
-        audio = self.audio_input(cached, g)
-        check_finite(audio, path, "audio features")
-        frames = self.reader.frames(r.clip, self.num_frames, train=self.train, generator=g)
-        norm = self.visual_dtype == "float32"
-        if self.train:
-            visual = train_transform(frames, self.image_size, generator=g, normalize=norm)
-        else:
-            visual = eval_transform(frames, self.image_size, normalize=norm)
-        return {"inputs": {"audio": audio, "visual": visual}, "label": r.label}
+        shapes = self._input_shapes()
+        audio, visual = (torch.empty(shape, dtype=dtype) for shape, dtype in shapes.values())
+        return self._sample_into(index, audio, visual)
 
 
 def make_dataset(
     spec: PaperSpec, root: Path, parsed: ParsedSplit, *, split: str, class_names: Sequence[str],
-    train: bool | None, on_error: str, dataset_class: type[PaperDataset] = PaperDataset, **kwargs,
+    train: bool | None, on_error: str, seed: int, dataset_class: type[PaperDataset] = PaperDataset, **kwargs,
 ) -> PaperDataset:
     """The dataset of ``split`` over ``parsed``'s records; ``train`` (augmentation) defaults
-    to ``split == "train"``."""
+    to ``split == "train"``; ``seed`` (the loader's, which also carved the split) seeds the
+    per-sample augmentations."""
     return dataset_class(spec, root, parsed.records, split=split, class_names=class_names,
                          train=(split == "train") if train is None else train, on_error=on_error,
-                         skipped=parsed.skipped, **kwargs)
+                         skipped=parsed.skipped, seed=seed, **kwargs)

@@ -92,8 +92,10 @@ def parse_split(path, which: str, *, class_names=None, on_error: str = "raise") 
 class VGGSoundDataset(PaperDataset):
     """Cached audio is the 10 s waveform; the 5 s crop is drawn per sample."""
 
-    def audio_input(self, cached: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-        return vggsound_spectrogram(np.array(cached, dtype=np.float32), train=self.train, generator=generator)
+    def audio_into(self, clip: str, out: torch.Tensor, generator: torch.Generator) -> str | Path:
+        waveform, path = self.reader.audio(clip)
+        out.copy_(vggsound_spectrogram(np.array(waveform, dtype=np.float32), train=self.train, generator=generator))
+        return path
 
 
 def all_records(root: Path, split_file=None, *, on_error: str = "raise") -> ParsedSplit:
@@ -116,5 +118,5 @@ def load(
         lambda: parse_split(path, "test", class_names=names, on_error=on_error),
         val_fraction=val_fraction, seed=seed,
     )
-    return make_dataset(SPEC, root, parsed, split=split, class_names=names, train=train, on_error=on_error,
+    return make_dataset(SPEC, root, parsed, split=split, class_names=names, train=train, on_error=on_error, seed=seed,
                         dataset_class=VGGSoundDataset, **kwargs)

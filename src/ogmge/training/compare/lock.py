@@ -23,7 +23,8 @@ class LockedError(ValueError):
     """Another compare runs in the directory."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not; one of another user does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,7 +79,7 @@ class ComparisonLock:
             holder = self._holder()
             pid = holder.get("pid")
             if (isinstance(pid, int) and pid != os.getpid() and holder.get("host") == socket.gethostname()
-                    and _alive(pid)):
+                    and pid_alive(pid)):
                 os.close(fd)
                 raise self._refuse(holder)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -106,4 +107,4 @@ class ComparisonLock:
         self.release()
 
 
-__all__ = ["LOCK", "ComparisonLock", "LockedError"]
+__all__ = ["LOCK", "ComparisonLock", "LockedError", "pid_alive"]

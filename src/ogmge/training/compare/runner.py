@@ -136,10 +136,7 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
         jobs = min(jobs, len(devices))
     if cpus_per_run is not None:
         threads = cpus_per_run
-    if backend == "ray" and executor is None:
-        from .ray_executor import RayExecutor
-
-        executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
+    executor = backend_executor(executor, backend, address, cpus_per_run, gpus_per_run)
 
     modalities = stored_modalities(out)
     estimate = None
@@ -205,6 +202,19 @@ def check_backend(backend: str, cpus_per_run: int | None, gpus_per_run: float) -
                          "run on each CUDA device")
 
 
+def backend_executor(executor: Executor | None, backend: str, address: str | None, cpus_per_run: int | None,
+                     gpus_per_run: float) -> Executor | None:
+    """``executor`` when given; else for ``backend="ray"`` a :class:`~.ray_executor.RayExecutor` on
+    the cluster at ``address`` with ``cpus_per_run`` (default 1) CPUs and ``gpus_per_run`` GPUs per
+    run; else None (the caller's local processes). The request is checked (:func:`check_backend`)."""
+    check_backend(backend, cpus_per_run, gpus_per_run)
+    if executor is not None or backend != "ray":
+        return executor
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
+
+
 def execute_plan(plan: Plan, todo, states, executor: Executor, *, timing: dict[str, float],
                  failed: dict[str, str], unavailable: dict[str, str], say, progress: bool) -> None:
     """Run ``todo`` (runs of ``plan``) on ``executor``; record seconds, failures and lines."""
@@ -250,4 +260,5 @@ def execute_plan(plan: Plan, todo, states, executor: Executor, *, timing: dict[s
         bar.close()
 
 
-__all__ = ["CompareInterrupted", "check_same_data", "execute_plan", "run_comparison"]
+__all__ = ["CompareInterrupted", "backend_executor", "check_backend", "check_same_data", "execute_plan",
+           "run_comparison"]
