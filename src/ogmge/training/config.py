@@ -2,7 +2,9 @@
 
 YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
 ``--modulation-starts`` <-> ``modulation_starts``. ``cli_flag`` and
-``yaml_key`` convert between the two.
+``yaml_key`` convert between the two. The settings stay flat; each belongs to one
+part (data, model, method, optimisation, run: ``config_parts.PARTS``, the views
+``config.parts``), and ``differences`` compares only the settings a run reads, by part.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
+from .config_parts import Differences, Parts, check_parts, parts_of, used_settings
 from .stopping import CHOICES as STOPPING_RULES
 
 # Choice lists come from the modules that own them; only the optimisers are the config's own.
@@ -431,16 +434,31 @@ class TrainConfig:
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
 
-    def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES) -> dict[str, tuple[Any, Any]]:
-        """``{setting: (mine, theirs)}`` for every setting that differs (the method's
-        options are compared as one ``method`` setting; a run carries only its own)."""
-        return self._differences(other, ignore=ignore)
+    @property
+    def parts(self) -> Parts:
+        """The settings by part, read-only: ``config.parts.data``, ``.model``, ``.method``,
+        ``.optimisation``, ``.run`` (``config_parts.PARTS`` says which setting is where)."""
+        return parts_of(self)
 
-    def _differences(self, other: TrainConfig, *, ignore) -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES, unused: bool = False) -> Differences:
+        """``{setting: (mine, theirs)}`` for every setting that differs among those the runs
+        read (``config_parts.used_settings``: e.g. ``split_file`` is not compared for
+        bring-your-own data, ``estimator: null`` equals the fusion's own estimator; ``unused``:
+        compare every setting as written). The method's options are compared as one ``method``
+        setting (a run carries only its own). ``.by_part()`` groups them, ``.describe()`` words
+        them ``part.setting: mine ..., theirs ...``."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
+        ua, ub = (a, b) if unused else (used_settings(self), used_settings(other))
+        out = Differences()
+        for k in a:
+            if k in ignore or (k not in ua and k not in ub):
+                continue
+            if ua.get(k, a[k]) != ub.get(k, b.get(k)):
+                out[k] = (a[k], b.get(k))
+        return out
 
 
+check_parts([f.name for f in dataclasses.fields(TrainConfig)])
 _dataclass_init = TrainConfig.__init__
 
 
