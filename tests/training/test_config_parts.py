@@ -93,3 +93,15 @@ def test_resume_with_a_changed_setting_the_run_reads_is_refused_naming_its_part(
                                          r"\(optimisation.weight_decay: checkpoint 0.0001, now 0.01\)"):
         train(cfg.replace(epochs=2, momentum=0.2, weight_decay=0.01), resume=True,
               datasets=tiny_bundle(), model=tiny_model)
+
+
+def test_the_configuration_table_of_the_docs_lists_each_part_with_its_settings():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    table = text.split("| part | keys", 1)[1].split("\n\n", 1)[0]  # the configuration's table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    for part, keys in PARTS.items():
+        assert part in rows, f"docs/training.md has no row for the part {part}"
+        missing = [k for k in keys if f"`{k}`" not in rows[part]]
+        assert not missing, f"docs/training.md's {part} row misses {missing}"
