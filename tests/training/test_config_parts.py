@@ -105,3 +105,17 @@ def test_the_configuration_table_of_the_docs_lists_each_part_with_its_settings()
         assert part in rows, f"docs/training.md has no row for the part {part}"
         missing = [k for k in keys if f"`{k}`" not in rows[part]]
         assert not missing, f"docs/training.md's {part} row misses {missing}"
+
+
+def test_the_legacy_note_names_the_older_behaviour_of_the_run_s_own_method_only():
+    from ogmge.training.config import legacy_note
+
+    saved = {"seed": 0, "device": "cpu", "trace_every": 1, "mdrop_p": 0.5, "mmpareto_scale": 1.5,
+             "anchored_weight": 1.0, "opm_q_base": 0.5, "gblend_super_epoch": 2}
+    with_opm = legacy_note({**saved, "opm": True})
+    assert with_opm is not None and "opm_rescale=per_modality, opm_starts=0" in with_opm
+    assert "gblend" not in with_opm
+    blend = legacy_note({**saved, "method": "gblend"})
+    assert blend is not None and "gblend_estimate=online" in blend and "opm_" not in blend
+    assert legacy_note({**saved, "modulation": "Normal"}) is None
+    assert legacy_note({**saved, "opm": True, "opm_rescale": "shared", "opm_starts": 6}) is None

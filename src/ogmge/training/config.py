@@ -78,17 +78,19 @@ def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
 
 def legacy_note(values: dict[str, Any]) -> str | None:
     """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
-    legacy = legacy_behaviour(values)
-    if not values.get("opm"):
-        legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
-    if values.get("method") != "gblend":
-        legacy = {k: v for k, v in legacy.items() if not k.startswith("gblend_")}
+    members = set(_saved_method(values).split("+"))
+    owner = _legacy_keys()  # a legacy default matters to a run of the method that has its older key
+    legacy = {k: v for k, v in legacy_behaviour(values).items() if owner[LEGACY_NEEDS[k]][0] in members}
     if not legacy:
         return None
     settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
     return (f"this run predates these settings and keeps the behaviour it was trained with: {settings} "
             "(docs/methods.md: OPM before it followed its paper)")
 
+
+#: The section of a config YAML that is not a run setting but the comparison the file is
+#: for (``comparison_section``; the demo preset's methods and seeds).
+COMPARISON_KEY = "compare"
 
 RETIRED_IMBALANCE = (
     "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
@@ -423,12 +425,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path_or_preset: str | Path) -> TrainConfig:
-        """Load a YAML file, or a shipped preset by name (see ``list_presets``)."""
-        text, where = _read_config_text(path_or_preset)
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{where}: not valid YAML: {exc}") from None
+        """Load a YAML file, or a shipped preset by name (see ``list_presets``); its
+        ``compare`` section, not a run setting, is set aside (``comparison_section``)."""
+        values, where = _read_config_values(path_or_preset)
+        values.pop(COMPARISON_KEY, None)
         try:
             return cls.from_dict(values)
         except (ValueError, TypeError) as exc:
@@ -483,6 +483,14 @@ def _derived_method(modulation: str, opm: bool) -> str:
     return base
 
 
+def _saved_method(values: dict[str, Any]) -> str:
+    """The method a config mapping names (``method``, or the one its paper flags mean)."""
+    method = values.get("method")
+    if method is None:
+        return _derived_method(values.get("modulation", "OGM_GE"), bool(values.get("opm", False)))
+    return str(method if isinstance(method, str) else (method or {}).get("name"))
+
+
 def _method_class(name: str, qualname: str | None):
     """The registered class of ``name``; an unregistered one through its recorded ``module:QualName``."""
     if not registry.registry.is_registered(name) and qualname and "+" not in name:
@@ -525,11 +533,8 @@ def _translate_legacy(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} ({exc})") from None
     values = {k: v for k, v in values.items() if k not in found}
     method = values.get("method")
-    if method is None:
-        name = _derived_method(values.get("modulation", "OGM_GE"), bool(values.get("opm", False)))
-    else:
-        name = str(method if isinstance(method, str) else (method or {}).get("name"))
-    members = set(str(name).split("+"))
+    name = _saved_method(values)
+    members = set(name.split("+"))
     mine = {legacy[k][1].name: v for k, v in found.items() if legacy[k][0] in members}
     changed = [k for k, v in found.items() if legacy[k][0] in members and v != legacy[k][1].default]
     if changed:
@@ -555,6 +560,42 @@ def list_presets() -> list[str]:
     """Names of the YAML presets shipped in ``ogmge/configs``."""
     root = resources.files("ogmge") / "configs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def comparison_section(path_or_preset: str | Path) -> dict[str, Any]:
+    """The ``compare`` section of a config YAML or preset: the comparison it is for,
+    ``{methods: [NAME, ...], seeds: [N, ...]}`` (each optional; ``{}`` without one). The demo
+    preset holds ``ogmge demo``'s methods and seeds there; ``TrainConfig.load`` sets it aside."""
+    values, where = _read_config_values(path_or_preset)
+    section = values.get(COMPARISON_KEY) or {}
+    if not isinstance(section, dict):
+        raise InvalidType(f"{where}: {COMPARISON_KEY} must be a mapping {{methods: [...], seeds: [...]}}, "
+                          f"got {section!r}")
+    unknown = sorted(set(section) - {"methods", "seeds"})
+    if unknown:
+        raise ValueError(f"{where}: {COMPARISON_KEY} has no setting {unknown} (it takes methods and seeds)")
+    methods, seeds = section.get("methods"), section.get("seeds")
+    if methods is not None and (not isinstance(methods, list) or not methods
+                                or not all(isinstance(m, str) and m for m in methods)):
+        raise ValueError(f"{where}: {COMPARISON_KEY}.methods must be a non-empty list of method names, "
+                         f"got {methods!r}")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in seeds)):
+        raise ValueError(f"{where}: {COMPARISON_KEY}.seeds must be a non-empty list of integers >= 0, "
+                         f"got {seeds!r}")
+    return dict(section)
+
+
+def _read_config_values(path_or_preset: str | Path) -> tuple[dict[str, Any], str]:
+    """The mapping a config YAML or preset holds, and where it came from (for messages)."""
+    text, where = _read_config_text(path_or_preset)
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise TypeError(f"{where}: a configuration must be a mapping of settings, got {type(values).__name__}")
+    return values, where
 
 
 def _read_config_text(path_or_preset: str | Path) -> tuple[str, str]:
