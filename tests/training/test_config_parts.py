@@ -119,3 +119,16 @@ def test_the_legacy_note_names_the_older_behaviour_of_the_run_s_own_method_only(
     assert blend is not None and "gblend_estimate=online" in blend and "opm_" not in blend
     assert legacy_note({**saved, "modulation": "Normal"}) is None
     assert legacy_note({**saved, "opm": True, "opm_rescale": "shared", "opm_starts": 6}) is None
+
+
+def test_a_comparison_rerun_compares_only_the_settings_its_runs_read(tmp_path):
+    from ogmge.training.compare.plan import Settings, reconcile
+
+    base = TrainConfig.from_dict(tiny_byo(tiny_npz(tmp_path / "d.npz"), optimizer="adam"))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    Settings(["normal"], [0], None, base).save(out)
+    assert reconcile(out, base.replace(split_file="unused.txt", momentum=0.3), ["mdrop"], [1]) == (
+        ["normal", "mdrop"], [0, 1])
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.01 there, 0.02 now\)"):
+        reconcile(out, base.replace(lr=0.02), [], [])
