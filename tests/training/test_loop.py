@@ -72,7 +72,8 @@ def test_resume_after_checkpoint_deleted_fails_clearly(tmp_path):
 def test_resume_with_different_config_names_the_settings(tmp_path):
     cfg = tiny_config(tmp_path, epochs=1)
     train(cfg, datasets=tiny_bundle(), model=tiny_model)
-    with pytest.raises(ValueError, match=r"differs .* in alpha, lr \(alpha: checkpoint 0.5, now 0.3; lr"):
+    with pytest.raises(ValueError, match=r"differs .* in method.alpha, optimisation.lr "
+                                         r"\(method.alpha: checkpoint 0.5, now 0.3; optimisation.lr"):
         train(cfg.replace(epochs=2, alpha=0.3, lr=0.1), resume=True, datasets=tiny_bundle(), model=tiny_model)
 
 

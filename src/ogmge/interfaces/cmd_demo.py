@@ -1,9 +1,11 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
-Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (= ``multitask``, MMPareto's
-uniform multitask baseline, with the ``stacked`` prediction, this project's head combiner),
-each modality alone, seeds 0, 1, 2, with the ``demo`` preset (CPU-scale: small
-encoders, 12 epochs): 15 runs, two at a time on two CPU cores, one thread each.
+The methods and seeds are the ``demo`` preset's ``compare`` section (``src/ogmge/configs/demo.yaml``:
+Normal, OGM-GE (the paper) and ``anchored`` (= ``multitask``, MMPareto's uniform multitask
+baseline, with the ``stacked`` prediction, this project's head combiner), seeds 0, 1, 2), with
+each modality alone and the preset's settings (CPU-scale: small encoders, 12 epochs): 15 runs,
+two at a time on two CPU cores, one thread each. A ``--config`` without such a section takes
+the demo preset's.
 Prints the table (test accuracy at the epoch the validation split selected, mean
 ± std over the seeds) and the verdict chosen on validation, and writes
 ``DIR/summary.md``, ``DIR/summary.json`` and ``DIR/comparison.png``. Rerunning
@@ -20,9 +22,8 @@ from pathlib import Path
 
 from .config_cli import _Retired
 
-#: The demo's fixed subset of methods (``normal`` and each modality alone come with compare).
-DEMO_METHODS = ("normal", "ogm_ge", "anchored")
-DEMO_SEEDS = "0,1,2"
+#: The preset whose ``compare`` section holds the demo's methods and seeds.
+DEMO_PRESET = "demo"
 #: Subdirectories of the demo before it became a comparison (removed by --overwrite).
 OLD_LAYOUT = ("normal", "ogm_ge", "audio_only", "visual_only")
 #: The file that marks a directory as the demo's own: ``--overwrite`` deletes only such a one.
@@ -52,19 +53,30 @@ def _mark(out: Path) -> None:
         raise ValueError(f"cannot write the demo directory --out {out}: {exc.strerror or exc}") from None
 
 
+def demo_subset(config: str | Path = DEMO_PRESET) -> tuple[list[str], list[int]]:
+    """The methods and seeds of ``config``'s ``compare`` section, each else the demo preset's."""
+    from ogmge.training.config import comparison_section
+
+    mine, preset = comparison_section(config), comparison_section(DEMO_PRESET)
+    return list(mine.get("methods") or preset["methods"]), list(mine.get("seeds") or preset["seeds"])
+
+
 def register(subparsers) -> argparse.ArgumentParser:
+    methods, seeds = demo_subset()
     p = subparsers.add_parser(
         "demo",
-        help="compare Normal, OGM-GE and anchored (MMPareto's multitask baseline + our stacked prediction; "
-        "3 seeds) and each modality alone on the built-in data "
+        help=f"compare {', '.join(methods)} ({len(seeds)} seeds) and each modality alone on the built-in data "
         "(under 3 minutes on 2 CPU cores)",
-        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, anchored and each "
-        "modality alone, seeds 0,1,2; prints the table and the verdict chosen on the validation split, "
-        "and writes the plot.",
+        description=f"ogmge compare on the built-in data with a fixed subset (the {DEMO_PRESET} preset's "
+        f"compare section): {', '.join(methods)} and each modality alone, seeds {','.join(map(str, seeds))}; "
+        "prints the table and the verdict chosen on the validation split, and writes the plot.",
     )
     p.add_argument("--out", default="ogmge-demo", metavar="DIR", help="where runs and the plot go (default ./ogmge-demo)")
-    p.add_argument("--config", default="demo", metavar="PRESET_OR_YAML", help="settings (default: the demo preset)")
-    p.add_argument("--seeds", default=None, metavar="0,1,2", help=f"training seeds (default {DEMO_SEEDS})")
+    p.add_argument("--config", default=DEMO_PRESET, metavar="PRESET_OR_YAML",
+                   help="settings (default: the demo preset; its compare section's methods and seeds, where "
+                   "it has one)")
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help=f"training seeds (default {','.join(map(str, seeds))})")
     p.add_argument("--seed", type=int, help="one training seed (same as --seeds N)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the preset's)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's)")
@@ -96,7 +108,11 @@ def run(args) -> int:
               "cores); ignored")
     if args.seed is not None and args.seeds is not None:
         raise ValueError(f"give one of --seed ({args.seed}) and --seeds ({args.seeds})")
-    seeds = [args.seed] if args.seed is not None else (parse_list(args.seeds or DEMO_SEEDS, "seeds", int) or [])
+    methods, preset_seeds = demo_subset(args.config)
+    if args.seed is not None:
+        seeds = [args.seed]
+    else:
+        seeds = (parse_list(args.seeds, "seeds", int) or []) if args.seeds else preset_seeds
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory; choose a directory for the demo")
@@ -119,10 +135,10 @@ def run(args) -> int:
             changes[key] = getattr(args, key)
     base = base.replace(**changes)
     t0 = time.perf_counter()
-    print(f"ogmge demo: built-in data, methods {', '.join(DEMO_METHODS)} and each modality alone, seeds "
+    print(f"ogmge demo: built-in data, methods {', '.join(methods)} and each modality alone, seeds "
           f"{seeds}, {base.epochs} epochs, fusion {base.fusion}; outputs in {out}/", flush=True)
     try:
-        summary = compare(base, out=out, methods=list(DEMO_METHODS), seeds=seeds, jobs=args.jobs,
+        summary = compare(base, out=out, methods=methods, seeds=seeds, jobs=args.jobs,
                           progress=args.progress)
     except CompareInterrupted as stop:
         return interrupted(stop, "demo")

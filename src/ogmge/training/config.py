@@ -2,7 +2,9 @@
 
 YAML keys are the CLI flag names with ``_`` for ``-`` (DESIGN §5):
 ``--modulation-starts`` <-> ``modulation_starts``. ``cli_flag`` and
-``yaml_key`` convert between the two.
+``yaml_key`` convert between the two. The settings stay flat; each belongs to one
+part (data, model, method, optimisation, run: ``config_parts.PARTS``, the views
+``config.parts``), and ``differences`` compares only the settings a run reads, by part.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ogmge.modulation import MODES, SELECTIONS, CoefficientRule, Mode, Selection
 from ogmge.modulation.scores import COEFFICIENT_RULES as COEFFICIENTS
 from ogmge.validation import InvalidType, check_choice, check_number
 
+from .config_parts import Differences, Parts, check_parts, parts_of, used_settings
 from .stopping import CHOICES as STOPPING_RULES
 
 # Choice lists come from the modules that own them; only the optimisers are the config's own.
@@ -75,17 +78,19 @@ def legacy_behaviour(values: dict[str, Any]) -> dict[str, Any]:
 
 def legacy_note(values: dict[str, Any]) -> str | None:
     """One line saying which earlier behaviour a run's saved config resumes with (None: current)."""
-    legacy = legacy_behaviour(values)
-    if not values.get("opm"):
-        legacy = {k: v for k, v in legacy.items() if not k.startswith("opm_")}
-    if values.get("method") != "gblend":
-        legacy = {k: v for k, v in legacy.items() if not k.startswith("gblend_")}
+    members = set(_saved_method(values).split("+"))
+    owner = _legacy_keys()  # a legacy default matters to a run of the method that has its older key
+    legacy = {k: v for k, v in legacy_behaviour(values).items() if owner[LEGACY_NEEDS[k]][0] in members}
     if not legacy:
         return None
     settings = ", ".join(f"{k}={v}" for k, v in legacy.items())
     return (f"this run predates these settings and keeps the behaviour it was trained with: {settings} "
             "(docs/methods.md: OPM before it followed its paper)")
 
+
+#: The section of a config YAML that is not a run setting but the comparison the file is
+#: for (``comparison_section``; the demo preset's methods and seeds).
+COMPARISON_KEY = "compare"
 
 RETIRED_IMBALANCE = (
     "'imbalance' was a setting of the built-in data version 1, retired in version 2 (the data this "
@@ -420,27 +425,40 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path_or_preset: str | Path) -> TrainConfig:
-        """Load a YAML file, or a shipped preset by name (see ``list_presets``)."""
-        text, where = _read_config_text(path_or_preset)
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{where}: not valid YAML: {exc}") from None
+        """Load a YAML file, or a shipped preset by name (see ``list_presets``); its
+        ``compare`` section, not a run setting, is set aside (``comparison_section``)."""
+        values, where = _read_config_values(path_or_preset)
+        values.pop(COMPARISON_KEY, None)
         try:
             return cls.from_dict(values)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
 
-    def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES) -> dict[str, tuple[Any, Any]]:
-        """``{setting: (mine, theirs)}`` for every setting that differs (the method's
-        options are compared as one ``method`` setting; a run carries only its own)."""
-        return self._differences(other, ignore=ignore)
+    @property
+    def parts(self) -> Parts:
+        """The settings by part, read-only: ``config.parts.data``, ``.model``, ``.method``,
+        ``.optimisation``, ``.run`` (``config_parts.PARTS`` says which setting is where)."""
+        return parts_of(self)
 
-    def _differences(self, other: TrainConfig, *, ignore) -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: TrainConfig, *, ignore=RESUMABLE_CHANGES, unused: bool = False) -> Differences:
+        """``{setting: (mine, theirs)}`` for every setting that differs among those the runs
+        read (``config_parts.used_settings``: e.g. ``split_file`` is not compared for
+        bring-your-own data, ``estimator: null`` equals the fusion's own estimator; ``unused``:
+        compare every setting as written). The method's options are compared as one ``method``
+        setting (a run carries only its own). ``.by_part()`` groups them, ``.describe()`` words
+        them ``part.setting: mine ..., theirs ...``."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
+        ua, ub = (a, b) if unused else (used_settings(self), used_settings(other))
+        out = Differences()
+        for k in a:
+            if k in ignore or (k not in ua and k not in ub):
+                continue
+            if ua.get(k, a[k]) != ub.get(k, b.get(k)):
+                out[k] = (a[k], b.get(k))
+        return out
 
 
+check_parts([f.name for f in dataclasses.fields(TrainConfig)])
 _dataclass_init = TrainConfig.__init__
 
 
@@ -463,6 +481,14 @@ def _derived_method(modulation: str, opm: bool) -> str:
     if opm:
         return "opm" if base == "normal" else f"{base}+opm"
     return base
+
+
+def _saved_method(values: dict[str, Any]) -> str:
+    """The method a config mapping names (``method``, or the one its paper flags mean)."""
+    method = values.get("method")
+    if method is None:
+        return _derived_method(values.get("modulation", "OGM_GE"), bool(values.get("opm", False)))
+    return str(method if isinstance(method, str) else (method or {}).get("name"))
 
 
 def _method_class(name: str, qualname: str | None):
@@ -507,11 +533,8 @@ def _translate_legacy(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} ({exc})") from None
     values = {k: v for k, v in values.items() if k not in found}
     method = values.get("method")
-    if method is None:
-        name = _derived_method(values.get("modulation", "OGM_GE"), bool(values.get("opm", False)))
-    else:
-        name = str(method if isinstance(method, str) else (method or {}).get("name"))
-    members = set(str(name).split("+"))
+    name = _saved_method(values)
+    members = set(name.split("+"))
     mine = {legacy[k][1].name: v for k, v in found.items() if legacy[k][0] in members}
     changed = [k for k, v in found.items() if legacy[k][0] in members and v != legacy[k][1].default]
     if changed:
@@ -537,6 +560,42 @@ def list_presets() -> list[str]:
     """Names of the YAML presets shipped in ``ogmge/configs``."""
     root = resources.files("ogmge") / "configs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def comparison_section(path_or_preset: str | Path) -> dict[str, Any]:
+    """The ``compare`` section of a config YAML or preset: the comparison it is for,
+    ``{methods: [NAME, ...], seeds: [N, ...]}`` (each optional; ``{}`` without one). The demo
+    preset holds ``ogmge demo``'s methods and seeds there; ``TrainConfig.load`` sets it aside."""
+    values, where = _read_config_values(path_or_preset)
+    section = values.get(COMPARISON_KEY) or {}
+    if not isinstance(section, dict):
+        raise InvalidType(f"{where}: {COMPARISON_KEY} must be a mapping {{methods: [...], seeds: [...]}}, "
+                          f"got {section!r}")
+    unknown = sorted(set(section) - {"methods", "seeds"})
+    if unknown:
+        raise ValueError(f"{where}: {COMPARISON_KEY} has no setting {unknown} (it takes methods and seeds)")
+    methods, seeds = section.get("methods"), section.get("seeds")
+    if methods is not None and (not isinstance(methods, list) or not methods
+                                or not all(isinstance(m, str) and m for m in methods)):
+        raise ValueError(f"{where}: {COMPARISON_KEY}.methods must be a non-empty list of method names, "
+                         f"got {methods!r}")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in seeds)):
+        raise ValueError(f"{where}: {COMPARISON_KEY}.seeds must be a non-empty list of integers >= 0, "
+                         f"got {seeds!r}")
+    return dict(section)
+
+
+def _read_config_values(path_or_preset: str | Path) -> tuple[dict[str, Any], str]:
+    """The mapping a config YAML or preset holds, and where it came from (for messages)."""
+    text, where = _read_config_text(path_or_preset)
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise TypeError(f"{where}: a configuration must be a mapping of settings, got {type(values).__name__}")
+    return values, where
 
 
 def _read_config_text(path_or_preset: str | Path) -> tuple[str, str]:

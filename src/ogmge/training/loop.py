@@ -312,11 +312,10 @@ class Trainer:
         if stopping_mod.compatible(self.config.stopping, saved.stopping):  # the rule the run started with
             self.config = self.config.replace(stopping=saved.stopping)
         diffs = saved.differences(self.config)
-        if diffs:
-            detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+        if diffs:  # only settings the run reads, named part.setting
             raise ValueError(
                 f"cannot resume {self.run_dir}: the configuration differs from the checkpoint's in "
-                f"{', '.join(diffs)} ({detail})"
+                f"{', '.join(diffs.labels())} ({diffs.describe('checkpoint', 'now')})"
             )
         return ckpt
 
