@@ -297,8 +297,8 @@ class TrainConfig:
         if self.method is None:
             cls = self.method_cls
             preset = registry.registry.dataset_preset(cls, self.dataset) if self.method_preset is not None else None
-            paper = {o.name for o in cls.options if o.paper_key}
-            if preset is not None and set(preset.options) - paper:  # the preset needs the method mapping
+            flags = {o.name for o in cls.options if o.paper_key}
+            if preset is not None and set(preset.options) - flags:  # the preset needs the method mapping
                 self.method = {"name": cls.name}
             else:
                 self._apply_preset(cls, {}, set())
@@ -554,7 +554,7 @@ def method_notes(cfg: TrainConfig) -> list[str]:
     if cfg.dataset in registry.registry.PRESET_DATASETS:
         cls = cfg.method_cls
         members = getattr(cls, "member_classes", ()) or (cls,)
-        used = [(c.name, c.authors_schedule) for c in members if getattr(c, "authors_schedule", None)]
+        used = [(c.name, c.authors_schedule) for c in members if c.authors_schedule is not None]
         text = "; ".join((f"{n}: " if len(members) > 1 else "") + registry.registry.schedule_text(s)
                          for n, s in used)
         lines.append("schedule: the shared one (lr, optimizer, epochs from the config); "
