@@ -174,3 +174,10 @@ def test_a_run_on_a_paper_dataset_says_which_schedule_and_preset_it_uses():
     assert ogm[0].startswith("method preset: ogm_ge on vggsound uses alpha=0.1, the authors' setting there")
     assert "declares no authors' schedule" in method_notes(TrainConfig(method="mdrop", dataset="ave"))[0]
     assert method_notes(TrainConfig(method="opm")) == []  # built-in data: nothing to say
+
+
+def test_differences_compare_the_values_not_the_record():
+    old = TrainConfig(method="mcr", method_preset=None)  # e.g. a comparison stored before presets
+    assert old.differences(TrainConfig(method="mcr")) == {}
+    assert TrainConfig(method="mcr", dataset="ave").differences(TrainConfig(method="mcr", dataset="ave",
+                                                                            method_preset=None))["method"]

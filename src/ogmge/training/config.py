@@ -52,7 +52,7 @@ METHOD_MODULATION = {n: (registry.get(n).paper_flags["modulation"], registry.get
 PAPER_KEYS = ("alpha", "modulation_starts", "modulation_ends", "modulate_params", "coefficient")
 #: Keys every saved run config has carried: a mapping holding all of them but no ``method_preset``
 #: is a run saved before method presets existed, which resumes without them (``from_dict``).
-PRESET_MARKERS = frozenset({"seed", "device", "trace_every", "progress", "out", "method_class"})
+PRESET_MARKERS = frozenset({"seed", "device", "trace_every", "progress", "out", "tensorboard"})
 #: Deprecated spelling, translated once by ``TrainConfig.from_dict``.
 DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: {name}, KEY: VALUE}} "
                "(or --method-opt KEY=VALUE)")
@@ -497,6 +497,7 @@ class TrainConfig:
 
     def _differences(self, other: TrainConfig, *, ignore) -> dict[str, tuple[Any, Any]]:
         a, b = self.to_dict(), other.to_dict()
+        ignore = {*ignore, "method_preset"}  # a record of where values came from: the values are compared
         return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
 
 
