@@ -131,8 +131,9 @@ def test_the_verdict_reads_half_b_only(tmp_path):
 def test_default_is_the_first_point_and_ties_keep_it(tmp_path):
     report = _tuned(tmp_path, "flat", lambda cfg: 0.5, lambda cfg: 0.5)
     e = report["candidates"]["ogm_ge"]
-    assert e["history"][0]["default"] and e["history"][0]["params"] == {"alpha": 0.8}
-    assert e["chosen_trial"] == 0 and e["tuned"]["params"] == e["default_params"] == {"alpha": 0.8}
+    default = {"alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50}  # alpha and the window
+    assert e["history"][0]["default"] and e["history"][0]["params"] == default
+    assert e["chosen_trial"] == 0 and e["tuned"]["params"] == e["default_params"] == default
     assert e["optimism"] == pytest.approx(0.0)
 
 
@@ -225,11 +226,13 @@ def test_spaces_come_from_the_method_declarations_and_hold_the_default():
     from ogmge.methods import registry
 
     alpha = next(o for o in registry.get("ogm_ge").options if o.name == "alpha")
-    (p,) = method_params("ogm_ge")
+    p, starts, ends = method_params("ogm_ge")
     assert (p.key, p.kind, p.low, p.high) == ("alpha", alpha.space.kind, alpha.space.low, alpha.space.high)
+    assert (starts.key, ends.key) == ("modulation_starts", "modulation_ends") and starts.high <= ends.low
     base = TrainConfig(alpha=5.0)
     space = {q.key: q for q in candidate_space("ogm_ge", base, builder="generic")}
-    assert space["alpha"].high == 5.0 and set(space) == {"alpha", "optimizer", "lr", "weight_decay"}
+    assert space["alpha"].high == 5.0 and set(space) == {"alpha", "modulation_starts", "modulation_ends", "optimizer",
+                                                         "lr", "weight_decay"}
     assert {q.key for q in candidate_space("normal", base, builder="generic", tune_shared="none")} == set()
     assert "adam" in space["optimizer"].choices
     # options without a flat key are searched through the method mapping

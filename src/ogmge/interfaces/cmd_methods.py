@@ -12,8 +12,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "methods",
         help="list the balancing methods (papers, requirements, options)",
         description="List the registered balancing methods; with NAME, one method's paper, requirements "
-        "and options (type, default and its source, range, tuning space). Options are set with "
-        "--method NAME --method-opt KEY=VALUE, or in YAML as method: {name: NAME, KEY: VALUE}.",
+        "and options (type, default and its source, range, tuning space), its presets per paper dataset "
+        "(the authors' settings there, used unless the option is set) and the authors' schedule. Options "
+        "are set with --method NAME --method-opt KEY=VALUE, or in YAML as method: {name: NAME, KEY: VALUE}.",
     )
     p.add_argument("name", nargs="?", help="a method's name (e.g. gblend, or a+b for a chain)")
     add_plugin_flag(p)
@@ -33,5 +34,6 @@ def run(args) -> int:
         cls = methods.get(name)
         opts = ", ".join(o.name for o in cls.options) or "-"
         print(f"{name:<14} {methods.registry.first_line(cls)}")
-        print(f"{'':<14} paper: {cls.paper or '-'}; options: {opts}")
+        presets = f"; dataset presets: {', '.join(cls.dataset_presets)}" if cls.dataset_presets else ""
+        print(f"{'':<14} paper: {cls.paper or '-'}; options: {opts}{presets}")
     return 0

@@ -208,11 +208,34 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+def _as_written(base: dict, config) -> dict:
+    """``base`` (a loaded config) without the method options the file left out and that sit at
+    their defaults, so that a dataset given on the command line still applies its preset."""
+    from ogmge.training.config import _read_config_text
+
+    spec = base.get("method")
+    if not isinstance(spec, dict):
+        return base
+    try:
+        raw = yaml.safe_load(_read_config_text(config)[0]) or {}
+    except (OSError, yaml.YAMLError):
+        return base
+    written = raw.get("method") if isinstance(raw, dict) else None
+    keep = set(written) if isinstance(written, dict) else set()
+    try:
+        defaults = {o.name: o.default for o in method_registry.get(spec["name"]).options}
+    except ValueError:  # a plug-in's method known only through method_class: keep it as loaded
+        return base
+    base["method"] = {k: v for k, v in spec.items()
+                      if k == "name" or k in keep or k not in defaults or v != defaults[k]}
+    return base
+
+
 def config_from_args(args: argparse.Namespace, *, resume_dir: str | None = None) -> TrainConfig:
     """The resolved configuration of a command line (validated)."""
     load_plugins(args)
     if args.config:
-        base = TrainConfig.load(args.config).to_dict()
+        base = _as_written(TrainConfig.load(args.config).to_dict(), args.config)
     elif resume_dir:
         saved = Path(resume_dir) / "config.yaml"
         if not saved.is_file():

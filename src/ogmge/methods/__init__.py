@@ -37,6 +37,7 @@ from .reconboost import BoostedSum, ReconBoost, boosting_loss, consolidation_los
 from .registry import (
     BuildContext,
     Option,
+    Preset,
     Space,
     StepTools,
     describe,
@@ -91,6 +92,7 @@ __all__ = [
     "BuildContext",
     "Normal",
     "Option",
+    "Preset",
     "Space",
     "StepTools",
     "describe",

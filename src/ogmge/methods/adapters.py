@@ -26,26 +26,33 @@ from ogmge.modulation import (
 from ogmge.modulation.opm import OPM_RATIOS, OPM_RESCALES, feature_widths
 
 from .base import BalancingMethod
-from .registry import Option, Space, register
+from .registry import Option, Preset, Space, register
 
 #: Where OPM's defaults come from (the TPAMI paper's released code).
 _TPAMI = "GeWu-Lab/BML_TPAMI2024 code"
 #: Where OGM-GE's defaults come from (the authors' ``main.py``, GeWu-Lab/OGM-GE_CVPR2022).
 _OGM_SRC = "GeWu-Lab/OGM-GE_CVPR2022 main.py"
+#: The authors' recommendation per dataset (their README: "we recommend alpha=0.1 for VGGSound
+#: and alpha=0.8 for CREMA-D"; 0.8 is the option's default).
+_OGM_PRESETS = {"vggsound": Preset({"alpha": 0.1}, source="GeWu-Lab/OGM-GE_CVPR2022 README.md:151 (and the "
+                                   "VGGSound command, README.md:130)")}
+_OGM_SCHEDULE = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64, "lr_decay": "x0.1 at epoch 70",
+                 "weight_decay": 1e-4, "source": "GeWu-Lab/OGM-GE_CVPR2022 main.py:33-39, 246"}
 
 
 def _ogm_options() -> tuple[Option, ...]:
     return (
         Option("alpha", float, 0.8, "strength of the modulation, k = 1 - tanh(alpha * rho) (Eq. 10)",
-               low=0.0, low_open=True, source=f"{_OGM_SRC}:43 (required there, no default); 0.8 the README's CREMA-D value "
-               "(0.1 for VGGSound)",
+               low=0.0, low_open=True, source=f"{_OGM_SRC}:43 (required there, no default); 0.8 for CREMA-D, "
+               "GeWu-Lab/OGM-GE_CVPR2022 README.md:151 (0.1 for VGGSound: the vggsound preset)",
                space=Space.log_uniform(0.05, 3.0), paper_key="alpha"),
         Option("start_epoch", int, 0, "first modulated epoch (0-based, inclusive)", low=0,
-               source=f"{_OGM_SRC}:41", paper_key="modulation_starts"),
+               source=f"{_OGM_SRC}:41", space=Space.int_range(0, 10), paper_key="modulation_starts"),
         Option("end_epoch", int, 50, "last modulated epoch (0-based, inclusive; null: no end)", low=0,
-               allow_none=True, source=f"{_OGM_SRC}:42", paper_key="modulation_ends"),
+               allow_none=True, source=f"{_OGM_SRC}:42", space=Space.int_range(10, 100),
+               paper_key="modulation_ends"),
         Option("select", str, "auto", "which encoder gradients are modulated (auto: conv kernels, else weights)",
-               choices=tuple(SELECTIONS), source=f"{_OGM_SRC} (4-D gradients only)",
+               choices=tuple(SELECTIONS), source=f"{_OGM_SRC}:136,143 (len(grad.size()) == 4: conv kernels only)",
                paper_key="modulate_params"),
         Option("coefficient", str, "paper", "the coefficient rule (paper: Eq. 10)", choices=tuple(COEFFICIENT_RULES),
                source="Peng et al., CVPR 2022, Eq. 10", paper_key="coefficient"),
@@ -63,6 +70,8 @@ class OGMGEMethod(BalancingMethod):
     tie_rank = 2.0
     min_modalities = 1  # with one modality there is nothing to balance: it trains as Normal
     paper_flags = {"modulation": "OGM_GE", "opm": False}
+    dataset_presets = _OGM_PRESETS
+    authors_schedule = _OGM_SCHEDULE
 
     @classmethod
     def build(cls, ctx, **options) -> OGMGEMethod:
@@ -148,7 +157,7 @@ class OPMMethod(BalancingMethod):
                "per_modality: this project's earlier 1/(1-q_u), for old runs", choices=OPM_RESCALES,
                source=f"{_TPAMI}/models/Classifier.py:39-49", legacy_key="opm_rescale"),
         Option("ratio", str, "mean", "N > 2: rho_u = s_u / mean (or sum) of the other modalities' scores",
-               choices=OPM_RATIOS, source="DESIGN §2 (mean); BalanceBenchmark OPM_trainer.py:174-180 (sum, N = 3)",
+               choices=OPM_RATIOS, source="this project, DESIGN §2 (mean; the released code has two modalities); BalanceBenchmark OPM_trainer.py:174-180 (sum, N = 3)",
                legacy_key="opm_ratio"),
         Option("start_epoch", int, 6, "first epoch with OPM (0-based, inclusive; the released warm-up)", low=0,
                source=f"{_TPAMI}/main.py:91 (warm_up = epoch <= 5)", legacy_key="opm_starts"),
@@ -159,6 +168,9 @@ class OPMMethod(BalancingMethod):
     tie_rank = 3.0
     transforms_features = True
     paper_flags = {"modulation": "Normal", "opm": True}
+    authors_schedule = {"optimizer": "adamw", "lr": 5e-5, "epochs": 100, "batch_size": 32,
+                        "lr_decay": "x0.1 every 40 epochs", "weight_decay": 0.01,
+                        "source": f"{_TPAMI}/config.py:22-29, main.py:267-268"}
 
     @classmethod
     def build(cls, ctx, **options) -> OPMMethod:

@@ -131,6 +131,9 @@ class AGM(BalancingMethod):
     min_modalities = 2
     max_modalities = MAX_MODALITIES
     tie_rank = 11.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-4, "epochs": 100, "batch_size": 64,
+                        "note": "the README's one command (AV-MNIST); argparse defaults lr 1e-5, 10 epochs, batch 16",
+                        "source": f"{_SRC} README.md:42, tasks/CREMAD_task.py:36-37, utils/config.py:69-71"}
     ddp = "refused"
     ddp_reason = ("its running scores are means over each rank's own batches, so the ranks' states (and "
                   "coefficients) would drift apart; all-reducing the scores is not implemented yet")

@@ -323,6 +323,8 @@ class AUG(BalancingMethod):
     min_modalities = 2
     owns_step = True
     tie_rank = 14.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-2, "epochs": 200, "batch_size": 64,
+                        "lr_decay": "x0.1 at epochs 160 and 180", "source": f"{_REPO} data/crema.json:16-33, train_CREMAD.py:201"}
     ddp = "refused"
     ddp_reason = ("it adds parameters to the model during training, so DDP would have to be re-wrapped around "
                   "the grown model, and each rank would sum its own confidences")

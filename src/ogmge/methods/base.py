@@ -82,6 +82,11 @@ class BalancingMethod:
     #: A fresh run starts each encoder from its modality-alone run (``ctx.dependencies["alone/<name>"]``,
     #: its ``best.pt``): the trainer loads them after ``build`` (may be set per object from an option).
     loads_alone_encoders = False
+    #: ``{dataset: registry.Preset}``: the authors' settings per paper dataset where they differ
+    #: from the option defaults (used when a run does not set the option; registry docstring).
+    dataset_presets: Mapping = {}
+    #: The authors' optimiser, lr, epochs, ... with a ``source`` (informative only).
+    authors_schedule: Mapping | None = None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -75,10 +75,25 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
         "wants_initial_losses": any(c.wants_initial_losses for c in classes),
         "wants_split_features": any(c.wants_split_features for c in classes),
         "member_classes": tuple(classes),
+        "dataset_presets": _merge_presets(classes, owners),
         "__doc__": f"The chain {name}: " + "; then ".join(c.name for c in classes) + ".",
         "__module__": __name__,
     }
     return type(f"Chain[{name}]", (Chain,), attrs)
+
+
+def _merge_presets(classes, owners: Mapping[str, tuple[int, str]]) -> dict:
+    """The members' dataset presets under the chain's option names (sources joined)."""
+    from .registry import Preset
+
+    key_of = {(i, own): key for key, (i, own) in owners.items()}
+    merged: dict[str, tuple[dict, list]] = {}
+    for i, c in enumerate(classes):
+        for dataset, preset in (c.dataset_presets or {}).items():
+            opts, sources = merged.setdefault(dataset, ({}, []))
+            opts.update({key_of[(i, k)]: v for k, v in preset.options.items()})
+            sources.append(f"{c.name}: {preset.source}")
+    return {d: Preset(opts, "; ".join(sources)) for d, (opts, sources) in merged.items()}
 
 
 def _merge_flags(classes) -> dict:

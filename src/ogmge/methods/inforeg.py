@@ -136,6 +136,8 @@ class InfoReg(BalancingMethod):
     needs_heads = True
     min_modalities = 2
     tie_rank = 9.0
+    authors_schedule = {"optimizer": "sgd", "lr": 2e-3, "epochs": 50, "batch_size": 64, "lr_decay": "x0.1 at epoch 30",
+                        "weight_decay": 1e-4, "source": f"{_MAIN}:39-45, 714-715"}
     ddp = "refused"
     ddp_reason = "the pull's strength comes from each rank's own batch (sum of p_y), so replicas would drift apart"
 

@@ -167,7 +167,7 @@ class MASAM(BalancingMethod):
                high_open=True, source=f"{_CFG}:11 (momentum)", space=Space.uniform(0.5, 0.99),
                legacy_key="masam_momentum"),
         Option("as_released", bool, False, "per-tensor projection and one tensor's cosine factor, as released",
-               source="models/sam_decomp_closure.py:147,161", legacy_key="masam_as_released"),
+               source="Orange2107/MASAM-Multimodal-Adaptive-SAM models/sam_decomp_closure.py:147,161", legacy_key="masam_as_released"),
     )
     needs_heads = True
     min_modalities = 2
@@ -175,6 +175,9 @@ class MASAM(BalancingMethod):
     #: Two passes per step, the second at perturbed weights (``train_step``, or ``backward(recompute=...)``).
     owns_step = True
     tie_rank = 12.0
+    authors_schedule = {"optimizer": "adamw", "lr": 1e-4, "epochs": 200, "batch_size": 16, "weight_decay": 0.0,
+                        "source": "Orange2107/MASAM-Multimodal-Adaptive-SAM configs/masam_cremad.yaml:5-6, "
+                                  "models/masam.py:702-706, main.py:276 (max_epochs)"}
     ddp = "refused"
     ddp_reason = ("each rank would choose its dominant modality and perturb along its own gradients, "
                   "so the replicas would drift apart")

@@ -84,7 +84,7 @@ from torch import Tensor
 from ogmge.validation import check_number
 
 from .base import FUSED, BalancingMethod, check_modalities, cross_entropy, require_head_logits
-from .registry import Option, Space, register
+from .registry import Option, Preset, Space, register
 
 _SYN = "kkontras/SynIB src/synib/training/pipeline/helpers/Bias_Infusion.py"
 _RUN = "kkontras/MCR run.sh:18 (CREMA-D ResNet)"
@@ -205,6 +205,9 @@ class MCR(BalancingMethod):
     #: warm starts (``warm_start``) come from the comparison's modality-alone runs
     depends_on = ("alone",)
     tie_rank = 12.0
+    dataset_presets = {"ave": Preset({"l": 0.01}, source="kkontras/MCR run.sh:68 (AVE ResNet): --l 0.01")}
+    authors_schedule = {"lr": 1e-4, "batch_size": 32, "weight_decay": 1e-4,
+                        "note": "from unimodal warm starts (--pre)", "source": _RUN}
     ddp = "identical"
 
     @classmethod

@@ -48,7 +48,8 @@ class ModalityDropout(BalancingMethod):
     paper = "Neverova, Wolf, Taylor, Nebout, 'ModDrop: adaptive multi-modal gesture recognition', TPAMI 2016"
     options = (
         Option("p", float, 0.5, "probability that a training sample keeps one modality only", low=0.0, high=1.0,
-               source="DESIGN §7 (this project's choice)", space=Space.uniform(0.1, 0.9), legacy_key="mdrop_p"),
+               source="this project's choice, not the paper's: half the samples keep a single modality "
+                      "(ModDrop's own rates are per gesture channel and do not carry over)", space=Space.uniform(0.1, 0.9), legacy_key="mdrop_p"),
     )
     min_modalities = 2
     tie_rank = 4.0

@@ -75,7 +75,7 @@ from ogmge.modulation.generators import GeneratorPool
 from ogmge.validation import check_number
 
 from .base import FUSED, BalancingMethod, check_modalities, cross_entropy, require_head_logits
-from .registry import Option, Space, register
+from .registry import Option, Preset, Space, register
 
 _SRC = "Seong-HyeonHwang/MIDAS_NeurIPS2025"
 _FWD = f"{_SRC} models/model_midas_cremad.py"
@@ -226,6 +226,12 @@ class MIDAS(BalancingMethod):
     needs_features = True
     min_modalities = 2
     tie_rank = 12.0
+    dataset_presets = {"kinetics_sounds": Preset(
+        {"mixed_weight": 5.0, "alpha_max": 10.0},
+        source=f"{_SRC} models/model_midas_kinetics.py:162 (alpha capped at 10), :164 (5 * mixed_loss); "
+               "its warm-up, 10 of 70 epochs as on CREMA-D (configs/default_config.py:238-239, 244-245), is the default's ratio")}
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-3, "epochs": 70, "batch_size": 64, "weight_decay": 1e-4,
+                        "source": f"{_SRC} configs/default_config.py:18-33, {_FWD}:401"}
     ddp = "refused"
     ddp_reason = ("alpha is updated from each rank's own batch statistics, so the ranks' alpha (and losses) "
                   "would drift apart; all-reducing the ratios is not implemented")

@@ -218,7 +218,7 @@ class MLA(BalancingMethod):
         Option("as_released", bool, False, "no gradient projection on the shared head (the released code never runs it)",
                source=f"{_REPO} utils/utils.py:32"),
         Option("dim", int, None, "the shared head's input size when feature sizes differ (default: the largest)",
-               low=1, allow_none=True, source="ours (the paper's encoders all give 512 features, utils.py:20)"),
+               low=1, allow_none=True, source=f"this project (the authors' encoders all give 512 features, {_REPO} utils/utils.py:20)"),
     )
     #: ``fused``: the paper's entropy-weighted outputs; ``blend``: the stacked pool of that output and
     #: the shared head's per-modality outputs, weights fitted on validation (``ogmge.methods.stacked``).
@@ -227,6 +227,8 @@ class MLA(BalancingMethod):
     owns_step = True
     owns_backward = False
     tie_rank = 11.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64, "lr_decay": "x0.1 at epoch 70",
+                        "weight_decay": 1e-4, "source": f"{_REPO} main.py:28-34, 749, 760"}
     ddp = "refused"
     ddp_reason = ("the projector follows each rank's own features, so the replicas' head gradients "
                   "and weights would drift apart")

@@ -112,6 +112,8 @@ class MMCosine(BalancingMethod):
                legacy_key="mmcosine_scale"),
     )
     tie_rank = 9.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-3, "epochs": 200, "batch_size": 32, "lr_decay": "x0.1 at epoch 100",
+                        "weight_decay": 1e-4, "source": "GeWu-Lab/MMCosine_ICASSP23 main_CD.py:60-66, 262"}
 
     @classmethod
     def build(cls, ctx, **options) -> MMCosine:

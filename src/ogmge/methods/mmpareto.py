@@ -139,13 +139,16 @@ class MMPareto(BalancingMethod):
     paper = "Wei & Hu, 'MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance', ICML 2024"
     options = (
         Option("scale", float, 1.5, "multiplier of the combined encoder gradients", low=0.0, low_open=True,
-               source="the authors' released code (GeWu-Lab/MMPareto_ICML2024, the final gradient multiplier)",
+               source="GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py:178 (gamma=1.5, multiplied in at :195, :197 and "
+                      "likewise for the visual encoder)",
                space=Space.uniform(1.0, 2.0), legacy_key="mmpareto_scale"),
     )
     needs_heads = True
     min_modalities = 2
     owns_backward = True
     tie_rank = 7.0
+    authors_schedule = {"optimizer": "sgd", "lr": 2e-3, "epochs": 50, "batch_size": 64, "lr_decay": "x0.1 at epoch 30",
+                        "weight_decay": 1e-4, "source": "GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py:28-35, 296"}
     #: Under DDP: the forward must run in ``no_sync()`` and the heads' gradients be averaged by the caller.
     ddp = "syncs"
     distributed_ok = True

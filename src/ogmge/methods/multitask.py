@@ -62,6 +62,8 @@ class Multitask(BalancingMethod):
     predictions: tuple[str, ...] = ("fused", "blend")
     min_modalities = 2
     tie_rank = 4.5
+    authors_schedule = {"optimizer": "sgd", "lr": 2e-3, "epochs": 50, "batch_size": 64, "lr_decay": "x0.1 at epoch 30",
+                        "weight_decay": 1e-4, "source": "GeWu-Lab/MMPareto_ICML2024 code/uniform_baseline.py:27-32, 173"}
 
     @classmethod
     def build(cls, ctx, **options) -> Multitask:

@@ -120,6 +120,9 @@ class PMR(BalancingMethod):
     )
     min_modalities = 2
     tie_rank = 10.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-4, "epochs": 150, "batch_size": 64, "lr_decay": "x0.1 at epoch 70",
+                        "weight_decay": 1e-4, "note": "their bash.sh runs use lr 1e-3, 100-130 epochs",
+                        "source": f"{_SRC}:36-44, 464-465"}
     needs_features = True
     #: the trainer calls ``start_epoch`` with eval-mode encoder features of a training subset
     wants_epoch_features = True

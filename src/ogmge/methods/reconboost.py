@@ -250,6 +250,9 @@ class ReconBoost(BalancingMethod):
     ddp_reason = ("each phase trains only some learners, so the others' parameters get no gradient "
                   "(DDP would need find_unused_parameters) and the stage state is per process")
     tie_rank = 8.0
+    authors_schedule = {"optimizer": "sgd", "lr": 1e-2, "batch_size": 64, "weight_decay": 5e-4,
+                        "note": "4 + 4 epochs per stage, a new SGD per phase",
+                        "source": f"{_SRC}:56-65, 296, 371"}
 
     @classmethod
     def wrap_fusion(cls, fusion: nn.Module, **options) -> nn.Module:

@@ -88,6 +88,17 @@ defaults in brackets):
   (:func:`ogmge.training.checkpoint.load_alone_encoders_`).
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
+- ``dataset_presets`` [``{}``]: ``{dataset: Preset({option: value}, source=...)}``,
+  the authors' settings on a paper dataset where they differ from the option
+  defaults (OGM-GE's α 0.1 on VGGSound). A run on that dataset that does not
+  set the option uses the preset, and its saved config records it
+  (``TrainConfig.method_preset``); an explicit option wins. Checked at
+  registration: a dataset name this project does not know, an unknown option,
+  a value the option refuses or a missing source is an error.
+- ``authors_schedule`` [None]: the optimiser, learning rate, epochs (and batch
+  size, decay) the authors trained with, ``{"optimizer": ..., "lr": ...,
+  "epochs": ..., "source": "owner/repo file:line"}``; informative only (a run
+  says it uses the shared schedule, and what the authors used).
 
 **Hooks** (all optional; see ``ogmge.methods.base`` for the per-step hooks):
 
@@ -144,6 +155,10 @@ DDP_KINDS = ("identical", "syncs", "refused")
 CROSS_FITS = ("split", "swap")
 #: Option types a config may give.
 OPTION_TYPES = (bool, int, float, str)
+#: Datasets a method may declare presets for (``dataset_presets``): the paper datasets.
+PRESET_DATASETS = ("cremad", "kinetics_sounds", "vggsound", "ave")
+#: Keys an ``authors_schedule`` may hold (``source`` is required).
+SCHEDULE_KEYS = ("optimizer", "lr", "epochs", "batch_size", "lr_decay", "weight_decay", "note", "source")
 
 
 # ------------------------------------------------------------------------------- options
@@ -311,6 +326,46 @@ class Option:
                 "legacy_key": self.legacy_key}
 
 
+@dataclass(frozen=True)
+class Preset:
+    """The authors' settings of a method on one dataset: ``options`` ``{option: value}``
+    and ``source`` (their ``file:line``, README line or the paper's section)."""
+
+    options: Mapping[str, Any]
+    source: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping) or not self.options:
+            raise ValueError(f"a preset needs a non-empty mapping of options, got {self.options!r}")
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ValueError(f"a preset needs a source (where the authors give {dict(self.options)}), got "
+                             f"{self.source!r}")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def text(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items()) + f" ({self.source})"
+
+
+def dataset_preset(cls: type[BalancingMethod], dataset: str | None) -> Preset | None:
+    """Method ``cls``'s preset for ``dataset`` (None: it declares none there)."""
+    return (getattr(cls, "dataset_presets", None) or {}).get(dataset) if dataset else None
+
+
+def schedule_text(schedule: Mapping[str, Any]) -> str:
+    """``sgd, lr 0.001, 100 epochs, batch 64 (source)``: an ``authors_schedule`` in words."""
+    parts = [str(schedule["optimizer"])] if "optimizer" in schedule else []
+    if "lr" in schedule:
+        parts.append(f"lr {schedule['lr']:g}" if isinstance(schedule["lr"], (int, float)) else f"lr {schedule['lr']}")
+    if "epochs" in schedule:
+        parts.append(f"{schedule['epochs']} epochs")
+    if "batch_size" in schedule:
+        parts.append(f"batch {schedule['batch_size']}")
+    for key, label in (("lr_decay", "decay"), ("weight_decay", "weight decay"), ("note", "")):
+        if key in schedule:
+            parts.append(f"{label} {schedule[key]}".strip())
+    return ", ".join(parts) + f" ({schedule['source']})"
+
+
 def resolve_options(cls: type[BalancingMethod], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every option of method class ``cls``: ``values`` validated, defaults for the rest.
 
@@ -421,6 +476,31 @@ def _check_declarations(cls: type[BalancingMethod]) -> None:
         if opt.name in seen:
             raise ValueError(f"method {name}: option {opt.name!r} declared twice")
         seen.add(opt.name)
+    _check_presets(cls, name)
+
+
+def _check_presets(cls: type[BalancingMethod], name: str) -> None:
+    presets = getattr(cls, "dataset_presets", None) or {}
+    if not isinstance(presets, Mapping):
+        raise TypeError(f"method {name}: dataset_presets must map a dataset to a Preset, got {presets!r}")
+    for dataset, preset in presets.items():
+        if dataset not in PRESET_DATASETS:
+            raise ValueError(f"method {name}: a preset for the unknown dataset {dataset!r} "
+                             f"(the paper datasets: {', '.join(PRESET_DATASETS)})")
+        if not isinstance(preset, Preset):
+            raise TypeError(f"method {name}: the {dataset} preset must be a Preset, got {preset!r}")
+        try:
+            resolve_options(cls, preset.options)
+        except ValueError as exc:
+            raise ValueError(f"method {name}: its {dataset} preset is invalid: {exc}") from None
+    schedule = getattr(cls, "authors_schedule", None)
+    if schedule is not None:
+        if not isinstance(schedule, Mapping) or not str(schedule.get("source", "")).strip():
+            raise ValueError(f"method {name}: authors_schedule must be a mapping with a source, got {schedule!r}")
+        unknown = sorted(set(schedule) - set(SCHEDULE_KEYS))
+        if unknown:
+            raise ValueError(f"method {name}: authors_schedule has unknown keys {unknown} (known: "
+                             f"{', '.join(SCHEDULE_KEYS)})")
 
 
 def register(cls: type | None = None, *, aliases: Iterable[str] = ()):
@@ -593,6 +673,14 @@ def describe(cls: type[BalancingMethod], *, verbose: bool = True) -> str:
             lines.append(f"    {o.name} ({o.type.__name__}, default {o.default!r}){extra}: {o.help}{src}{space}{flag}")
     else:
         lines.append("  options: none")
+    presets = getattr(cls, "dataset_presets", None) or {}
+    if presets:
+        lines.append("  dataset presets (used on that dataset unless the option is set):")
+        for dataset, preset in presets.items():
+            lines.append(f"    {dataset}: {preset.text()}")
+    schedule = getattr(cls, "authors_schedule", None)
+    if schedule:
+        lines.append(f"  authors' schedule (informative; runs use the shared one): {schedule_text(schedule)}")
     return "\n".join(lines)
 
 
@@ -617,9 +705,12 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PLUGIN_ENV",
     "BuildContext",
+    "PRESET_DATASETS",
     "Option",
+    "Preset",
     "Space",
     "StepTools",
+    "dataset_preset",
     "describe",
     "get",
     "is_registered",
@@ -631,4 +722,5 @@ __all__ = [
     "register",
     "resolve_options",
     "resolve_qualname",
+    "schedule_text",
 ]

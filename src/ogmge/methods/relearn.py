@@ -205,6 +205,9 @@ class Relearn(BalancingMethod):
     needs_validation = True
     wants_split_features = True
     tie_rank = 8.5
+    authors_schedule = {"optimizer": "sgd", "lr": 2e-3, "epochs": 90, "batch_size": 64, "weight_decay": 1e-4,
+                        "note": "no decay: the scheduler arguments are never used",
+                        "source": f"{_SRC}:34-40, 368; code/script/ours.sh:10"}
     ddp = "refused"
     ddp_reason = ("the re-initialisation is computed from whole-split features and a clustering on one process; "
                   "the loop does not share it between ranks")

@@ -143,7 +143,7 @@ class UMT(BalancingMethod):
                source=f"{_BB} configs/trainer_config.yaml:66 (scaling)", space=Space.log_uniform(0.1, 100.0)),
         Option("teacher_epochs", int, None, "epochs of the teacher phase when no alone runs are given "
                "(None: half the run's epochs)", low=1, allow_none=True,
-               source="ours (BB trains its teachers in separate unimodal runs)"),
+               source=f"this project ({_BB} trains its teachers in separate unimodal runs)"),
     )
     needs_heads = True  # the teacher phase trains each encoder with its own linear head
     owns_step = True  # the teachers need the batch's inputs

@@ -233,6 +233,8 @@ class Valuate(BalancingMethod):
     min_modalities = 2
     max_modalities = MAX_MODALITIES
     tie_rank = 10.5
+    authors_schedule = {"optimizer": "adam", "lr": 5e-5, "epochs": 60, "batch_size": 64, "lr_decay": "x0.1 every 30 epochs",
+                        "source": f"{_SRC} code/sample_level.py:41-58, 287"}
     transforms_features = True
 
     @classmethod

@@ -53,6 +53,9 @@ METHOD_MODULATION = {n: (registry.get(n).paper_flags["modulation"], registry.get
 #: ``--modulation-starts``/``-ends``, ``--modulate-params``, ``--coefficient``. They stay
 #: flat keys (the OGM-GE monitor of every run reads them too); ``Option.paper_key`` maps them.
 PAPER_KEYS = ("alpha", "modulation_starts", "modulation_ends", "modulate_params", "coefficient")
+#: Keys every saved run config has carried: a mapping holding all of them but no ``method_preset``
+#: is a run saved before method presets existed, which resumes without them (``from_dict``).
+PRESET_MARKERS = frozenset({"seed", "device", "trace_every", "progress", "out", "tensorboard"})
 #: Deprecated spelling, translated once by ``TrainConfig.from_dict``.
 DEPRECATION = ("flat method keys ({keys}) are deprecated: write method: {{name: {name}, KEY: VALUE}} "
                "(or --method-opt KEY=VALUE)")
@@ -201,6 +204,11 @@ class TrainConfig:
     #: Runs the method builds on (its ``depends_on``), ``{key: run directory}``: ``compare`` sets
     #: ``alone/<modality>`` to the modality-alone run of the same seed; a user may name their own.
     dependencies: dict[str, str] = field(default_factory=dict)
+    #: The method's dataset preset this run uses (``{method, dataset, options, source}``; ``{}``:
+    #: none), written by the config itself: on a paper dataset an option the config does not set
+    #: takes the value the method declares for that dataset (``dataset_presets``). ``null`` turns
+    #: presets off (the options' own defaults everywhere).
+    method_preset: dict[str, Any] | None = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -279,6 +287,9 @@ class TrainConfig:
             raise ValueError(f"data ({self.data!r}) is bring-your-own data; it needs dataset 'byo', got {self.dataset!r}")
         if self.method_class is not None and not isinstance(self.method_class, str):
             raise InvalidType(f"method_class must be 'module:QualName', got {self.method_class!r}")
+        if self.method_preset is not None and not isinstance(self.method_preset, dict):
+            raise InvalidType(f"method_preset must be a mapping (written by the run) or null (presets off), "
+                              f"got {self.method_preset!r}")
         self._check_method()
         return self
 
@@ -290,13 +301,20 @@ class TrainConfig:
         something else contradicts it (an error naming both)."""
         if self.method is None:
             cls = self.method_cls
-        else:
+            preset = registry.registry.dataset_preset(cls, self.dataset) if self.method_preset is not None else None
+            flags = {o.name for o in cls.options if o.paper_key}
+            if preset is not None and set(preset.options) - flags:  # the preset needs the method mapping
+                self.method = {"name": cls.name}
+            else:
+                self._apply_preset(cls, {}, set())
+        if self.method is not None:
             spec = {"name": self.method} if isinstance(self.method, str) else self.method
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise InvalidType(f"method must be a name or a mapping with a name, got {self.method!r}")
             spec = dict(spec)
             cls = _method_class(spec["name"], self.method_class)
             paper = {o.name: o.paper_key for o in cls.options if o.paper_key}
+            flagged = set(spec) & set(paper)
             for opt, key in paper.items():  # the paper's flags hold these (DESIGN §5)
                 if opt in spec:
                     setattr(self, key, spec.pop(opt))
@@ -306,6 +324,7 @@ class TrainConfig:
             if unknown:
                 raise ValueError(f"method {cls.name} has no option {', '.join(map(repr, unknown))} "
                                  f"(its options: {', '.join(o.name for o in cls.options) or 'none'})")
+            given = self._apply_preset(cls, given, flagged)
             opts = cls.resolve_options({**given, **self._paper_options(cls)})
             self.method = {"name": cls.name, **{k: v for k, v in opts.items() if k in known}}
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
@@ -321,6 +340,44 @@ class TrainConfig:
         if self.prediction is not None and self.prediction not in cls.predictions:
             raise ValueError(f"method {cls.name} supports the predictions {list(cls.predictions)}, "
                              f"got prediction {self.prediction!r}")
+
+    def _apply_preset(self, cls, given: dict[str, Any], flagged: set[str]) -> dict[str, Any]:
+        """``given`` (the method mapping's options) with the method's preset for this dataset in
+        the options the config does not set, the paper's flags likewise; records it in
+        ``method_preset``. Not set: absent from the mapping, or a paper flag at its default
+        (``flagged``: options the mapping gave for a flag); a value an earlier ``method_preset``
+        put there (the dataset or the method may have changed since) counts as not set too."""
+        if self.method_preset is None:  # presets off
+            return given
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        old = self.method_preset or {}
+        old_opts = old.get("options") if isinstance(old.get("options"), dict) else {}
+        given = dict(given)
+        if old_opts:
+            old_cls = cls if old.get("method") == cls.name else _registered(old.get("method"))
+            old_flags = {o.name: o.paper_key for o in (old_cls.options if old_cls else ()) if o.paper_key}
+            for opt, value in old_opts.items():
+                key = old_flags.get(opt)
+                if key is not None:
+                    if getattr(self, key) == value and opt not in flagged:
+                        setattr(self, key, defaults[key])
+                elif old.get("method") == cls.name and opt in given and given[opt] == value:
+                    del given[opt]
+        preset = registry.registry.dataset_preset(cls, self.dataset)
+        applied: dict[str, Any] = {}
+        if preset is not None:
+            flags = {o.name: o.paper_key for o in cls.options if o.paper_key}
+            for opt, value in preset.options.items():
+                key = flags.get(opt)
+                if key is None:
+                    if opt not in given:
+                        given[opt] = applied[opt] = value
+                elif opt not in flagged and getattr(self, key) == defaults[key]:
+                    setattr(self, key, value)
+                    applied[opt] = value
+        self.method_preset = ({"method": cls.name, "dataset": self.dataset, "options": applied,
+                               "source": preset.source} if preset is not None and applied else {})
+        return given
 
     def _paper_options(self, cls) -> dict[str, Any]:
         """The options the paper's flags set (a flag at None means the option's default)."""
@@ -401,6 +458,8 @@ class TrainConfig:
         legacy = legacy_behaviour(values)
         if legacy:  # a run made before these settings existed resumes with the behaviour it started with
             values = {**values, **legacy}
+        if PRESET_MARKERS <= set(values) and "method_preset" not in values:
+            values = {**values, "method_preset": None}  # saved before presets: resumes exactly as it ran
         values = _translate_legacy(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -448,6 +507,7 @@ class TrainConfig:
         setting (a run carries only its own). ``.by_part()`` groups them, ``.describe()`` words
         them ``part.setting: mine ..., theirs ...``."""
         a, b = self.to_dict(), other.to_dict()
+        ignore = {*ignore, "method_preset"}  # a record of where values came from: the values are compared
         ua, ub = (a, b) if unused else (used_settings(self), used_settings(other))
         out = Differences()
         for k in a:
@@ -499,6 +559,35 @@ def _method_class(name: str, qualname: str | None):
             raise ValueError(f"method_class {qualname!r} is the method {cls.name!r}, not {name!r}")
         return cls
     return registry.get(name)
+
+
+def _registered(name: Any):
+    """The registered method class ``name`` (None: unknown here, e.g. a plug-in not loaded)."""
+    try:
+        return registry.get(name) if isinstance(name, str) and name else None
+    except ValueError:
+        return None
+
+
+def method_notes(cfg: TrainConfig) -> list[str]:
+    """What a run on a paper dataset says at its start: the dataset preset it uses, if any, and
+    that the schedule is the shared one (with the authors', where the method declares it)."""
+    lines = []
+    rec = cfg.method_preset or {}
+    if rec.get("options"):
+        opts = ", ".join(f"{k}={v!r}" for k, v in rec["options"].items())
+        lines.append(f"method preset: {rec.get('method')} on {rec.get('dataset')} uses {opts}, the authors' "
+                     f"setting there ({rec.get('source')}); set the option to override it")
+    if cfg.dataset in registry.registry.PRESET_DATASETS:
+        cls = cfg.method_cls
+        members = getattr(cls, "member_classes", ()) or (cls,)
+        used = [(c.name, c.authors_schedule) for c in members if c.authors_schedule is not None]
+        text = "; ".join((f"{n}: " if len(members) > 1 else "") + registry.registry.schedule_text(s)
+                         for n, s in used)
+        lines.append("schedule: the shared one (lr, optimizer, epochs from the config); "
+                     + (f"the authors used {text} for this method" if used
+                        else "this method declares no authors' schedule"))
+    return lines
 
 
 def _option_key(cls, member: str, option: str) -> str | None:

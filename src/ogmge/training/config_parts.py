@@ -29,7 +29,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "model": ("fusion", "estimator", "width", "model_options"),
     # the balancing method: its name and options, and the paper's flags that set it (DESIGN §5)
     "method": ("method", "method_class", "prediction", "modulation", "opm", "alpha", "modulation_starts",
-               "modulation_ends", "modulate_params", "coefficient"),
+               "modulation_ends", "modulate_params", "coefficient", "method_preset"),
     "optimisation": ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum", "weight_decay",
                      "lr_step", "lr_gamma", "grad_clip", "amp", "patience", "stopping"),
     "run": ("seed", "device", "out", "name", "tensorboard", "num_workers", "progress", "trace_every",

@@ -61,7 +61,7 @@ from . import balancing
 from . import checkpoint as ckpt_mod
 from . import distributed as distrib
 from . import stopping as stopping_mod
-from .config import TrainConfig
+from .config import TrainConfig, method_notes
 from .data import DataBundle, build_datasets, check_trainable, epoch_seed, make_loader  # noqa: F401
 from .factory import (
     build_context,
@@ -393,6 +393,8 @@ class Trainer:
                 LOGGER.info("training %s: %d epochs on %s, modalities %s, modulation %s",
                             self.run_dir or "(no run dir)", cfg.epochs, self.device,
                             list(self.data.modalities), cfg.resolved_method)
+                for line in method_notes(cfg):  # the dataset preset it uses; shared vs the authors' schedule
+                    LOGGER.info("%s", line)
             if self.start_epoch >= cfg.epochs and self.is_main:
                 LOGGER.info("nothing to train: the run already completed %d epochs", self.start_epoch)
             if self.start_epoch == 0:

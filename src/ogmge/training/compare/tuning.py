@@ -138,12 +138,16 @@ def method_params(method: str) -> list[Param]:
 
 
 def default_value(base: TrainConfig, key: str, builder: str, method: str = "normal") -> Any:
-    """The configuration's value of a searched setting: a method option's declared default
-    (compare's shared configuration names no method), the resolved optimiser, else the key's value."""
+    """The configuration's value of a searched setting: a method option's declared default (its
+    dataset preset on a paper dataset; compare's shared configuration names no method), the
+    resolved optimiser, else the key's value."""
     if key.startswith(METHOD_KEY):
         from ogmge.methods import registry
 
         name = key[len(METHOD_KEY):]
+        preset = registry.dataset_preset(registry.get(method), base.dataset) if base.method_preset is not None else None
+        if preset is not None and name in preset.options:  # the authors' value on this dataset
+            return preset.options[name]
         return next(o.default for o in registry.get(method).options if o.name == name)
     if key == "optimizer":
         return base.resolved_optimizer(builder)
