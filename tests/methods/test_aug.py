@@ -262,11 +262,38 @@ def test_the_prediction_rule_changes_the_prediction_never_the_training(tmp_path)
         assert torch.equal(a[k], b[k]), k
 
 
-def test_ensemble_refuses_a_frozen_head():
+def test_build_refuses_a_frozen_head_and_heads_that_are_not_its_views():
+    from ogmge.methods import BranchView
+
     head = AUGHead({"a": 2, "b": 2}, 3)
+    linear = {m: torch.nn.Linear(2, 3) for m in ("a", "b")}
+    with pytest.raises(ValueError, match=r"heads \['a', 'b'\] are not views of its AUGHead.*AUG.wrap_heads"):
+        AUG.build(BuildContext(modalities=("a", "b"), fusion=head, heads=linear))
+    views = dict(AUG.wrap_heads(torch.nn.ModuleDict(linear), head).items())
+    assert all(isinstance(v, BranchView) for v in views.values())
+    AUG.build(BuildContext(modalities=("a", "b"), fusion=head, heads=views))
+    with pytest.raises(ValueError, match=r"heads \['b'\] are not views"):
+        AUG.build(BuildContext(modalities=("a", "b"), fusion=head,
+                               heads={**views, "b": BranchView(AUGHead({"a": 2, "b": 2}, 3), "b")}))
     head.fc_out.requires_grad_(False)
     with pytest.raises(ValueError, match=r"fc_out.weight.*frozen.*wrap_fusion"):
         AUG.build(BuildContext(modalities=("a", "b"), fusion=head, epochs=4))
+
+
+def test_cli_prediction_rules_aug_takes_all_three_and_mla_names_the_ones_it_has(tmp_path, capsys):
+    path = _byo(tmp_path)
+    common = ["--data", str(path), "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress",
+              "--set", "model_options={hidden: 8, out_dim: 8}"]
+    assert main(["train", *common, "--method", "aug", "--prediction", "ensemble", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["prediction"] == "ensemble"
+    capsys.readouterr()
+    assert main(["train", *common, "--method", "mla", "--prediction", "ensemble", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "method mla supports the predictions ['fused', 'blend'], got prediction 'ensemble': give one of those" in err
+    assert "Traceback" not in err
+    assert main(["train", *common, "--method", "aug+ogm_ge", "--prediction", "blend", "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "method aug+ogm_ge supports the predictions ['fused']" in capsys.readouterr().err
 
 
 def test_cli_trains_aug_with_the_stacked_rule_on_three_byo_modalities_and_resumes_exactly(tmp_path, capsys,

@@ -93,7 +93,7 @@ from torch import Tensor, nn
 
 from ogmge.validation import check_number
 
-from .base import FUSED, BalancingMethod, branch_views, check_modalities, cross_entropy
+from .base import FUSED, BalancingMethod, BranchView, branch_views, check_modalities, cross_entropy
 from .registry import Option, Space, register
 
 #: The released repository (njustkmg/NeurIPS25-AUG at 841d079).
@@ -366,6 +366,11 @@ class AUG(BalancingMethod):
             raise ValueError(f"method aug trains its head, but the AUGHead's {frozen} are frozen (a model built with "
                              "prediction='ensemble' freezes the fusion head it is given: put the AUGHead in after "
                              "construction, AUG.wrap_fusion, as ogmge train does)")
+        foreign = [m for m, h in (ctx.heads or {}).items() if not (isinstance(h, BranchView) and h.head is head)]
+        if foreign:
+            raise ValueError(f"method aug trains no per-modality heads of its own, but the model's heads {foreign} are "
+                             "not views of its AUGHead (a fitted prediction would pool untrained heads): give the "
+                             "model heads=AUG.wrap_heads(model.heads, model.fusion), as ogmge train does")
         if head.train_layers == opts["as_released"]:
             raise ValueError(f"method aug option as_released={opts['as_released']} does not match the head "
                              f"(train_layers={head.train_layers})")
