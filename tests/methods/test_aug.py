@@ -189,3 +189,147 @@ def test_cli_trains_aug_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run / "last.pt")]) == 0
     assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+
+
+# ------------------------------------------------------------------------------ fitted predictions
+def _branches_by_hand(sd: dict, features: dict) -> dict:
+    """``z_u = g(relu(A_u f + a_u)) + sum_k g(relu(B_{u,k} f + b_{u,k}))`` in float64 from a state dict."""
+    def lin(prefix, x):
+        return x @ sd[prefix + ".weight"].double().T + sd[prefix + ".bias"].double()
+
+    out = {}
+    for u, f in features.items():
+        f = f.double()
+        z = lin("fusion.fc_out", torch.relu(lin(f"fusion.embed.{u}.0", f)))
+        k = 0
+        while f"fusion.boost.{u}.{k}.weight" in sd:
+            z = z + lin("fusion.fc_out", torch.relu(lin(f"fusion.boost.{u}.{k}", f)))
+            k += 1
+        out[u] = z
+    return out
+
+
+def _pool_by_hand(members: dict, weights, order) -> torch.Tensor:
+    return sum(float(w) * members[m].log_softmax(1) for w, m in zip(weights, order))
+
+
+@pytest.mark.parametrize("rule", ["blend", "ensemble"])
+def test_fitted_prediction_is_the_stacked_pool_of_the_branches_computed_by_hand(tmp_path, rule):
+    from ogmge.methods import BranchView
+    from ogmge.methods.uni_ensemble import fit_simplex_weights
+    from ogmge.training import load_checkpoint
+
+    config = tiny_config(tmp_path, method={"name": "aug", "check_every": 1, "tolerance": 0.0}, prediction=rule,
+                         model_options={"builder": "generic", "hidden": 8, "out_dim": 8}, epochs=3)
+    result = train(config, datasets=tiny_bundle())
+    assert json.loads((result.run_dir / "results.json").read_text())["val_protocol"] == "cross-fit"
+    ck = load_checkpoint_file(result.run_dir / "last.pt")
+    assert not any(k.startswith("heads.") for k in ck["model"])  # the heads are views: nothing twice
+    assert any(k.startswith("fusion.boost.") for k in ck["model"])  # layers were added (they enter z_u)
+    model = load_checkpoint(result.run_dir / "last.pt").model
+    assert all(isinstance(h, BranchView) for h in model.heads.values())
+    order = model.prediction_members
+    assert order == (("fused", "a", "b") if rule == "blend" else ("a", "b"))
+    val = tiny_bundle().val
+    inputs = {"a": val.a, "b": val.b}
+    with torch.no_grad():
+        z = _branches_by_hand(ck["model"], model.encode(inputs))
+        w_merge = ck["model"]["fusion.weights"].double()
+        members = {**z, "fused": w_merge[0] * z["a"] + w_merge[1] * z["b"]}
+        # the weights kept are the stacked fit on the whole validation split (tolerance 1e-4: float32 outputs)
+        torch.testing.assert_close(model.ensemble_weights.double(),
+                                   fit_simplex_weights(members, val.labels, order), atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(inputs).logits.double(), _pool_by_hand(members, model.ensemble_weights, order),
+                                   atol=1e-5, rtol=1e-5)
+        inner = [0.2, 0.3, 0.5] if rule == "blend" else [0.35, 0.65]  # off the simplex's vertices
+        model.set_ensemble_weights(inner)
+        torch.testing.assert_close(model(inputs).logits.double(), _pool_by_hand(members, inner, order),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_the_prediction_rule_changes_the_prediction_never_the_training(tmp_path):
+    runs = {}
+    for rule in ("blend", "ensemble"):
+        config = tiny_config(tmp_path / rule, method={"name": "aug", "check_every": 1, "tolerance": 0.0},
+                             prediction=rule, model_options={"builder": "generic", "hidden": 8, "out_dim": 8},
+                             epochs=3)
+        runs[rule] = load_checkpoint_file(train(config, datasets=tiny_bundle()).run_dir / "last.pt")["model"]
+    a, b = runs["blend"], runs["ensemble"]
+    shared = [k for k in a if not k.startswith("combiner.") and torch.is_tensor(a[k])]
+    assert any(k.startswith("fusion.fc_out") for k in shared)
+    # under ``ensemble`` the AUG head still trains (the model freezes only the fusion head it was built with)
+    for k in shared:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_build_refuses_a_frozen_head_and_heads_that_are_not_its_views():
+    from ogmge.methods import BranchView
+
+    head = AUGHead({"a": 2, "b": 2}, 3)
+    linear = {m: torch.nn.Linear(2, 3) for m in ("a", "b")}
+    with pytest.raises(ValueError, match=r"heads \['a', 'b'\] are not views of its AUGHead.*AUG.wrap_heads"):
+        AUG.build(BuildContext(modalities=("a", "b"), fusion=head, heads=linear))
+    views = dict(AUG.wrap_heads(torch.nn.ModuleDict(linear), head).items())
+    assert all(isinstance(v, BranchView) for v in views.values())
+    AUG.build(BuildContext(modalities=("a", "b"), fusion=head, heads=views))
+    with pytest.raises(ValueError, match=r"heads \['b'\] are not views"):
+        AUG.build(BuildContext(modalities=("a", "b"), fusion=head,
+                               heads={**views, "b": BranchView(AUGHead({"a": 2, "b": 2}, 3), "b")}))
+    head.fc_out.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"fc_out.weight.*frozen.*wrap_fusion"):
+        AUG.build(BuildContext(modalities=("a", "b"), fusion=head, epochs=4))
+
+
+def test_cli_prediction_rules_aug_takes_all_three_and_mla_names_the_ones_it_has(tmp_path, capsys):
+    path = _byo(tmp_path)
+    common = ["--data", str(path), "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress",
+              "--set", "model_options={hidden: 8, out_dim: 8}"]
+    assert main(["train", *common, "--method", "aug", "--prediction", "ensemble", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["prediction"] == "ensemble"
+    capsys.readouterr()
+    assert main(["train", *common, "--method", "mla", "--prediction", "ensemble", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "method mla supports the predictions ['fused', 'blend'], got prediction 'ensemble': give one of those" in err
+    assert "Traceback" not in err
+    assert main(["train", *common, "--method", "aug+ogm_ge", "--prediction", "blend", "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "method aug+ogm_ge supports the predictions ['fused']" in capsys.readouterr().err
+
+
+def test_cli_trains_aug_with_the_stacked_rule_on_three_byo_modalities_and_resumes_exactly(tmp_path, capsys,
+                                                                                         monkeypatch):
+    path = _byo(tmp_path)
+    args = ["--data", str(path), "--method", "aug", "--prediction", "blend", "--method-opt", "check_every=1",
+            "--method-opt", "tolerance=0", "--epochs", "3", "--batch-size", "8", "--lr", "0.01",
+            "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu", "--no-progress"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", *args, "--out", str(full)]) == 0
+    results = json.loads((full / "results.json").read_text())
+    assert results["prediction"] == "blend" and results["val_protocol"] == "cross-fit"
+    row = load_run(full).metrics[-1]
+    assert {"blend_w/fused", "blend_w/a", "blend_w/b", "blend_w/c"} <= set(row)
+    assert sum(row[f"blend_w/{m}"] for m in ("fused", "a", "b", "c")) == pytest.approx(1.0)
+    # interrupted in the second epoch (after its first layer was added), then resumed
+    steps = {"n": 0}
+    for opt in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        def step(self, *a, _real=opt.step, **k):
+            if (cut / "last.pt").is_file():
+                steps["n"] += 1
+                if steps["n"] == 3:
+                    raise KeyboardInterrupt
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(opt, "step", step)
+    assert main(["train", *args, "--out", str(cut)]) == 130
+    monkeypatch.undo()
+    assert load_checkpoint_file(cut / "last.pt")["epoch"] == 0
+    assert main(["train", "--resume", str(cut), "--no-progress"]) == 0
+    a, b = load_checkpoint_file(full / "last.pt"), load_checkpoint_file(cut / "last.pt")
+    assert a["model"].keys() == b["model"].keys() and "combiner.weights" in a["model"]
+    for k, v in a["model"].items():
+        if torch.is_tensor(v):
+            assert torch.equal(v, b["model"][k]), k
+    assert a["optimizer_groups"] == b["optimizer_groups"] and len(a["optimizer_groups"]) > 1
+    assert metric_rows(full) == metric_rows(cut)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(cut / "best.pt")]) == 0

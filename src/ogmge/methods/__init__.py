@@ -20,7 +20,7 @@ from .adapters import OGMGEMethod, OPMMethod
 from .agm import AGM, shapley_contributions
 from .anchored import AnchoredFusion
 from .aug import AUG, AUGHead
-from .base import FUSED, BalancingMethod, cross_entropy
+from .base import FUSED, BalancingMethod, BranchView, branch_views, cross_entropy
 from .gblend import GBlending, blending_weights, floor_weights
 from .inforeg import InfoReg
 from .masam import MASAM
@@ -60,6 +60,8 @@ __all__ = [
     "AGM",
     "AUG",
     "AUGHead",
+    "BranchView",
+    "branch_views",
     "shapley_contributions",
     "AnchoredFusion",
     "InfoReg",

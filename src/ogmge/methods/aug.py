@@ -66,9 +66,12 @@ The weights are keyed by name: by default audio 0.4 and visual 0.6 when the moda
 exactly ``audio`` and ``visual`` (in any order), ``1/N`` each otherwise (other names,
 N > 2); ``merge_weights="name=w,..."`` sets them. The per-modality estimates
 (``modality_logits``, the OGM-GE monitor's scores and per-modality accuracy) are the
-``z_u`` (``linear_split``). A validation-fitted (``stacked``) merge of the ``z_u`` is not
-offered yet: the trainer's fitted rules (``model.combiner``) pool the model's linear
-``heads``, not the branches of a fusion head.
+``z_u`` (``linear_split``). Fitted weights instead (the ``stacked`` rule,
+:mod:`ogmge.methods.stacked`; weights on validation, the selection score cross-fitted):
+``prediction: blend`` pools ``log_softmax`` of the fixed merge and of every ``z_u``,
+``prediction: ensemble`` of the ``z_u`` only (the merge is then never computed). The model's
+per-modality heads are then views of the head's branches (``wrap_heads``: ``z_u`` is the
+shared ``g`` over the embedding plus the boosting layers, nothing trained twice).
 
 Other choices: the release picks its best epoch on the test split (l.214-219); the
 trainer selects on validation. The release steps its scheduler before each epoch
@@ -90,7 +93,7 @@ from torch import Tensor, nn
 
 from ogmge.validation import check_number
 
-from .base import FUSED, BalancingMethod, check_modalities, cross_entropy
+from .base import FUSED, BalancingMethod, BranchView, branch_views, check_modalities, cross_entropy
 from .registry import Option, Space, register
 
 #: The released repository (njustkmg/NeurIPS25-AUG at 841d079).
@@ -236,6 +239,10 @@ class AUGHead(nn.Module):
             total = total + last
         return total, previous, last
 
+    def modality_logits(self, features: Mapping[str, Tensor], name: str) -> Tensor:
+        """``z_u`` of modality ``name`` from ``features[name]`` (what its head view returns)."""
+        return self.branch(name, features[name])[0]
+
     def linear_split(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each modality's own logits ``z_u`` (unweighted)."""
         missing = [n for n in self.modalities if n not in features]
@@ -320,8 +327,12 @@ class AUG(BalancingMethod):
         Option("as_released", bool, False, "added layers frozen, never trained (the release's optimizer omission)",
                source=f"{_REPO} train_CREMAD.py:201,224,228"),
     )
+    #: ``fused``: the fixed merge; ``blend``/``ensemble``: the ``stacked`` pool of the merge and the
+    #: ``z_u`` / of the ``z_u`` only, weights fitted on validation (the heads are views, ``wrap_heads``).
+    predictions = (FUSED, "blend", "ensemble")
     min_modalities = 2
     owns_step = True
+    own_step_losses = True  # its per-modality losses come from out.features through its head
     tie_rank = 14.0
     authors_schedule = {"optimizer": "sgd", "lr": 1e-2, "epochs": 200, "batch_size": 64,
                         "lr_decay": "x0.1 at epochs 160 and 180", "source": f"{_REPO} data/crema.json:16-33, train_CREMAD.py:201"}
@@ -341,12 +352,27 @@ class AUG(BalancingMethod):
                        train_layers=not opts["as_released"])
 
     @classmethod
+    def wrap_heads(cls, heads: nn.ModuleDict, fusion: nn.Module, **options) -> nn.ModuleDict:
+        """The per-modality heads as views of the head's branches (``z_u``; for ``blend``/``ensemble``)."""
+        return branch_views(heads, fusion) if isinstance(fusion, AUGHead) else heads
+
+    @classmethod
     def build(cls, ctx, **options) -> AUG:
         opts = cls.resolve_options(options)
         head = ctx.fusion
         if not isinstance(head, AUGHead):
             raise ValueError("method aug needs the model's fusion head to be its AUGHead (ogmge train builds it; "
                              f"a custom model passes fusion=AUGHead(...)), got {type(head).__name__}")
+        frozen = [n for n, p in head.named_parameters() if not p.requires_grad and not n.startswith("boost.")]
+        if frozen:
+            raise ValueError(f"method aug trains its head, but the AUGHead's {frozen} are frozen (a model built with "
+                             "prediction='ensemble' freezes the fusion head it is given: put the AUGHead in after "
+                             "construction, AUG.wrap_fusion, as ogmge train does)")
+        foreign = [m for m, h in (ctx.heads or {}).items() if not (isinstance(h, BranchView) and h.head is head)]
+        if foreign:
+            raise ValueError(f"method aug trains no per-modality heads of its own, but the model's heads {foreign} are "
+                             "not views of its AUGHead (a fitted prediction would pool untrained heads): give the "
+                             "model heads=AUG.wrap_heads(model.heads, model.fusion), as ogmge train does")
         if head.train_layers == opts["as_released"]:
             raise ValueError(f"method aug option as_released={opts['as_released']} does not match the head "
                              f"(train_layers={head.train_layers})")

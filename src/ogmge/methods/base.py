@@ -71,6 +71,10 @@ class BalancingMethod:
     ddp_reason = ""
     owns_backward = False
     owns_step = False
+    #: With ``owns_step``: ``train_step`` computes every loss itself from the encoders' features
+    #: (``out.features``), never through ``tools.loss`` or the fused logits, so another method's
+    #: loss or feature transform would not reach it (a chain refuses such a pair).
+    own_step_losses = False
     depends_on: tuple[str, ...] = ()
     paper_flags: Mapping = {"modulation": "Normal", "opm": False}
     #: ``transform_features`` changes the features (the loop passes it to the model's forward).
@@ -307,6 +311,36 @@ class BalancingMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class BranchView(nn.Module):
+    """Modality m's head as a view of a fusion head whose per-modality outputs share its
+    parameters (MLA's shared head, AUG's head): ``forward(f_m) = head.modality_logits({m: f_m}, m)``.
+    It holds no parameters of its own (the head is referenced, not registered: the fusion head
+    owns it), so a model whose ``heads`` are views checkpoints nothing twice, and a fitted
+    prediction rule (``blend``, ``ensemble``) pools the head's own per-modality outputs. What a
+    method's ``wrap_heads`` returns (:func:`branch_views`)."""
+
+    def __init__(self, head: nn.Module, modality: str) -> None:
+        super().__init__()
+        if not callable(getattr(head, "modality_logits", None)):
+            raise TypeError(f"{type(head).__name__} has no modality_logits(features, modality) to view")
+        modalities = tuple(getattr(head, "modalities", ()))
+        if modality not in modalities:
+            raise ValueError(f"the head has no modality {modality!r} (it has {list(modalities)})")
+        object.__setattr__(self, "head", head)  # not a submodule: the fusion head owns it
+        self.modality = modality
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.__dict__["head"].modality_logits({self.modality: features}, self.modality)
+
+    def extra_repr(self) -> str:
+        return f"modality={self.modality!r}"
+
+
+def branch_views(heads: nn.ModuleDict, fusion: nn.Module, view: type[BranchView] = BranchView) -> nn.ModuleDict:
+    """The per-modality ``heads`` replaced by views of ``fusion``'s branches (``view(fusion, m)``)."""
+    return nn.ModuleDict({m: view(fusion, m) for m in heads})
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, sample_keep: Tensor | None = None) -> Tensor:

@@ -4,12 +4,21 @@ The paper's ``--opm`` composes OPM with any OGM mode: ``ogm+opm`` / ``ogm_ge+opm
 (``TrainConfig(modulation="OGM", opm=True)``, or ``method: {name: ogm+opm}``).
 Hooks run in member order: ``transform_features`` feeds each member's output to the
 next and ``sample_keep`` is the samples every member keeps; ``after_backward``,
-``before_step``, ``begin``/``end_epoch`` call every member (``split_features`` every member
-that wants it then). Exactly one member may
-own the loss, the backward or the step (the others keep the base ones), so a chain
-never has two losses; options are the members' own, an option name a member before
-it already uses taking the member's name as a prefix (``ogm+opm``: OGM's
-``start_epoch`` and OPM's ``opm_start_epoch``); state is keyed by member name.
+``before_step``, ``begin``/``begin_epoch``/``end_epoch`` call every member (``split_features``
+and ``start_epoch`` every member that wants it then); ``new_param_groups`` and
+``sync_params`` are every member's; ``loads_alone_encoders`` and ``depends_on`` any member's.
+
+At most one member may own each of: the loss, the backward, the step (``train_step``),
+the fusion head (``wrap_fusion``), the per-modality heads (``wrap_heads``), the copy
+training (``trains_copies``), the epoch features (``wants_epoch_features``), and the
+epoch's sample order (``begin_epoch`` returning indices; checked when it happens). A step
+owner that computes its losses from the encoders' features itself (``own_step_losses``:
+AUG, MLA) takes no member with a ``loss``, a feature transform or ``needs_features``,
+which its step would never run. Every other pair is refused when the chain is composed
+(``get("a+b")``, so at config time), with the reason. Options are the members' own, an
+option name a member before it already uses taking the member's name as a prefix
+(``ogm+opm``: OGM's ``start_epoch`` and OPM's ``opm_start_epoch``); state is keyed by
+member name.
 """
 
 from __future__ import annotations
@@ -25,18 +34,43 @@ from .registry import BuildContext, resolve_options
 
 
 def _overrides(cls: type, hook: str) -> bool:
-    return getattr(cls, hook) is not getattr(BalancingMethod, hook)
+    mine, base = getattr(cls, hook), getattr(BalancingMethod, hook)
+    return getattr(mine, "__func__", mine) is not getattr(base, "__func__", base)  # classmethods: their functions
+
+
+#: Hooks at most one member may define, and what owning each means (for the refusal's reason).
+_SINGLE = {"loss": "define the loss", "backward": "own the backward", "train_step": "own the step",
+           "wrap_fusion": "replace the fusion head", "wrap_heads": "replace the per-modality heads"}
+#: Declarations at most one member may set, and what each means.
+_SINGLE_FLAGS = {"trains_copies": "train copies of the model before each epoch",
+                 "wants_epoch_features": "take the epoch's features (start_epoch)"}
 
 
 def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
-    """The class of the chain of ``classes`` (named ``"a+b"``)."""
+    """The class of the chain of ``classes`` (named ``"a+b"``); refuses members that cannot
+    run together, with the reason (module docstring)."""
     if len(classes) < 2:
         raise ValueError("a chain needs two or more methods")
     name = "+".join(c.name for c in classes)
-    hooks = {hook: [c.name for c in classes if _overrides(c, hook)] for hook in ("loss", "backward", "train_step")}
-    for hook, who in hooks.items():
+    for hook, what in _SINGLE.items():
+        who = [c.name for c in classes if _overrides(c, hook)]
         if len(who) > 1:
-            raise ValueError(f"methods {' and '.join(who)} both define {hook}: they cannot be chained ({name})")
+            raise ValueError(f"methods {' and '.join(who)} both {what} ({hook}): they cannot be chained ({name})")
+    for flag, what in _SINGLE_FLAGS.items():
+        who = [c.name for c in classes if getattr(c, flag)]
+        if len(who) > 1:
+            raise ValueError(f"methods {' and '.join(who)} both {what} ({flag}): they cannot be chained ({name})")
+    stepper = next((c for c in classes if c.owns_step and c.own_step_losses), None)
+    if stepper is not None:
+        for c in classes:
+            if c is stepper:
+                continue
+            part = ("loss" if _overrides(c, "loss") else "feature transform" if c.transforms_features
+                    else "loss on the features" if c.needs_features else None)
+            if part:
+                raise ValueError(f"methods {stepper.name} and {c.name} cannot be chained ({name}): {stepper.name} "
+                                 f"runs the step with its own losses from the encoders' features (own_step_losses), "
+                                 f"which {c.name}'s {part} would never reach")
     options: list = []
     owners: dict[str, tuple[int, str]] = {}
     for i, c in enumerate(classes):
@@ -50,6 +84,10 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
     if not preds:
         raise ValueError(f"methods of {name} share no prediction rule")
     fits = [c for c in classes if c.fits_on_validation]
+    if len({c.cross_fit for c in fits}) > 1:
+        raise ValueError(f"methods {' and '.join(c.name for c in fits)} cross-fit their validation fits differently "
+                         f"({', '.join(str(c.cross_fit) for c in fits)}): they cannot be chained ({name})")
+    copier = next((c for c in classes if c.wants_epoch_features), None)
     ddp = "refused" if any(c.ddp == "refused" for c in classes) else (
         "syncs" if any(c.ddp == "syncs" for c in classes) else "identical")
     attrs = {
@@ -74,6 +112,11 @@ def compose(classes: Sequence[type[BalancingMethod]]) -> type[Chain]:
         "needs_validation": any(c.needs_validation for c in classes),
         "wants_initial_losses": any(c.wants_initial_losses for c in classes),
         "wants_split_features": any(c.wants_split_features for c in classes),
+        "wants_epoch_features": copier is not None,
+        "subset": copier.subset if copier is not None else 1.0,
+        "trains_copies": any(c.trains_copies for c in classes),
+        "needs_features": any(c.needs_features for c in classes),
+        "own_step_losses": stepper is not None,
         "member_classes": tuple(classes),
         "dataset_presets": _merge_presets(classes, owners),
         "__doc__": f"The chain {name}: " + "; then ".join(c.name for c in classes) + ".",
@@ -118,7 +161,10 @@ class Chain(BalancingMethod):
         self.members = list(members)
         self._loss_owner = next((m for m in self.members if _overrides(type(m), "loss")), None)
         self._backward_owner = next((m for m in self.members if _overrides(type(m), "backward")), None)
+        self._step_owner = next((m for m in self.members if _overrides(type(m), "train_step")), None)
         self._tagger: BalancingMethod | None = None  # the member whose begin_epoch returned tags
+        #: a fresh run loads the alone runs' encoders when any member asks (an object's own setting)
+        self.loads_alone_encoders = any(getattr(m, "loads_alone_encoders", False) for m in self.members)
 
     @classmethod
     def build(cls, ctx: BuildContext, **options) -> Chain:
@@ -136,6 +182,23 @@ class Chain(BalancingMethod):
     @classmethod
     def _member_options(cls, index: int, options: Mapping) -> dict:
         return {own: options[key] for key, (i, own) in cls.option_owners.items() if i == index and key in options}
+
+    @classmethod
+    def wrap_fusion(cls, fusion, **options):
+        """The fusion head of the member that replaces it (at most one), with its options."""
+        return cls._forward_wrap("wrap_fusion", options, fusion)
+
+    @classmethod
+    def wrap_heads(cls, heads, fusion, **options):
+        """The per-modality heads of the member that replaces them (at most one), with its options."""
+        return cls._forward_wrap("wrap_heads", options, heads, fusion)
+
+    @classmethod
+    def _forward_wrap(cls, hook: str, options: Mapping, *args):
+        for i, c in enumerate(cls.member_classes):
+            if _overrides(c, hook):
+                return getattr(c, hook)(*args, **cls._member_options(i, options))
+        return args[0]
 
     @classmethod
     def model_parts(cls, ctx, **options) -> dict:
@@ -170,11 +233,32 @@ class Chain(BalancingMethod):
                 keep = k if keep is None else keep & k
         return keep
 
-    def loss(self, logits, labels, *, head_logits=None, sample_keep=None):
+    def loss(self, logits, labels, *, head_logits=None, sample_keep=None, features=None):
         keep = sample_keep if sample_keep is not None else self.sample_keep
         if self._loss_owner is not None:
-            return self._loss_owner.loss(logits, labels, head_logits=head_logits, sample_keep=keep)
+            extra = {"features": features} if self._loss_owner.needs_features else {}
+            return self._loss_owner.loss(logits, labels, head_logits=head_logits, sample_keep=keep, **extra)
         return super().loss(logits, labels, head_logits=head_logits, sample_keep=keep)
+
+    def train_step(self, batch, tools, *, epoch: int):
+        """The step owner's step (``owns_step``); its tools call the chain's backward, every
+        member's ``after_backward`` (in ``guard``) and ``before_step``."""
+        if self._step_owner is None:
+            return super().train_step(batch, tools, epoch=epoch)
+        return self._step_owner.train_step(batch, tools, epoch=epoch)
+
+    def new_param_groups(self) -> list[dict]:
+        return [g for m in self.members for g in m.new_param_groups()]
+
+    def start_epoch(self, epoch, *, features, labels) -> None:
+        for m in self.members:
+            if m.wants_epoch_features:
+                m.start_epoch(epoch, features=features, labels=labels)
+
+    def estimate_from_copies(self, epoch, copies) -> None:
+        for m in self.members:
+            if m.trains_copies:
+                m.estimate_from_copies(epoch, copies)
 
     def backward(self, total, terms, *, scaler=None) -> None:
         if self._backward_owner is not None:
@@ -212,11 +296,14 @@ class Chain(BalancingMethod):
             m.split_features(epoch, train=train, heldout=heldout)
 
     def begin_epoch(self, epoch, *, train_size, outputs=None):
-        chosen, self._tagger = None, None
+        chosen, self._tagger, sampler = None, None, None
         for m in self.members:
             got = m.begin_epoch(epoch, train_size=train_size, outputs=outputs)
             if got is not None:
-                chosen, self._tagger = got, (m if isinstance(got, tuple) else None)
+                if sampler is not None:
+                    raise ValueError(f"methods {sampler.name} and {m.name} both re-sample epoch {epoch}'s training "
+                                     f"samples (begin_epoch): they cannot be chained ({self.name})")
+                chosen, self._tagger, sampler = got, (m if isinstance(got, tuple) else None), m
         return chosen
 
     def sync_params(self) -> list:

@@ -92,7 +92,7 @@ from torch import Tensor, nn
 
 from ogmge.validation import check_positive_int
 
-from .base import FUSED, BalancingMethod, check_modalities, cross_entropy
+from .base import FUSED, BalancingMethod, BranchView, branch_views, check_modalities, cross_entropy
 from .registry import Option, register
 
 _REPO = "Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation"
@@ -181,24 +181,14 @@ class SharedHead(nn.Module):
         return entropy_fusion(self.linear_split(features), self.modalities)
 
 
-class SharedHeadView(nn.Module):
-    """Modality m's head as a view of a :class:`SharedHead`: ``forward(f_m) = h(z_m)``. It holds
-    no parameters of its own (the shared head is referenced, not registered), so the model's
-    per-modality heads are the shared head's outputs with nothing checkpointed twice."""
+class SharedHeadView(BranchView):
+    """Modality m's head as a view of a :class:`SharedHead`: ``forward(f_m) = h(z_m)``
+    (:class:`~ogmge.methods.base.BranchView`: no parameters of its own)."""
 
     def __init__(self, head: SharedHead, modality: str) -> None:
-        super().__init__()
-        if modality not in head.modalities:
-            raise ValueError(f"the shared head has no modality {modality!r} (it has {list(head.modalities)})")
-        object.__setattr__(self, "head", head)  # not a submodule: the fusion head owns it
-        self.modality = modality
-
-    def forward(self, features: Tensor) -> Tensor:
-        head: SharedHead = self.__dict__["head"]
-        return head.modality_logits({self.modality: features}, self.modality)
-
-    def extra_repr(self) -> str:
-        return f"modality={self.modality!r}"
+        if not isinstance(head, SharedHead):
+            raise TypeError(f"SharedHeadView needs a SharedHead, got {type(head).__name__}")
+        super().__init__(head, modality)
 
 
 # ------------------------------------------------------------------------------- the method
@@ -225,6 +215,7 @@ class MLA(BalancingMethod):
     predictions = (FUSED, "blend")
     min_modalities = 2
     owns_step = True
+    own_step_losses = True  # its per-modality losses come from out.features through its head
     owns_backward = False
     tie_rank = 11.0
     authors_schedule = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64, "lr_decay": "x0.1 at epoch 70",
@@ -247,7 +238,7 @@ class MLA(BalancingMethod):
         """The per-modality heads as views of the shared head (for the ``blend`` prediction)."""
         if not isinstance(fusion, SharedHead):
             return heads
-        return nn.ModuleDict({m: SharedHeadView(fusion, m) for m in heads})
+        return branch_views(heads, fusion, SharedHeadView)
 
     @classmethod
     def build(cls, ctx, **options) -> MLA:

@@ -68,6 +68,9 @@ defaults in brackets):
 - ``owns_step`` [False]: the method runs the whole step (several optimizer
   steps per batch, two passes with a weight perturbation) through
   :meth:`BalancingMethod.train_step` and the :class:`StepTools` it is given.
+- ``own_step_losses`` [False]: with ``owns_step``, ``train_step`` computes every
+  loss itself from the encoders' features (AUG, MLA), so a chain refuses members
+  whose loss, feature transform or ``needs_features`` it would never run.
 - ``depends_on`` [``()``]: runs it needs before it can train, e.g. ``("alone",)``
   for the comparison's modality-alone runs (teachers, warm starts): ``compare``
   schedules the alone runs of the same seed first and sets the run's

@@ -339,7 +339,8 @@ class TrainConfig:
         cls.resolve_options(self.method_options)  # the paper flags' values, through the method's checks
         if self.prediction is not None and self.prediction not in cls.predictions:
             raise ValueError(f"method {cls.name} supports the predictions {list(cls.predictions)}, "
-                             f"got prediction {self.prediction!r}")
+                             f"got prediction {self.prediction!r}: give one of those (or none: "
+                             f"{cls.predictions[0]!r}, the method's default)")
 
     def _apply_preset(self, cls, given: dict[str, Any], flagged: set[str]) -> dict[str, Any]:
         """``given`` (the method mapping's options) with the method's preset for this dataset in
