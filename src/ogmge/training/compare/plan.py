@@ -25,6 +25,9 @@ from .lookups import depends_on, known_methods, modulation_of, tie_rank
 
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS = "compare.yaml"
+#: Files that claim a directory for a comparison about to start there (``ogmge demo`` writes its
+#: ``ogmge-demo.json`` before anything else): beside them a directory still counts as empty.
+CLAIMS = frozenset({"ogmge-demo.json"})
 #: Settings a rerun may change freely (where and how runs execute, not what they compute).
 FREE_SETTINGS = frozenset({"device", "progress", "num_workers", "tensorboard"})
 #: Settings the comparison itself sets per run (stored neutral in compare.yaml).
@@ -274,13 +277,13 @@ def check_seeds(seeds: Iterable[int]) -> list[int]:
 
 
 def check_out(out: Path) -> None:
-    """``out`` can hold a comparison: a directory with ``compare.yaml``, an empty one, or a
-    path where one can be created (nothing is created here)."""
+    """``out`` can hold a comparison: a directory with ``compare.yaml``, an empty one (or one
+    holding only a claim, ``CLAIMS``), or a path where one can be created (nothing is created here)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory: choose a directory for the comparison")
     if (out / SETTINGS).is_file():
         return
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK and p.name not in CLAIMS for p in out.iterdir()):
         raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
                          "into it: choose a new or empty directory")
 
