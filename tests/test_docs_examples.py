@@ -6,6 +6,12 @@ here carries, on the line right before its fence, a visible marker
 
     <!-- not-run: needs a CUDA device -->      (reported as a skip with that reason)
     <!-- requires: lightning -->               (skipped when the package is missing)
+
+A block that reads data the user prepares first (a CREMA-D cache, a clips cache) carries
+
+    <!-- setup: cremad-cache -->               (SETUPS: the files it names, generated)
+
+and runs in a temporary directory where that data exists at the path the block names.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 NOT_RUN = re.compile(r"^<!--\s*not-run:\s*(?P<reason>.+?)\s*-->$")
 REQUIRES = re.compile(r"^<!--\s*requires:\s*(?P<packages>[\w.,\s]+?)\s*-->$")
+SETUP = re.compile(r"^<!--\s*setup:\s*(?P<name>[\w-]+)\s*-->$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class Block:
     code: str
     not_run: str | None
     requires: tuple[str, ...]
+    setup: str | None = None
 
     @property
     def id(self) -> str:
@@ -58,10 +66,12 @@ def collect_blocks(path: Path) -> list[Block]:
             marker = lines[start - 1].strip() if start > 0 else ""
             not_run = NOT_RUN.match(marker)
             requires = REQUIRES.match(marker)
+            setup = SETUP.match(marker)
             blocks.append(Block(
                 path, start + 1, "\n".join(lines[start + 1:end]) + "\n",
                 not_run.group("reason") if not_run else None,
                 tuple(p.strip() for p in requires.group("packages").split(",")) if requires else (),
+                setup.group("name") if setup else None,
             ))
         i = end + 1
     return blocks
@@ -75,14 +85,51 @@ def test_the_collector_finds_the_blocks_and_markers(tmp_path):
     page.write_text(
         "text\n```python\nx = 1\n```\n\n<!-- not-run: needs a CUDA device -->\n```python\ny = 2\n```\n"
         "```bash\nls\n```\n<!-- requires: lightning, av -->\n```python\nz = 3\n```\n"
+        "<!-- setup: clips-cache -->\n```python\nw = 4\n```\n"
     )
     found = collect_blocks(page)
-    assert [(b.line, b.code, b.not_run, b.requires) for b in found] == [
-        (2, "x = 1\n", None, ()),
-        (7, "y = 2\n", "needs a CUDA device", ()),
-        (14, "z = 3\n", None, ("lightning", "av")),
+    assert [(b.line, b.code, b.not_run, b.requires, b.setup) for b in found] == [
+        (2, "x = 1\n", None, (), None),
+        (7, "y = 2\n", "needs a CUDA device", (), None),
+        (14, "z = 3\n", None, ("lightning", "av"), None),
+        (18, "w = 4\n", None, (), "clips-cache"),
     ]
     assert len(BLOCKS) >= 8  # README and docs/ hold at least eight examples
+
+
+def cremad_cache(work: Path) -> None:
+    """``cache/cremad``: ``ogmge prepare cremad`` over 8 generated clips in the official layout
+    (6 in train.csv, 2 in test.csv; WAV + JPEG frames)."""
+    from ogmge.data.prepare import prepare_dataset
+    from support.paper_rawdata import make_cremad
+
+    raw = make_cremad(work / "raw" / "CREMA-D", video=False, frames=True)
+    prepare_dataset("cremad", raw, work / "cache" / "cremad", progress=False)
+
+
+def clips_cache(work: Path) -> None:
+    """``cache/mine``: ``ogmge prepare clips`` over ``my_clips/<class>/``, 4 tiny mp4 clips
+    (1 s, 2 fps, AAC) in each of 2 classes."""
+    from ogmge.data.clips import prepare_clips
+    from support.clips_rawdata import write_clip
+
+    for c, label in enumerate(("cat", "dog")):
+        for i in range(4):
+            write_clip(work / "raw" / "my_clips" / label / f"{label}{i}.mp4", seconds=1.0, fps=2,
+                       size=(24, 32), seed=4 * c + i)
+    prepare_clips(work / "raw" / "my_clips", work / "cache" / "mine", progress=False)
+
+
+#: ``<!-- setup: NAME -->``: writes, under the block's working directory, the data it reads.
+SETUPS = {"cremad-cache": cremad_cache, "clips-cache": clips_cache}
+
+
+def test_every_example_runs_in_ci():
+    """CI runs every example: a block that needs data names a setup (SETUPS) that generates it,
+    rather than a ``not-run`` marker."""
+    assert {b.setup for b in BLOCKS if b.setup} <= set(SETUPS)
+    assert {b.setup for b in BLOCKS if b.setup} == set(SETUPS)  # no setup is left unused
+    assert [b.id for b in BLOCKS if b.not_run is not None] == []
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
@@ -91,6 +138,8 @@ def test_docs_example_runs(block, tmp_path, monkeypatch):
         pytest.skip(f"{block.id}: not run: {block.not_run}")
     for package in block.requires:
         pytest.importorskip(package, reason=f"{block.id} requires {package}")
+    if block.setup is not None:
+        SETUPS[block.setup](tmp_path)
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     # padded so that line numbers in a traceback point into the markdown file

@@ -11,6 +11,9 @@ Prints the table (test accuracy at the epoch the validation split selected, mean
 ``DIR/summary.md``, ``DIR/summary.json`` and ``DIR/comparison.png``. Rerunning
 continues an interrupted demo (finished runs are kept); ``--overwrite`` starts again, deleting
 only a directory the demo marked as its own (``ogmge-demo.json``), never a comparison of yours.
+The demo writes the marker first, before anything else, when ``--out`` is new or empty, so
+that a demo interrupted by Ctrl-C or killed is its own as well; in a directory that already
+holds something else it marks only once its comparison has finished there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise ValueError(f"cannot write the demo directory --out {out}: {exc.strerror or exc}") from None
+
+
+def _is_new_or_empty(out: Path) -> bool:
+    return not out.exists() or (out.is_dir() and not any(out.iterdir()))
 
 
 def _mark(out: Path) -> None:
@@ -122,18 +129,22 @@ def run(args) -> int:
             what = (f"holds a comparison ({SETTINGS}) that the demo did not mark as its own (no {MARKER})"
                     if (out / SETTINGS).is_file() else f"is not a demo directory (no {MARKER})")
             raise ValueError(f"--overwrite: {out} {what}; not deleting it: delete it yourself, or choose "
-                             "another --out (a demo marks its directory when it finishes; rerun it without "
-                             "--overwrite to finish an interrupted one)")
+                             "another --out (a demo marks a new or empty directory when it starts, any other "
+                             "when it finishes there; rerun it without --overwrite to finish an interrupted "
+                             "one)")
         shutil.rmtree(out)
     elif not (out / SETTINGS).is_file() and any((out / d / "last.pt").is_file() for d in OLD_LAYOUT):
         raise ValueError(f"{out} holds a demo of an earlier version; use --overwrite or another --out")
-    _check_writable(out)
     base = TrainConfig.load(args.config)
     changes: dict = {}
     for key in ("epochs", "device"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
     base = base.replace(**changes)
+    if _is_new_or_empty(out) or (out / MARKER).is_file():
+        _mark(out)  # before anything else: an interrupted or killed demo is still the demo's own
+    else:
+        _check_writable(out)
     t0 = time.perf_counter()
     print(f"ogmge demo: built-in data, methods {', '.join(methods)} and each modality alone, seeds "
           f"{seeds}, {base.epochs} epochs, fusion {base.fusion}; outputs in {out}/", flush=True)
@@ -142,7 +153,7 @@ def run(args) -> int:
                           progress=args.progress)
     except CompareInterrupted as stop:
         return interrupted(stop, "demo")
-    _mark(out)  # the demo's own settings ran here: a demo directory
+    _mark(out)  # the demo's own settings ran here: a demo directory (if not marked when it started)
     code = report(summary, out)
     print(f"note:    the regime above is measured at this schedule ({base.resolved_optimizer('generic')} at lr "
           f"{base.lr:g}, {base.epochs} epochs); it depends on it: another optimiser or learning rate may starve a "

@@ -14,17 +14,21 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from ...io_utils import atomic_write_text
 from ..config import TrainConfig
+from ..stopping import RULES
 from .lock import LOCK
 from .lookups import depends_on, known_methods, modulation_of, tie_rank
 
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS = "compare.yaml"
+#: Files that claim a directory for a comparison about to start there (``ogmge demo`` writes its
+#: ``ogmge-demo.json`` before anything else): beside them a directory still counts as empty.
+CLAIMS = frozenset({"ogmge-demo.json"})
 #: Settings a rerun may change freely (where and how runs execute, not what they compute).
 FREE_SETTINGS = frozenset({"device", "progress", "num_workers", "tensorboard"})
 #: Settings the comparison itself sets per run (stored neutral in compare.yaml).
@@ -86,6 +90,10 @@ class Settings:
     data_fingerprint: dict | None = None
     #: ``{method: {option: value}}`` set for the comparison (``--method-opt METHOD.KEY=VALUE``)
     method_options: dict | None = None
+    #: the versioned early-stopping rule every run trains with (``ogmge.training.stopping``),
+    #: fixed when the comparison began (``stopping_rule``); None in a comparison written before
+    #: it was recorded (:func:`comparison_stopping` then asks its runs)
+    stopping: str | None = None
 
     def save(self, out: str | Path) -> Path:
         values = self.config.to_dict()
@@ -98,6 +106,8 @@ class Settings:
             doc["data_fingerprint"] = dict(self.data_fingerprint)
         if self.method_options:
             doc["method_options"] = {m: dict(o) for m, o in self.method_options.items()}
+        if self.stopping:
+            doc["stopping_rule"] = self.stopping
         return atomic_write_text(Path(out) / SETTINGS, yaml.safe_dump(doc, sort_keys=False))
 
     @classmethod
@@ -126,9 +136,13 @@ class Settings:
             if fingerprint is not None and not isinstance(fingerprint, dict):
                 raise ValueError(f"data_fingerprint must be a mapping, got {fingerprint!r}")
             options = check_method_options(stored.get("method_options") or {}, methods)
+            rule = stored.get("stopping_rule")
+            if rule is not None and rule not in RULES:
+                raise ValueError(f"stopping_rule {rule!r} is not one of this version's rules {sorted(RULES)} "
+                                 "(written by a newer ogmge?)")
         except (KeyError, TypeError, ValueError) as exc:
             raise SettingsError(f"{path} is not a comparison's settings file ({exc}); {fix}") from None
-        return cls(methods, seeds, modalities, config, fingerprint, options)
+        return cls(methods, seeds, modalities, config, fingerprint, options, rule)
 
 
 @dataclass(frozen=True)
@@ -274,13 +288,13 @@ def check_seeds(seeds: Iterable[int]) -> list[int]:
 
 
 def check_out(out: Path) -> None:
-    """``out`` can hold a comparison: a directory with ``compare.yaml``, an empty one, or a
-    path where one can be created (nothing is created here)."""
+    """``out`` can hold a comparison: a directory with ``compare.yaml``, an empty one (or one
+    holding only a claim, ``CLAIMS``), or a path where one can be created (nothing is created here)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory: choose a directory for the comparison")
     if (out / SETTINGS).is_file():
         return
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK and p.name not in CLAIMS for p in out.iterdir()):
         raise ValueError(f"--out {out} is not empty and holds no comparison ({SETTINGS}); refusing to write "
                          "into it: choose a new or empty directory")
 
@@ -326,6 +340,65 @@ def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int]
     return check_methods(stored.methods + methods), check_seeds(stored.seeds + seeds)
 
 
+def recorded_rules(out: Path) -> dict[str, list[str]]:
+    """``{versioned stopping rule: [run directories, relative to out]}`` of the runs in ``out``
+    that have trained (``results.json`` or ``last.pt``), from each one's ``config.yaml``; a
+    run made before rules had names (no ``stopping`` there) ran ``raw_v1`` (``LEGACY``)."""
+    from ..checkpoint import LAST
+    from ..logs import CONFIG, RESULTS
+    from ..stopping import LEGACY
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(out.rglob(CONFIG)):
+        run = path.parent
+        if not ((run / RESULTS).is_file() or (run / LAST).is_file()):
+            continue
+        try:
+            values = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # unreadable: it says nothing about the rule (the run itself reports it)
+        rule = values.get("stopping", LEGACY) if isinstance(values, dict) else None
+        if isinstance(rule, str):
+            found.setdefault(rule, []).append(run.relative_to(out).as_posix())
+    return found
+
+
+def comparison_stopping(out: Path, base: TrainConfig, modalities: Sequence[str],
+                        stored: Settings | None) -> str:
+    """The versioned early-stopping rule the runs of the comparison in ``out`` train with, so
+    that runs added later (new seeds, new methods) select and stop as its first ones did:
+    the rule ``compare.yaml`` recorded when the comparison began; for a comparison begun before
+    it was recorded, the rule its trained runs recorded; for a new one, what ``base.stopping``
+    resolves to for the comparison's model builder. A ValueError when trained runs recorded
+    another rule (a mix), listing them and what to do."""
+    from ..factory import default_builder
+    from ..stopping import resolve
+
+    found = recorded_rules(out)
+    rule = stored.stopping if stored is not None else None
+    if rule is None and len(found) == 1:
+        rule = next(iter(found))
+    if rule is None:
+        rule = resolve(base.stopping, default_builder(base, cast(Any, dict.fromkeys(modalities))))
+    others = {r: runs for r, runs in found.items() if r != rule}
+    if not others:
+        return rule
+
+    def runs_of(runs: list[str]) -> str:
+        return ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+
+    listing = "; ".join(f"{r}: {runs_of(runs)}" for r, runs in sorted(found.items()))
+    if stored is not None and stored.stopping is not None:
+        why = f"its {SETTINGS} records the early-stopping rule {rule}, but runs were trained with another"
+        todo = f"delete the runs not trained with {rule} (the next compare retrains them with it)"
+    else:
+        why = "its runs were trained with different early-stopping rules (a comparison made across ogmge versions)"
+        todo = ("delete the runs of one rule (the next compare retrains them with the other; docs/training.md, "
+                "\"Selection and early stopping\")")
+    raise ValueError(f"{out}: {why} ({listing}); a comparison averages and compares runs of one rule: {todo}, "
+                     "or use another --out")
+
+
 def stored_modalities(out: Path) -> list[str] | None:
     if not (out / SETTINGS).is_file():
         return None
@@ -334,5 +407,5 @@ def stored_modalities(out: Path) -> list[str] | None:
 
 __all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
            "Settings", "SettingsError", "base_config", "check_method_options", "check_methods", "check_out",
-           "check_seeds", "make_out", "neutral_config", "planned_method_run",
-           "reconcile", "run_config", "stored_modalities"]
+           "check_seeds", "comparison_stopping", "make_out", "neutral_config", "planned_method_run",
+           "reconcile", "recorded_rules", "run_config", "stored_modalities"]

@@ -27,6 +27,7 @@ from .plan import (
     check_methods,
     check_out,
     check_seeds,
+    comparison_stopping,
     make_out,
     reconcile,
     stored_modalities,
@@ -144,8 +145,9 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
         estimate, modalities = estimate_run_seconds(base)
     if len(modalities) < 2:
         raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
-    Settings(methods_, seeds_, modalities, base, fingerprint, options_).save(out)
-    plan = Plan.build(out, base, methods_, seeds_, modalities, options_)
+    rule = comparison_stopping(out, base, modalities, stored)  # the rule the comparison began with
+    Settings(methods_, seeds_, modalities, base, fingerprint, options_, rule).save(out)
+    plan = Plan.build(out, base.replace(stopping=rule), methods_, seeds_, modalities, options_)
     states = {r: run_state(plan.run_dir(r)) for r in plan.runs}
     todo = [r for r in plan.runs if states[r] != "done"]
     timing = read_timing(out)

@@ -242,7 +242,8 @@ def summarize_runs(settings: Settings, results: Mapping[str, RunResults], second
         val_samples=min(val_sizes) if val_sizes else None, best_unimodal=best_uni,
         best_unimodal_val=uni_val.get(best_uni) if best_uni else None,
         regime=regime_lines(methods, unimodal, num_classes),
-        schedule=shared_schedule(settings.config),
+        schedule=shared_schedule(settings.config.replace(stopping=settings.stopping) if settings.stopping
+                                 else settings.config),
         method_options={m: dict(o) for m, o in (settings.method_options or {}).items()},
     )
 

@@ -783,6 +783,7 @@ def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, 
         check_methods,
         check_out,
         check_seeds,
+        comparison_stopping,
         make_out,
         reconcile,
         stored_modalities,
@@ -801,6 +802,7 @@ def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, 
     make_out(out)
     with ComparisonLock(out):  # one compare at a time in a directory, tuned or not
         options_ = check_method_options(method_options, methods_)
+        stored_settings = Settings.load(out) if (out / "compare.yaml").is_file() else None
         methods_, seeds_ = reconcile(out, base, methods_, seeds_, options_)
         wanted = {"tune_shared": tune_shared, "cv": cv, "pruner": pruner, "tune_seed": tune_seed,
                   "storage": storage}
@@ -819,7 +821,9 @@ def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, 
             modalities = list(build_datasets(run_config(base, PlannedRun("normal", seeds_[0]), out)).modalities)
         if len(modalities) < 2:
             raise ValueError(f"compare needs at least two modalities to balance; the data has {modalities}")
-        Settings(methods_, seeds_, modalities, base, method_options=options_).save(out)
+        rule = comparison_stopping(out, base, modalities, stored_settings)  # the rule the comparison began with
+        Settings(methods_, seeds_, modalities, base, method_options=options_, stopping=rule).save(out)
+        base = base.replace(stopping=rule)
         from ...io_utils import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(wanted, sort_keys=False))
