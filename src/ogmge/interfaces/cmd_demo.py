@@ -1,7 +1,8 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
-Methods ``normal``, ``ogm_ge`` (the paper) and ``anchored`` (= ``multitask``, MMPareto's
-uniform multitask baseline, with the ``stacked`` prediction, this project's head combiner),
+Methods ``normal``, ``ogm_ge`` (the paper) and ``multitask+stacked`` (``multitask``, MMPareto's
+uniform multitask baseline, with the ``stacked`` prediction, this project's head combiner;
+formerly ``anchored``),
 each modality alone, seeds 0, 1, 2, with the ``demo`` preset (CPU-scale: small
 encoders, 12 epochs): 15 runs, two at a time on two CPU cores, one thread each.
 Prints the table (test accuracy at the epoch the validation split selected, mean
@@ -21,7 +22,7 @@ from pathlib import Path
 from .config_cli import _Retired
 
 #: The demo's fixed subset of methods (``normal`` and each modality alone come with compare).
-DEMO_METHODS = ("normal", "ogm_ge", "anchored")
+DEMO_METHODS = ("normal", "ogm_ge", "multitask+stacked")
 DEMO_SEEDS = "0,1,2"
 #: Subdirectories of the demo before it became a comparison (removed by --overwrite).
 OLD_LAYOUT = ("normal", "ogm_ge", "audio_only", "visual_only")
@@ -55,10 +56,10 @@ def _mark(out: Path) -> None:
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="compare Normal, OGM-GE and anchored (MMPareto's multitask baseline + our stacked prediction; "
+        help="compare Normal, OGM-GE and multitask+stacked (MMPareto's multitask baseline + our stacked prediction; "
         "3 seeds) and each modality alone on the built-in data "
         "(under 3 minutes on 2 CPU cores)",
-        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, anchored and each "
+        description="ogmge compare on the built-in data with a fixed subset: Normal, OGM-GE, multitask+stacked and each "
         "modality alone, seeds 0,1,2; prints the table and the verdict chosen on the validation split, "
         "and writes the plot.",
     )
