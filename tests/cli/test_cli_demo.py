@@ -18,11 +18,11 @@ def test_demo_prints_table_verdict_and_writes_plot(tmp_path, capsys):
     args = ["demo", "--config", str(cfg), "--out", str(out), "--jobs", "1", "--seeds", "0", "--no-progress"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "methods normal, ogm_ge, anchored and each modality alone, seeds [0]" in text
-    for label in ("normal", "ogm_ge", "anchored", "audio alone", "visual alone"):
+    assert "methods normal, ogm_ge, multitask+stacked and each modality alone, seeds [0]" in text
+    for label in ("normal", "ogm_ge", "multitask+stacked", "audio alone", "visual alone"):
         assert f"\n{label}" in text
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["methods"]) == ["normal", "ogm_ge", "anchored"] and list(summary["unimodal"]) == ["audio", "visual"]
+    assert list(summary["methods"]) == ["normal", "ogm_ge", "multitask+stacked"] and list(summary["unimodal"]) == ["audio", "visual"]
     assert f"verdict: {summary['verdict']}" in text
     assert f"plot:    {out / 'comparison.png'}" in text and (out / "comparison.png").is_file()
     for sub in ("normal/seed-0", "ogm_ge/seed-0"):

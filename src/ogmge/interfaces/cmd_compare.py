@@ -42,7 +42,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     c = p.add_argument_group("comparison")
     c.add_argument("--methods", metavar="A,B",
                    help=f"balancing methods to compare (default: all of {','.join(METHODS)}); normal and each "
-                   "modality alone are always included")
+                   "modality alone are always included. A method stands for each of its prediction rules, "
+                   "read from one run (multitask: rows multitask and multitask+stacked); METHOD+stacked names "
+                   "one pair; anchored is multitask+stacked")
     c.add_argument("--seeds", default="0,1,2", metavar="0,1,2", help="training seeds (default 0,1,2)")
     c.add_argument("--jobs", type=int, metavar="N",
                    help="runs at once (default: one per CPU core, one thread each; on CUDA one per device)")

@@ -1,8 +1,8 @@
 """``ogmge demo``: ``ogmge compare`` on the built-in data with a fixed subset.
 
 The methods and seeds are the ``demo`` preset's ``compare`` section (``src/ogmge/configs/demo.yaml``:
-Normal, OGM-GE (the paper) and ``anchored`` (= ``multitask``, MMPareto's uniform multitask
-baseline, with the ``stacked`` prediction, this project's head combiner), seeds 0, 1, 2), with
+Normal, OGM-GE (the paper) and ``multitask+stacked`` (``multitask``, MMPareto's uniform multitask
+baseline, with the ``stacked`` prediction, this project's head combiner; formerly ``anchored``), seeds 0, 1, 2), with
 each modality alone and the preset's settings (CPU-scale: small encoders, 12 epochs): 15 runs,
 two at a time on two CPU cores, one thread each. A ``--config`` without such a section takes
 the demo preset's.

@@ -33,8 +33,17 @@ def _mean(values) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _val_curve(out: Path, runs: list[str]) -> tuple[list[int], list[float]]:
-    """Mean validation accuracy per epoch over ``runs`` (epochs every run reached)."""
+def _curve_key(name: str) -> str:
+    """The metrics-row key of a candidate's validation accuracy: ``val/acc``, or for a pair
+    ``method+<rule>`` read from its method's runs ``pairs/<rule>/val/acc``."""
+    from ogmge.training.compare.lookups import split_candidate
+
+    method, rule = split_candidate(name)
+    return "val/acc" if method == name or rule is None else f"pairs/{rule}/val/acc"
+
+
+def _val_curve(out: Path, runs: list[str], key: str = "val/acc") -> tuple[list[int], list[float]]:
+    """Mean validation accuracy (the rows' ``key``) per epoch over ``runs`` (epochs every run reached)."""
     per_run = []
     for rel in runs:
         path = out / rel / "metrics.jsonl"
@@ -45,8 +54,8 @@ def _val_curve(out: Path, runs: list[str]) -> tuple[list[int], list[float]]:
                     r = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if r.get("val/acc") is not None:
-                    rows[int(r["epoch"])] = float(r["val/acc"])
+                if r.get(key) is not None:
+                    rows[int(r["epoch"])] = float(r[key])
         per_run.append(rows)
     if not per_run:
         return [], []
@@ -106,7 +115,7 @@ def comparison_figure(out: str | Path, summary: dict | None = None) -> Figure:
     ax_mod.legend(fontsize=8)
 
     for i, (name, e) in enumerate(methods.items()):
-        ep, acc = _val_curve(out, e["runs"])
+        ep, acc = _val_curve(out, e["runs"], _curve_key(name))
         ax_val.plot(ep, [100 * a for a in acc], color=colors[i % len(colors)], marker="o", ms=3,
                     lw=2.5 if name == summary.get("selected") else 1.2, label=name)
     for j, (m, u) in enumerate(unimodal.items()):

@@ -150,6 +150,16 @@ def schedule_text(doc: dict) -> str:
     return text
 
 
+def pairs_text(doc: dict) -> str:
+    """One sentence on the (method, prediction) rows, when the table has any (else empty)."""
+    pairs = [m for m in doc["methods"] if "+" in m]
+    if not pairs:
+        return ""
+    return (f" {', '.join(pairs)}: the same runs as the method before the `+`, predicting with that rule (the "
+            "stacked pool: the heads' log-probabilities weighted by a fit on validation, cross-fitted for the "
+            "selection), each at the epoch its own validation score selected; one training serves both rows.")
+
+
 def table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """The summary table (header, rows) of a ``summary.json`` document, in percent,
     mean ± std over seeds."""
@@ -194,7 +204,7 @@ def summary_markdown(doc: dict) -> str:
              "over seeds. The **validation** column selects (cross-fitted for methods that fit on validation); "
              "test columns report the epoch the validation split chose; Δ are paired per seed on test accuracy; "
              "'inside' is each modality's accuracy inside the joint model (its per-modality logits). "
-             "`*` marks the selected method.", "", schedule_text(doc), "",
+             "`*` marks the selected method." + pairs_text(doc), "", schedule_text(doc), "",
              f"**Verdict:** {doc['verdict']}", "", "**Regime:**", ""]
     lines += [f"- {r}" for r in doc["regime"]] + [""]
     lines.append("| " + " | ".join(header) + " |")
@@ -309,4 +319,4 @@ def report_of(out: str | Path, tie_tolerance: float = TIE_TOLERANCE) -> dict:
 
 
 __all__ = ["SUMMARY_JSON", "SUMMARY_MD", "compare", "format_table", "load_summary", "regime_text", "report_of",
-           "schedule_text", "summary_document", "summary_markdown", "table_rows", "verdict_text", "write_summary"]
+           "pairs_text", "schedule_text", "summary_document", "summary_markdown", "table_rows", "verdict_text", "write_summary"]

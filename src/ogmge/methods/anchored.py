@@ -13,7 +13,8 @@ own. Its two parts are not new and are credited where they come from:
    it without touching the test split, and the compare verdict.
 
 ``anchored`` stays accepted (configs, run directories, ``--method anchored``) and
-means exactly ``multitask`` with ``stacked`` prediction.
+means exactly ``multitask`` with ``stacked`` prediction; ``compare --methods anchored``
+trains ``multitask`` once and reports its ``multitask+stacked`` row (``alias_of``).
 
 In a plain loop (a model with ``heads=True, prediction="blend"``)::
 
@@ -58,6 +59,7 @@ class AnchoredFusion(Multitask):
                space=Space.log_uniform(0.1, 10.0), legacy_key="anchored_weight"),
     )
     predictions = ("blend",)  # the stacked pool over the fused and the modality heads
+    alias_of = ("multitask", "blend")  # compare: one multitask run, its multitask+stacked row
     fits_on_validation = True
     cross_fit = "swap"
     tie_rank = 8.0

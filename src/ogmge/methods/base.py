@@ -44,7 +44,7 @@ class BalancingMethod:
     ``options``, ``needs_heads``, ``predictions``, ``min_modalities``,
     ``max_modalities``, ``fits_on_validation``/``cross_fit``, ``tie_rank``,
     ``ddp``/``ddp_reason``, ``owns_backward``, ``owns_step``, ``depends_on``,
-    ``paper_flags``. ``distributed_ok`` (``ddp != "refused"``) is kept for older code.
+    ``paper_flags``, ``alias_of``. ``distributed_ok`` (``ddp != "refused"``) is kept for older code.
     """
 
     name = "normal"
@@ -76,6 +76,8 @@ class BalancingMethod:
     #: loss or feature transform would not reach it (a chain refuses such a pair).
     own_step_losses = False
     depends_on: tuple[str, ...] = ()
+    #: ``(method, prediction)``: in ``compare`` this name stands for that pair of another method
+    alias_of: tuple[str, str] | None = None
     paper_flags: Mapping = {"modulation": "Normal", "opm": False}
     #: ``transform_features`` changes the features (the loop passes it to the model's forward).
     transforms_features = False

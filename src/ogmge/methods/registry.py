@@ -89,6 +89,10 @@ defaults in brackets):
   fresh run starts each encoder from its modality-alone run's ``best.pt``; the
   trainer loads them after ``build``
   (:func:`ogmge.training.checkpoint.load_alone_encoders_`).
+- ``alias_of`` [None]: ``(method, prediction)`` when the name is kept for a pair of
+  another method (``anchored``: ``("multitask", "blend")``); ``compare`` then trains
+  that method once and reports the pair's row (``multitask+stacked``), and
+  ``ogmge train --method NAME`` still trains the class itself.
 - ``paper_flags`` [``{}``]: the paper's flat settings it means
   (``{"modulation": "OGM_GE", "opm": False}``), for the paper's own flags.
 - ``dataset_presets`` [``{}``]: ``{dataset: Preset({option: value}, source=...)}``,
@@ -470,6 +474,10 @@ def _check_declarations(cls: type[BalancingMethod]) -> None:
         raise ValueError(f"method {name}: cross_fit {cls.cross_fit!r} without fits_on_validation")
     if not isinstance(cls.predictions, tuple) or not cls.predictions:
         raise ValueError(f"method {name}: predictions must be a non-empty tuple, got {cls.predictions!r}")
+    alias = cls.alias_of
+    if alias is not None and not (isinstance(alias, tuple) and len(alias) == 2
+                                  and all(isinstance(a, str) and a for a in alias)):
+        raise ValueError(f"method {name}: alias_of must be a (method, prediction) pair, got {alias!r}")
     if cls.min_modalities < 1 or (cls.max_modalities is not None and cls.max_modalities < cls.min_modalities):
         raise ValueError(f"method {name}: bad modality bounds [{cls.min_modalities}, {cls.max_modalities}]")
     seen = set()

@@ -24,6 +24,12 @@ from torch import Tensor, nn
 from ogmge.combination import ensemble_logits, fit_simplex_weights
 
 PREDICTIONS = ("fused", "ensemble", "blend")
+#: The rules whose weights are fitted on held-out data (their validation scores are cross-fitted).
+FITTED_RULES = ("ensemble", "blend")
+#: What ``compare`` calls each rule in a candidate's name (``multitask+stacked``): both fitted
+#: rules are the ``stacked`` pool (``ogmge.methods.stacked``), over the fused and the modality
+#: heads (``blend``) or over the modality heads only (``ensemble``).
+RULE_LABELS = {"fused": "fused", "ensemble": "stacked", "blend": "stacked"}
 #: Key of the fusion head among a blend's members (``ogmge.methods.FUSED``).
 FUSED_MEMBER = "fused"
 
@@ -51,7 +57,7 @@ class Combiner(nn.Module):
     @property
     def fitted(self) -> bool:
         """Whether the rule has weights fitted on held-out data."""
-        return self.rule != "fused"
+        return self.rule in FITTED_RULES
 
     @property
     def uses_fusion(self) -> bool:

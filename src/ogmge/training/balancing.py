@@ -71,9 +71,11 @@ def halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate_validation(method: BalancingMethod, model: nn.Module, loader, device, *, amp: bool,
-                        seed: int) -> tuple[dict, dict | None]:
-    """``(metrics, per-head losses for the method or None)`` on the validation split."""
-    outputs = collect(model, loader, device, amp=amp)
+                        seed: int, outputs: dict | None = None) -> tuple[dict, dict | None]:
+    """``(metrics, per-head losses for the method or None)`` on the validation split
+    (``outputs``: the split's outputs already collected from ``model``, else collected here)."""
+    if outputs is None:
+        outputs = collect(model, loader, device, amp=amp)
     n = int(outputs["labels"].numel())
     comb = combiner_of(model)
     if method.cross_fit == "split":

@@ -76,6 +76,7 @@ from .factory import (
 from .fingerprint import check_same_data, check_same_shapes, data_fingerprint
 from .logs import CONFIG, LOGGER, METRICS, RESULTS, TRACE, Choice, RunLog, truncate_jsonl
 from .metrics import encoder_features, evaluate, to_device
+from .pairs import PredictionPairs
 from .results import RunResults
 from .rundir import check_new_run_dir, check_resume_dir, prepare_new_run_dir
 from .selection import select_validation
@@ -130,6 +131,9 @@ class RunResult:
     class_names: list[str] = field(default_factory=list)
     #: The selected checkpoint on the held-out half (``val_selection: {holdout: true}``), else None.
     holdout_metrics: dict | None = None
+    #: The method's other prediction rules, each at its own selected epoch (``results.json``'s
+    #: ``pairs``; ``ogmge.training.pairs``): ``{rule: {best_epoch, val, test, ...}}``
+    pairs: dict = field(default_factory=dict)
 
 
 def overflow_limit(dtype: torch.dtype) -> float:
@@ -248,6 +252,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.config, self.model.parameters(), builder=builder)
         self.builder = builder
         self._build_stopping(builder)  # selection and early stopping (self.stopping, self.patience)
+        # the method's other prediction rules, each selected on its own (ogmge.training.pairs)
+        self.pairs = PredictionPairs.build(self.method, self.model,
+                                           getattr(self.model, "prediction", self.config.resolved_prediction),
+                                           self._make_rule, has_val=self.data.val is not None, seed=self.config.seed)
+        self._val_outputs: dict | None = None
         self.optimizer_name = self.config.resolved_optimizer(builder)
         self.scheduler = build_scheduler(self.config, self.optimizer)
         self.amp = self.config.amp and self.device.type == "cuda"
@@ -341,6 +350,10 @@ class Trainer:
         best = ck.get("best") or {}
         self.best = {"epoch": best.get("epoch", -1), "score": best.get("score", float("-inf")),
                      "val": best.get("val")}
+        if ck.get("pairs"):
+            self.pairs.load_state_dict(ck["pairs"])
+        elif self.pairs:  # written before the other rules were selected: their epochs so far are unknown
+            self.pairs = PredictionPairs((), (), self._make_rule)
         if ck.get("stopping"):
             self.stopping.load_state_dict(ck["stopping"])
         else:  # a checkpoint from before rules kept a state: the same state, from its metric rows
@@ -418,14 +431,16 @@ class Trainer:
         rule_id = stopping_mod.resolve(cfg.stopping, builder)
         self.config = cfg.replace(stopping=rule_id)
         patience = None if cfg.resolved_patience(builder) is None else cfg.patience  # "auto": the rule's
-        self.stopping = stopping_mod.build_rule(rule_id, epochs=cfg.epochs, patience=patience)
+        self._make_rule = functools.partial(stopping_mod.build_rule, rule_id, epochs=cfg.epochs, patience=patience)
+        self.stopping = self._make_rule()
         self.patience = self.stopping.patience
 
     def _patience_exhausted(self, last_epoch: int) -> bool:
         """Early stopping, as the rule says (``training/stopping.py``). Decided from the
         checkpointed rule state (so a resumed run stops where it would have); rank 0's
         decision under DDP."""
-        stop = self.is_main and self.stopping.should_stop(last_epoch)
+        # with other prediction rules (ogmge.training.pairs), when every rule's selection has ended
+        stop = self.is_main and self.stopping.should_stop(last_epoch) and self.pairs.should_stop(last_epoch)
         if self.ctx.enabled:
             stop = bool(distrib.gather_objects(stop, self.ctx)[0])
         if stop and self.is_main:
@@ -787,8 +802,10 @@ class Trainer:
         loader = self.eval_loaders.get("val")
         if loader is None:
             return None, None
+        outputs = balancing.collect(self.model, loader, self.device, amp=self.amp)
+        self._val_outputs = outputs if self.pairs else None  # the other prediction rules read them
         return balancing.evaluate_validation(self.method, self.model, loader, self.device, amp=self.amp,
-                                             seed=self.config.seed)
+                                             seed=self.config.seed, outputs=outputs)
 
     def _end_epoch(self, epoch: int, row: dict, log: RunLog) -> None:
         """After an epoch's steps, in order: scheduler, validation and the method's epoch
@@ -801,6 +818,7 @@ class Trainer:
             self._record_metrics(row, val, test)
             improved = self._update_best(epoch, val)
             row["best"] = improved
+            self._pairs_epoch(epoch, row)
             self._log_epoch(row, log, val, test)
         self._add_method_param_groups()  # what end_epoch grew joins the optimizer before the checkpoint
         balancing.share_state(self.method, self.model, self.ctx)
@@ -835,10 +853,30 @@ class Trainer:
     def _update_best(self, epoch: int, val: dict | None) -> bool:
         """Whether this epoch is the new best, as the stopping rule says (``training/stopping.py``;
         the last epoch without validation)."""
+        if self.pairs and epoch > 0 and self.stopping.should_stop(epoch - 1):
+            return False  # this rule's selection has ended; the run goes on for the other rules
         decision = self.stopping.update(epoch, val)
         if decision.is_best:
             self.best = {"epoch": epoch, "score": decision.score, "val": val}
         return decision.is_best
+
+    def _pairs_epoch(self, epoch: int, row: dict) -> None:
+        """The method's other prediction rules on this epoch's validation outputs, each with its own
+        selection; the test split (and the held-out half) is evaluated for a rule whose best epoch this
+        is, after that decision: it reports, it selects nothing (``ogmge.training.pairs``)."""
+        outputs, self._val_outputs = self._val_outputs, None
+        if not self.pairs or outputs is None:
+            return
+        entries, improved = self.pairs.validate(epoch, outputs)
+        row.update(entries)
+        if not improved:
+            return
+        loaders = [("test", self.eval_loaders.get("test"))]
+        if self.holdout is not None and self.config.val_selection.get("holdout"):
+            loaders.append(("holdout", make_loader(self.holdout, self.config, shuffle=False, device=self.device)[0]))
+        for split, loader in loaders:
+            if loader is not None:
+                self.pairs.record(split, improved, balancing.collect(self.model, loader, self.device, amp=self.amp))
 
     def _log_epoch(self, row: dict, log: RunLog, val: dict | None, test: dict | None) -> None:
         cfg = self.config
@@ -876,6 +914,7 @@ class Trainer:
             "optimizer_groups": self._param_group_names(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            **({"pairs": self.pairs.state_dict()} if self.pairs else {}),
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
             "method": self.method.state_dict(),
             "rng": {"main": rng_all[0], "per_rank": rng_all},
@@ -917,6 +956,7 @@ class Trainer:
                 "val": self.best["val"],
                 "test": test,
                 **({"holdout": holdout, "val_selection": cfg.val_selection} if holdout is not None else {}),
+                **({"pairs": self.pairs.results()} if self.pairs else {}),
                 "modalities": list(self.data.modalities),
                 "class_names": self.data.class_names,
             }
@@ -938,6 +978,7 @@ class Trainer:
             seconds=time.perf_counter() - t0,
             class_names=self.data.class_names,
             holdout_metrics=holdout,
+            pairs=self.pairs.results() if self.pairs and self.is_main else {},
         )
 
     def _evaluate_holdout(self) -> dict | None:

@@ -3,14 +3,17 @@
 :class:`RunResults` is the file's typed form. ``Trainer`` writes it when a run
 finishes (its presence marks the run finished); ``ogmge.training.compare`` reads
 it for every run of a comparison. Keys this version does not know are kept in
-``extra`` and written back unchanged, so an older or newer file round-trips.
+``extra`` and written back unchanged, so an older or newer file round-trips; among
+them ``prediction`` (the run's own rule) and ``pairs`` (the method's other prediction
+rules, each at its own selected epoch), read through :attr:`RunResults.pairs` and
+:meth:`RunResults.for_prediction`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,37 @@ class RunResults:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         return ((self.val if split == "val" else self.test) or {}).get(name)
+
+    @property
+    def prediction(self) -> str | None:
+        """The run's own prediction rule (the file's ``prediction``); None in a file without it."""
+        value = self.extra.get("prediction")
+        return value if isinstance(value, str) else None
+
+    @property
+    def pairs(self) -> dict[str, dict[str, Any]]:
+        """The method's other prediction rules, each at its own selected epoch (the file's ``pairs``:
+        ``{rule: {label, best_epoch, selected_by, val_protocol, val, test[, holdout], weights}}``;
+        ``ogmge.training.pairs``); empty in a file without them."""
+        value = self.extra.get("pairs")
+        return {str(k): v for k, v in value.items() if isinstance(v, dict)} if isinstance(value, dict) else {}
+
+    def for_prediction(self, rule: str, default: str | None = None) -> RunResults | None:
+        """These results as a run predicting with ``rule`` reports them: the run itself for its own
+        rule (``default`` when the file names none), the ``pairs`` entry for another rule, None when
+        the run did not evaluate ``rule``."""
+        if rule == (self.prediction or default):
+            return self
+        entry = self.pairs.get(rule)
+        if entry is None:
+            return None
+        extra = {k: v for k, v in self.extra.items() if k not in ("pairs", "holdout")}
+        extra["prediction"] = rule
+        if entry.get("holdout") is not None:
+            extra["holdout"] = entry["holdout"]
+        return replace(self, best_epoch=entry.get("best_epoch"), selected_by=entry.get("selected_by"),
+                       val_protocol=entry.get("val_protocol") or PLAIN, val=entry.get("val"),
+                       test=entry.get("test"), extra=extra)
 
     @property
     def val_samples(self) -> int | None:

@@ -6,6 +6,12 @@ configuration and one directory. A run may name other runs it needs
 the run, with the reason, when one of them fails. ``compare.yaml``
 (:class:`Settings`) records what the comparison is; a rerun merges with it
 (:func:`reconcile`): methods and seeds extend, any other changed setting is refused.
+
+The compared names are **candidates**: a method stands for each (method, prediction)
+pair it declares (``multitask`` and ``multitask+stacked``), a pair name for itself, an
+alias for its pair (``anchored``: ``multitask+stacked``, :func:`resolve_aliases`). The
+plan trains each method once per seed (:func:`run_methods`); its pairs are read from
+that one run (``results.json``'s ``pairs``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,17 @@ from ...io_utils import atomic_write_text
 from ..config import TrainConfig
 from ..stopping import RULES
 from .lock import LOCK
-from .lookups import depends_on, known_methods, modulation_of, tie_rank
+from .lookups import (
+    alias_target,
+    candidate_order,
+    depends_on,
+    is_candidate,
+    known_methods,
+    modulation_of,
+    run_method,
+    tie_key,
+    tie_rank,
+)
 
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS = "compare.yaml"
@@ -135,7 +151,7 @@ class Settings:
             fingerprint = stored.get("data_fingerprint")
             if fingerprint is not None and not isinstance(fingerprint, dict):
                 raise ValueError(f"data_fingerprint must be a mapping, got {fingerprint!r}")
-            options = check_method_options(stored.get("method_options") or {}, methods)
+            options = check_method_options(stored.get("method_options") or {}, run_methods(methods))
             rule = stored.get("stopping_rule")
             if rule is not None and rule not in RULES:
                 raise ValueError(f"stopping_rule {rule!r} is not one of this version's rules {sorted(RULES)} "
@@ -163,11 +179,12 @@ class Plan:
     @classmethod
     def build(cls, out: str | Path, base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
               modalities: Sequence[str], method_options: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
-        """Every method x seed, then each modality alone x seed (method ``normal``). A method
-        that ``depends_on`` ``"alone"`` needs the modality-alone runs of its seed;
-        ``method_options``: ``{method: {option: value}}`` its runs use."""
+        """Every method x seed (one run per method, whatever pairs of it are compared), then
+        each modality alone x seed (method ``normal``). A method that ``depends_on``
+        ``"alone"`` needs the modality-alone runs of its seed; ``method_options``: ``{method:
+        {option: value}}`` its runs use."""
         opts = method_options or {}
-        runs = [planned_method_run(m, s, modalities, opts.get(m)) for s in seeds for m in methods]
+        runs = [planned_method_run(m, s, modalities, opts.get(m)) for s in seeds for m in run_methods(methods)]
         runs += [PlannedRun("normal", s, modality=m) for s in seeds for m in modalities]
         return cls(Path(out), base, tuple(methods), tuple(seeds), tuple(modalities), tuple(runs))
 
@@ -252,6 +269,28 @@ def check_methods(methods: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(out), key=tie_rank)
 
 
+def check_candidates(names: Iterable[str]) -> list[str]:
+    """Compared names (module docstring): registered methods and their pairs
+    (``multitask+stacked``); ``normal`` first, the rest in tie order, no repeats."""
+    names = list(names)
+    unknown = [n for n in names if not is_candidate(n)]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; choose from {candidate_order()} (a method stands for "
+                         "each of its prediction rules: multitask for multitask and multitask+stacked)")
+    out = ["normal"] + [n for n in names if n != "normal"]
+    return sorted(dict.fromkeys(out), key=tie_key)
+
+
+def resolve_aliases(names: Iterable[str]) -> list[str]:
+    """Each alias replaced by the pair it stands for (``anchored`` -> ``multitask+stacked``)."""
+    return [alias_target(n) or n for n in names]
+
+
+def run_methods(candidates: Iterable[str]) -> list[str]:
+    """The methods whose runs the candidates read, each once, in order."""
+    return list(dict.fromkeys(run_method(c) for c in candidates))
+
+
 def check_method_options(method_options: Mapping[str, Mapping[str, Any]] | None,
                          methods: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{method: {option: value}}`` validated by each method's declared options (an unknown
@@ -265,6 +304,11 @@ def check_method_options(method_options: Mapping[str, Mapping[str, Any]] | None,
     compared = set(methods)
     out: dict[str, dict[str, Any]] = {}
     for name, given in method_options.items():
+        if name not in compared and alias_target(name) is not None:
+            raise ValueError(f"method options for {name!r}: in a comparison {name} is the pair "
+                             f"{alias_target(name)}, trained as {run_method(str(alias_target(name)))}: give the "
+                             f"options of {run_method(str(alias_target(name)))} (ogmge methods "
+                             f"{run_method(str(alias_target(name)))})")
         if name not in compared:
             raise ValueError(f"method options for {name!r}, which is not compared (methods: "
                              f"{', '.join(sorted(compared))}); add it to --methods")
@@ -337,7 +381,7 @@ def reconcile(out: Path, base: TrainConfig, methods: list[str], seeds: list[int]
             f"{out} holds a comparison with other settings ({detail}); only --methods and --seeds may be "
             f"added to it. Use another --out, or delete {out} to start again"
         )
-    return check_methods(stored.methods + methods), check_seeds(stored.seeds + seeds)
+    return check_candidates(stored.methods + methods), check_seeds(stored.seeds + seeds)
 
 
 def recorded_rules(out: Path) -> dict[str, list[str]]:
@@ -406,6 +450,6 @@ def stored_modalities(out: Path) -> list[str] | None:
 
 
 __all__ = ["DEFAULT_SEEDS", "FREE_SETTINGS", "PAIR_FUSIONS", "PER_RUN", "SETTINGS", "Plan", "PlannedRun",
-           "Settings", "SettingsError", "base_config", "check_method_options", "check_methods", "check_out",
-           "check_seeds", "comparison_stopping", "make_out", "neutral_config", "planned_method_run",
-           "reconcile", "recorded_rules", "run_config", "stored_modalities"]
+           "Settings", "SettingsError", "base_config", "check_candidates", "check_method_options", "check_methods",
+           "check_out", "check_seeds", "comparison_stopping", "make_out", "neutral_config", "planned_method_run",
+           "reconcile", "recorded_rules", "resolve_aliases", "run_config", "run_methods", "stored_modalities"]

@@ -23,13 +23,15 @@ from .plan import (
     Plan,
     Settings,
     base_config,
+    check_candidates,
     check_method_options,
-    check_methods,
     check_out,
     check_seeds,
     comparison_stopping,
     make_out,
     reconcile,
+    resolve_aliases,
+    run_methods,
     stored_modalities,
 )
 from .select import TIE_TOLERANCE, Verdict, check_tolerance, select
@@ -75,9 +77,10 @@ def run_comparison(
                          "(got val_fraction 0)")
     check_tolerance(tie_tolerance)
     out = Path(out)
-    methods_ = check_methods(known_methods() if methods is None else methods)
+    # candidates: every (method, prediction) pair of each method; an alias stands for its pair
+    methods_ = check_candidates(resolve_aliases(known_methods() if methods is None else methods))
     seeds_ = check_seeds(seeds)
-    options_ = check_method_options(method_options, methods_)
+    options_ = check_method_options(method_options, run_methods(methods_))
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     check_out(out)
@@ -158,7 +161,7 @@ def _run_locked(base: TrainConfig, out: Path, methods_: list[str], seeds_: list[
     source = "finished runs" if known else "timing a few training steps"
     parallel = min(jobs, max(len(todo), 1))
     total = per_run * len(todo) / parallel
-    say(f"ogmge compare: {len(plan.runs)} runs ({len(methods_)} methods + {len(modalities)} modalities alone, "
+    say(f"ogmge compare: {len(plan.runs)} runs ({len(run_methods(methods_))} methods + {len(modalities)} modalities alone, "
         f"x {len(seeds_)} seeds {seeds_}) in {out}/: {len(plan.runs) - len(todo)} finished, "
         f"{sum(states[r] == 'resume' for r in todo)} to resume, {sum(states[r] != 'resume' for r in todo)} to train")
     if todo:

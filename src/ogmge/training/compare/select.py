@@ -1,13 +1,16 @@
 """The selection rule: :func:`select` ``(summary, tolerance) -> Verdict`` (validation only).
 
-Each method's score is its mean ``selection_score`` over seeds (the validation
+The candidates are the summary's rows, (method, prediction) pairs (``multitask``,
+``multitask+stacked``), each with its own selected epoch per seed; "method" below means
+such a candidate. Each method's score is its mean ``selection_score`` over seeds (the validation
 accuracy at the epoch its validation split selected; cross-fitted for a method
 that fits on validation). Not selectable: a method that fits on validation whose
 runs were not cross-fitted, one that did not finish every seed, one without a
 score. The selected method has the best score, except that methods within
 ``tolerance`` (default 0.005: half a point of accuracy) of the best go to the
-first of them in the tie order (:func:`~ogmge.training.compare.lookups.tie_rank`;
-simplest first). Half a point is below the seed-to-seed spread of validation
+first of them in the tie order (:func:`~ogmge.training.compare.lookups.tie_key`;
+simplest first: the method's ``tie_rank``, then its fused prediction before its
+stacked one). Half a point is below the seed-to-seed spread of validation
 accuracy on a few hundred validation samples (one sample of 300 is a third of a
 point), so a smaller margin would pick a method on noise. A modality alone is never
 selected; ``fused_below_best_unimodal`` says when the selected method's score is
@@ -21,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 from ..results import CROSS_FIT
-from .lookups import fits_on_validation, tie_order, tie_rank
+from .lookups import candidate_order, fits_on_validation, tie_key
 from .summary import Summary, mean_std
 
 #: Default tie tolerance (fraction of accuracy): 0.005 = half a point.
@@ -84,14 +87,14 @@ def select(summary: Summary, tolerance: float = TIE_TOLERANCE) -> Verdict:
             refused[m] = why
     if scores:
         best = max(scores.values())
-        tied = sorted((m for m, s in scores.items() if s >= best - tol - 1e-12), key=tie_rank)
+        tied = sorted((m for m, s in scores.items() if s >= best - tol - 1e-12), key=tie_key)
         selected: str | None = tied[0]
         best_method: str | None = max(scores, key=lambda m: scores[m])
     else:
         tied, selected, best_method = [], None, None
     below = bool(selected and summary.best_unimodal_val is not None
                  and scores[selected] < summary.best_unimodal_val)
-    return Verdict(selected, scores, best_method, tied, refused, below, tol, tie_order())
+    return Verdict(selected, scores, best_method, tied, refused, below, tol, candidate_order())
 
 
 __all__ = ["TIE_TOLERANCE", "Verdict", "check_tolerance", "not_selectable_reason", "select"]

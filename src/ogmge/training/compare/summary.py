@@ -7,6 +7,12 @@ fused test accuracy and macro-F1 at the validation-selected epoch, as mean and
 sample standard deviation (ddof 1; 0 for one seed) over seeds; paired differences
 are per seed (same seed, same data split), then their mean and standard deviation.
 The selection itself is :func:`ogmge.training.compare.select.select`.
+
+A row is a candidate, a (method, prediction) pair: ``multitask`` (the method's default
+rule) and ``multitask+stacked`` read the same runs, each with its own selected epoch
+(the run's own rule from ``results.json``, another from its ``pairs``,
+:meth:`~ogmge.training.results.RunResults.for_prediction`); a seed whose run did not
+evaluate a pair's rule (written before pairs were) is missing from that row.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from typing import Any, Literal
 
 from ..logs import METRICS, RESULTS, read_jsonl
 from ..results import CROSS_FIT, ResultsError, RunResults
-from .lookups import fits_on_validation
-from .plan import PlannedRun, Settings
+from .lookups import candidate_keys, fits_on_validation, pairs_of, split_candidate, tie_key
+from .plan import PlannedRun, Settings, run_methods
 
 TIMING = "timing.json"
 #: What a modality alone says about the data (``RegimeLine.kind``): near chance; starved
@@ -175,15 +181,22 @@ def summarize_runs(settings: Settings, results: Mapping[str, RunResults], second
     class_names: list[str] = []
     val_sizes: list[int] = []
     methods: dict[str, MethodEntry] = {}
-    for method in settings.methods:
-        rows = [(seed, PlannedRun(method, seed).key) for seed in seeds]
-        rows = [(seed, key) for seed, key in rows if key in results]
+    names = sorted(dict.fromkeys(k for entry in settings.methods for k in candidate_keys(entry)), key=tie_key)
+    for method in names:
+        run, rule = split_candidate(method)
+        default = pairs_of(run)[0][1]
+        rows = [(seed, PlannedRun(run, seed).key) for seed in seeds]
+        # the method's own name: the run as it predicted; a pair: that rule, at its own selected epoch
+        found = {key: results[key] if run == method else results[key].for_prediction(rule or default, default)
+                 for _, key in rows if key in results}
+        rows = [(seed, key) for seed, key in rows if found.get(key) is not None]
         if not rows:
             continue
+        results_ = {key: res for key, res in found.items() if res is not None}
         protocols: set[str] = set()
         test_modality: dict[str, list[float | None]] = {}
         for _, key in rows:
-            res = results[key]
+            res = results_[key]
             modalities = modalities or list(res.modalities)
             class_names = class_names or list(res.class_names)
             protocols.add(res.val_protocol)
@@ -191,17 +204,17 @@ def summarize_runs(settings: Settings, results: Mapping[str, RunResults], second
                 val_sizes.append(res.val_samples)
             for m in res.modalities:
                 test_modality.setdefault(m, []).append(res.metric("test", f"modality_acc/{m}"))
-        score = [None if fits_on_validation(method) and results[k].val_protocol != CROSS_FIT
-                 else results[k].metric("val", "acc") for _, k in rows]
+        score = [None if fits_on_validation(method) and results_[k].val_protocol != CROSS_FIT
+                 else results_[k].metric("val", "acc") for _, k in rows]
         methods[method] = MethodEntry(
             seeds=[s for s, _ in rows],
-            test_fused=[results[k].metric("test", "acc") for _, k in rows],
-            test_macro_f1=[results[k].metric("test", "macro_f1") for _, k in rows],
-            val_fused=[results[k].metric("val", "acc") for _, k in rows],
+            test_fused=[results_[k].metric("test", "acc") for _, k in rows],
+            test_macro_f1=[results_[k].metric("test", "macro_f1") for _, k in rows],
+            val_fused=[results_[k].metric("val", "acc") for _, k in rows],
             selection_score=[None if v is None else float(v) for v in score],
             val_protocol=protocols.pop() if len(protocols) == 1 else sorted(protocols),
             test_modality=test_modality,
-            best_epoch=[results[k].best_epoch for _, k in rows],
+            best_epoch=[results_[k].best_epoch for _, k in rows],
             seconds=[seconds.get(k, 0.0) for _, k in rows],
             runs=[k for _, k in rows],
         )
@@ -282,7 +295,7 @@ def run_seconds(out: Path, key: str, timing: Mapping[str, float]) -> float:
 
 def read_results(out: Path, settings: Settings) -> dict[str, RunResults]:
     """Every finished run's results in ``out`` (a corrupt file is a ResultsError naming it)."""
-    keys = [PlannedRun(m, s).key for m in settings.methods for s in settings.seeds]
+    keys = [PlannedRun(m, s).key for m in run_methods(settings.methods) for s in settings.seeds]
     mods = settings.modalities or sorted(p.name[5:] for p in out.glob("only-*") if p.is_dir())
     keys += [PlannedRun("normal", s, modality=m).key for m in mods for s in settings.seeds]
     found = {}
