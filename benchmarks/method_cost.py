@@ -59,13 +59,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
 from ogmge.data.arrays import ArrayDataset
-from ogmge.methods import BalancingMethod, MMPareto
-from ogmge.methods import registry
+from ogmge.methods import BalancingMethod, MMPareto, registry
 from ogmge.methods.base import FUSED
 from ogmge.training import DataBundle, TrainConfig
 from ogmge.training.compare.cost import declared_extra_steps
@@ -80,10 +80,11 @@ class AuthorsMMPareto(MMPareto):
 
     name = REFERENCE
     paper = "reference: the authors' released step of MMPareto (GeWu-Lab/MMPareto_ICML2024, code/MMPareto.py)"
+    all_params: list[torch.nn.Parameter]  # the model's, zeroed between passes like opt.zero_grad()
 
     @classmethod
     def build(cls, ctx, **options):
-        method = super().build(ctx, **options)
+        method = cast(AuthorsMMPareto, super().build(ctx, **options))
         modules = [*(ctx.encoders or {}).values(), *(ctx.heads or {}).values(), ctx.fusion, *ctx.parts.values()]
         method.all_params = [p for m in modules if m is not None for p in m.parameters()]
         return method
@@ -99,7 +100,7 @@ class AuthorsMMPareto(MMPareto):
             terms[key].backward(retain_graph=True)
             for n in self.modalities:
                 if key in (FUSED, n):
-                    grads[n][key] = [p.grad.detach().clone() for p in enc[n]]
+                    grads[n][key] = [cast(torch.Tensor, p.grad).detach().clone() for p in enc[n]]
             self._zero_grad()
         weights = {}
         for n in self.modalities:
@@ -114,7 +115,7 @@ class AuthorsMMPareto(MMPareto):
         for n in self.modalities:
             w_mm, w_u = weights[n]
             for i, p in enumerate(enc[n]):
-                three = torch.norm(p.grad.detach().clone())
+                three = torch.norm(cast(torch.Tensor, p.grad).detach().clone())
                 new = 2 * w_mm * grads[n][FUSED][i] + 2 * w_u * grads[n][n][i]
                 ratio = three / torch.norm(new)
                 p.grad = (ratio * new * self.scale) if ratio > 1 else new * self.scale
@@ -124,6 +125,7 @@ class TimedTrainer(Trainer):
     """The trainer, each training step timed with ``clock`` (``steps``: ``(epoch, seconds)``)."""
 
     clock: Callable[[], float] = time.perf_counter
+    steps: list[tuple[int, float]]
 
     def _train_step(self, batch, epoch):
         sync(self.device)
@@ -159,6 +161,7 @@ def make_data(kind: str, *, small: bool, n_train: int, n_val: int, classes: int)
 
 
 def make_config(args, *, epochs: int) -> TrainConfig:
+    model: dict[str, Any]
     if args.model == "paper":
         model = {"width": 16 if args.small else 64, "model_options": {"builder": "paper"}}
     else:
@@ -267,9 +270,20 @@ def main(argv=None) -> int:
     if args.rounds < 1 or args.steps < 1 or args.epochs < 2:
         raise SystemExit("--rounds and --steps must be >= 1 and --epochs >= 2 (phased methods need two)")
     args.batch_size = args.batch_size or (16 if args.small or args.model == "vector" else 64)
+    threads, logger = torch.get_num_threads(), logging.getLogger("ogmge")
+    level = logger.level
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("ogmge").setLevel(logging.ERROR)
+    logger.setLevel(logging.ERROR)  # no per-run training logs between the rows
+    try:
+        return measure(args)
+    finally:
+        torch.set_num_threads(threads)
+        logger.setLevel(level)
+
+
+def measure(args) -> int:
+    """Warm-up, the rounds, the table (``main``'s work); 1 when a method failed."""
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     methods = resolve_methods(args)
     data = make_data(args.model, small=args.small, n_train=args.steps * args.batch_size, n_val=args.batch_size,
