@@ -53,6 +53,7 @@ with one thread (``--threads 1``), CPU time is the work of the step itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import statistics
@@ -184,6 +185,10 @@ def declared_work(method: BalancingMethod, steps: int) -> str:
         out.append(f"epoch features ({method.subset:g} of train)")
     if method.wants_initial_losses:
         out.append("initial losses")
+    if method.fits_on_validation:
+        out.append(f"fits on validation (cross-fit {method.cross_fit})")
+    if method.predictions[0] != "fused":
+        out.append(f"{method.predictions[0]} prediction fitted")
     if type(method).begin_epoch is not BalancingMethod.begin_epoch:
         out.append("begin_epoch")
     extra = declared_extra_steps(method, steps, 1)
@@ -272,11 +277,19 @@ def main(argv=None) -> int:
     args.batch_size = args.batch_size or (16 if args.small or args.model == "vector" else 64)
     threads, logger = torch.get_num_threads(), logging.getLogger("ogmge")
     level = logger.level
+    limits: contextlib.AbstractContextManager = contextlib.nullcontext()
     if args.threads:
         torch.set_num_threads(args.threads)
+        try:  # numpy's BLAS and OpenMP pools too (their idle spinning would count as CPU time)
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+            limits = threadpool_limits(args.threads)
+        except ImportError:
+            pass
     logger.setLevel(logging.ERROR)  # no per-run training logs between the rows
     try:
-        return measure(args)
+        with limits:
+            return measure(args)
     finally:
         torch.set_num_threads(threads)
         logger.setLevel(level)
