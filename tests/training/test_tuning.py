@@ -23,6 +23,7 @@ from ogmge.training.compare.tuning import (
     Param,
     Protocol,
     Pruned,
+    SnapshotPruner,
     SpaceChanged,
     TrialOutcome,
     apply_params,
@@ -30,8 +31,10 @@ from ogmge.training.compare.tuning import (
     candidate_space,
     choose_folds,
     ensure_default,
+    make_pruner,
     method_params,
     open_study,
+    record_session,
     run_trials,
     study_report,
     tune_comparison,
@@ -218,6 +221,95 @@ def test_study_reproduces_from_its_seed_when_sequential_and_uninterrupted(tmp_pa
         params.append([t.params for t in study.get_trials()])
         assert study_report(study, {"alpha": 0.8})["reproducible"]
     assert params[0] == params[1]
+
+
+# ------------------------------------------------------------------ trials as executor jobs
+def _finished(value: float, epochs: int = 6, state: str = "COMPLETE") -> dict:
+    return {"state": state, "value": value if state == "COMPLETE" else None,
+            "intermediate": {e: value for e in range(epochs)}, "marks": {}}
+
+
+def _run_judge(judge: SnapshotPruner, value: float, epochs: int = 6) -> int | None:
+    """The epoch at which ``judge`` stops a trial reporting ``value`` every epoch (None: never)."""
+    return next((e for e in range(epochs) if judge.report(e, value)), None)
+
+
+def test_the_snapshot_rule_prunes_a_trial_clearly_behind():
+    # median: 3 finished trials at 0.8 per epoch; a trial at 0.1 stops when warm-up ends (epoch index 2)
+    snapshot = [_finished(0.8), _finished(0.78), _finished(0.82)]
+    behind = SnapshotPruner(make_pruner("median"), snapshot)
+    assert _run_judge(behind, 0.1) == 2 and behind.values == {0: 0.1, 1: 0.1, 2: 0.1}
+    assert _run_judge(SnapshotPruner(make_pruner("median"), snapshot), 0.85) is None
+    # fewer than 3 finished (a pruned or failed trial is not a finished score): never stopped
+    few = [_finished(0.8), _finished(0.8), _finished(0.8, epochs=3, state="PRUNED"), _finished(0.8, state="FAIL")]
+    assert _run_judge(SnapshotPruner(make_pruner("median"), few), 0.1) is None
+    assert _run_judge(SnapshotPruner(make_pruner("none"), snapshot), 0.0) is None
+    # successive halving: the rung values of the snapshot's trials compete; the rung is marked for the driver
+    rungs = [{**_finished(v), "marks": {"completed_rung_0": v}} for v in (0.8, 0.7, 0.9)]
+    halving = SnapshotPruner(make_pruner("halving"), rungs)
+    assert _run_judge(halving, 0.1) == 2 and halving.marks() == {"completed_rung_0": 0.1}
+    ahead = SnapshotPruner(make_pruner("halving"), rungs)
+    assert _run_judge(ahead, 0.95, epochs=3) is None and ahead.marks() == {"completed_rung_0": 0.95}
+
+
+class PairExecutor:
+    """Runs jobs two at a time in this process: both are submitted (their snapshots taken)
+    before either ends; the jobs ``on_finish`` returns join the queue."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[int] = []
+
+    def run(self, jobs, on_finish=None):
+        queue, out = list(jobs), {}
+        while queue:
+            batch, queue = queue[:2], queue[2:]
+            results = [(job, job.work(dict(job.config), job.resume)) for job in batch]
+            for job, value in results:
+                self.snapshots.append(len(job.config["snapshot"]))
+                out[job.key] = Outcome(job.key, "done", seconds=value["seconds"], value=value)
+                queue += list(on_finish(out[job.key]) or [])
+        return out
+
+
+def test_two_trials_in_flight_fill_the_budget_and_are_not_reproducible(tmp_path):
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", space=SPACE, protocol=PROTO, sampler_seed=7,
+                       pruner="median")
+    ensure_default(study, {"alpha": 0.8})
+    pairs = PairExecutor()
+    ran = run_trials(study, Candidate("ogm_ge"), SPACE, 6, fake_trials(lambda c, p: -abs(p["alpha"] - 0.3)),
+                     executor=pairs, slots=2)
+    assert ran["complete"] + ran["pruned"] == 6 and ran["failed"] == 0
+    # each trial's snapshot: the trials finished when it was submitted (never the one in flight beside it)
+    assert pairs.snapshots == [0, 0, 1, 2, 3, 4]
+    states = [t.state for t in study.get_trials()]
+    assert len(states) == 6 and TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert study.get_trials()[0].user_attrs["default"] and study.get_trials()[0].params == {"alpha": 0.8}
+    assert all(len(t.intermediate_values) == 3 for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    record_session(study, ran, finished=True, in_flight=2)
+    rep = study_report(study, {"alpha": 0.8})
+    assert not rep["reproducible"] and rep["in_flight"] == 2
+
+
+def test_trials_in_a_two_worker_pool_give_a_finished_study(tmp_path):
+    import optuna
+
+    import ogmge
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    report = ogmge.compare(tiny_config(data, epochs=2), out=out, methods=["ogm_ge"], seeds=[0], tune=3, cv=0,
+                           tune_shared="none", jobs=2, echo=None, progress=False)
+    e = report["candidates"]["ogm_ge"]  # the only candidate with a space under --tune-shared none
+    assert e["trials"]["complete"] + e["trials"]["pruned"] + e["trials"]["failed"] == 3
+    assert e["trials"]["interrupted"] == 0 and e["chosen_trial"] is not None
+    assert report["in_flight"] == 2 and e["in_flight"] == 2 and not report["reproducible"]
+    study = optuna.load_study(study_name="ogm_ge", storage=f"sqlite:///{out / 'tuning.db'}")
+    trials = study.get_trials()
+    assert len(trials) == 3 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all(t.user_attrs["threads"] == 1 and len(t.intermediate_values) >= 1 for t in trials)
+    assert report["verdict"]["selected"] in ("normal", "ogm_ge") and not report["failed"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tuned"] and summary["candidates"]["ogm_ge"]["trials"] == e["trials"]
 
 
 # ------------------------------------------------------------------ spaces and protocol

@@ -284,7 +284,7 @@ def compare(
         from ogmge.training.compare.tuning import run_tuned
 
         check_backend(backend, cpus_per_run, gpus_per_run)
-        if backend == "ray" and executor is None:  # the chosen settings' runs as Ray tasks; trials stay here
+        if backend == "ray" and executor is None:  # trials and the chosen settings' runs as Ray tasks
             from ogmge.training.compare.ray_executor import RayExecutor
 
             executor = RayExecutor(address=address, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run)
