@@ -312,6 +312,48 @@ def test_trials_in_a_two_worker_pool_give_a_finished_study(tmp_path):
     assert summary["tuned"] and summary["candidates"]["ogm_ge"]["trials"] == e["trials"]
 
 
+@pytest.mark.slow
+def test_a_killed_driver_with_trials_in_a_pool_reruns_to_a_full_budget(tmp_path):
+    import os
+    import sqlite3
+    import time
+
+    import ogmge
+    from ogmge.interfaces.cli import main
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(data), "--methods", "ogm_ge", "--seeds", "0", "--epochs", "20",
+            "--batch-size", "8", "--device", "cpu", "--set", "model_options={hidden: 4, out_dim: 8}", "--no-progress",
+            "--out", str(out), "--tune", "3", "--tune-shared", "none", "--cv", "0", "--pruner", "none"]
+    tests = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tests), str(Path(ogmge.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "ogmge", *args, "--jobs", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def running() -> int:
+        try:
+            with sqlite3.connect(out / "tuning.db", timeout=1) as db:
+                return db.execute("select count(*) from trials t join trial_user_attributes a on a.trial_id = "
+                                  "t.trial_id where t.state = 'RUNNING' and a.key = 'driver'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    end = time.monotonic() + 180
+    while running() < 2:  # two trials in flight (their driver recorded): kill -9 the driver now
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < end, "gave up waiting for two trials in flight"
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert main([*args, "--jobs", "1"]) == 0  # the rerun marks them failed and completes the budget
+    e = json.loads((out / "summary.json").read_text())["candidates"]["ogm_ge"]
+    assert e["trials"]["interrupted"] == 2 and e["trials"]["complete"] + e["trials"]["failed"] == 3
+    assert [h["failed"] for h in e["history"][:2]] == ["interrupted", "interrupted"]
+    assert e["history"][2]["default"] and not e["reproducible"]
+
+
 # ------------------------------------------------------------------ spaces and protocol
 def test_spaces_come_from_the_method_declarations_and_hold_the_default():
     from ogmge.methods import registry
