@@ -252,6 +252,39 @@ def test_the_snapshot_rule_prunes_a_trial_clearly_behind():
     assert _run_judge(ahead, 0.95, epochs=3) is None and ahead.marks() == {"completed_rung_0": 0.95}
 
 
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_one_trial_in_flight_prunes_and_proposes_as_the_live_study_would(pruner):
+    space = [Param("alpha", "log_uniform", 0.05, 2.0), Param("lr", "log_uniform", 1e-4, 1e-1)]
+
+    def curve(params, report):  # per-epoch half-A values rising to a score that peaks at alpha 0.3, lr 0.01
+        top = 0.9 - abs(np.log(params["alpha"] / 0.3)) * 0.1 - abs(np.log(params["lr"] / 0.01)) * 0.05
+        for epoch in range(9):
+            if report(epoch, top * (1 - 0.5 ** (epoch + 1))):
+                raise Pruned("pruned")
+        return TrialOutcome(top)
+
+    def live(study, trials):  # one trial after another, each asking the study itself whether to stop
+        while sum(t.state != TrialState.RUNNING for t in study.get_trials()) < trials:
+            trial = study.ask({p.key: p.distribution() for p in space})
+            try:
+                score = curve(trial.params, lambda e, v, t=trial: t.report(v, e) or t.should_prune()).score
+            except Pruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, score)
+
+    runs = []
+    for search in (live, lambda study, n: run_trials(
+            study, Candidate("ogm_ge"), space, n, lambda c, p, report: curve(p, report))):
+        study = open_study(None, "s", space=space, protocol=PROTO, sampler_seed=3,  # in memory
+                           pruner=pruner)
+        ensure_default(study, {"alpha": 0.8, "lr": 0.01})
+        search(study, 14)
+        runs.append([(t.state, t.params, t.value, t.intermediate_values, t.system_attrs) for t in study.get_trials()])
+    assert runs[0] == runs[1]
+    assert 3 <= sum(t[0] == TrialState.PRUNED for t in runs[0]) <= 12  # the pruner did stop trials, not all
+
+
 class PairExecutor:
     """Runs jobs two at a time in this process: both are submitted (their snapshots taken)
     before either ends; the jobs ``on_finish`` returns join the queue."""
