@@ -367,7 +367,7 @@ def test_a_killed_driver_with_trials_in_a_pool_reruns_to_a_full_budget(tmp_path)
 
     def running() -> int:
         try:
-            with sqlite3.connect(out / "tuning.db", timeout=1) as db:
+            with sqlite3.connect(f"file:{out / 'tuning.db'}?mode=ro", uri=True, timeout=1) as db:  # never creates it
                 return db.execute("select count(*) from trials t join trial_user_attributes a on a.trial_id = "
                                   "t.trial_id where t.state = 'RUNNING' and a.key = 'driver'").fetchone()[0]
         except sqlite3.Error:
