@@ -204,3 +204,32 @@ def test_interrupted_ray_comparison_reruns_to_the_local_summary(ray_runtime, tmp
                     progress=False)
     assert _strip(rerun) == _strip(local)
     _same_runs(tmp_path / "local", out)
+
+
+def test_tuned_comparison_runs_its_trials_as_ray_tasks_and_judges_on_half_b(ray_runtime, tmp_path):
+    import optuna
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "tuned"
+    executor = RayExecutor(cpus_per_run=1)
+    report = compare(tiny_config(data, epochs=2), out=out, methods=["ogm_ge"], seeds=[0], tune=2, cv=0,
+                     tune_shared="schedule", executor=executor, echo=None, progress=False)
+    names = ["ogm_ge", "normal", "only-a", "only-b"]
+    assert sorted(report["candidates"]) == sorted(names) and report["in_flight"] == 2  # ray.init(num_cpus=2)
+    trial_tasks = [k for k in executor.task_stats if "/trial-" in k]
+    assert len(trial_tasks) == 2 * len(names)  # every trial was a Ray task, none ran in the driver
+    for name in names:
+        e = report["candidates"][name]
+        assert e["trials"]["complete"] + e["trials"]["pruned"] + e["trials"]["failed"] == 2
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'tuning.db'}")
+        assert all(t.user_attrs.get("threads") == 1 for t in study.get_trials())  # --cpus-per-run 1
+        assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.get_trials())
+    # the verdict reads the chosen settings' half-B means, nothing else
+    v = report["verdict"]
+    for name in ("ogm_ge", "normal"):
+        assert v["scores"][name] == pytest.approx(report["candidates"][name]["tuned"]["mean_b"])
+    best = max(v["scores"].values())
+    assert v["scores"][v["selected"]] >= best - 0.005 - 1e-12
+    uni = {m: report["candidates"][f"only-{m}"]["tuned"]["mean_b"] for m in ("a", "b")}
+    assert v["best_unimodal"] == max(uni, key=lambda m: uni[m])
+    assert (out / "summary.md").is_file() and not report["failed"]

@@ -23,6 +23,7 @@ from ogmge.training.compare.tuning import (
     Param,
     Protocol,
     Pruned,
+    SnapshotPruner,
     SpaceChanged,
     TrialOutcome,
     apply_params,
@@ -30,8 +31,10 @@ from ogmge.training.compare.tuning import (
     candidate_space,
     choose_folds,
     ensure_default,
+    make_pruner,
     method_params,
     open_study,
+    record_session,
     run_trials,
     study_report,
     tune_comparison,
@@ -219,6 +222,170 @@ def test_study_reproduces_from_its_seed_when_sequential_and_uninterrupted(tmp_pa
         params.append([t.params for t in study.get_trials()])
         assert study_report(study, {"alpha": 0.8})["reproducible"]
     assert params[0] == params[1]
+
+
+# ------------------------------------------------------------------ trials as executor jobs
+def _finished(value: float, epochs: int = 6, state: str = "COMPLETE") -> dict:
+    return {"state": state, "value": value if state == "COMPLETE" else None,
+            "intermediate": {e: value for e in range(epochs)}, "marks": {}}
+
+
+def _run_judge(judge: SnapshotPruner, value: float, epochs: int = 6) -> int | None:
+    """The epoch at which ``judge`` stops a trial reporting ``value`` every epoch (None: never)."""
+    return next((e for e in range(epochs) if judge.report(e, value)), None)
+
+
+def test_the_snapshot_rule_prunes_a_trial_clearly_behind():
+    # median: 3 finished trials at 0.8 per epoch; a trial at 0.1 stops when warm-up ends (epoch index 2)
+    snapshot = [_finished(0.8), _finished(0.78), _finished(0.82)]
+    behind = SnapshotPruner(make_pruner("median"), snapshot)
+    assert _run_judge(behind, 0.1) == 2 and behind.values == {0: 0.1, 1: 0.1, 2: 0.1}
+    assert _run_judge(SnapshotPruner(make_pruner("median"), snapshot), 0.85) is None
+    # fewer than 3 finished (a pruned or failed trial is not a finished score): never stopped
+    few = [_finished(0.8), _finished(0.8), _finished(0.8, epochs=3, state="PRUNED"), _finished(0.8, state="FAIL")]
+    assert _run_judge(SnapshotPruner(make_pruner("median"), few), 0.1) is None
+    assert _run_judge(SnapshotPruner(make_pruner("none"), snapshot), 0.0) is None
+    # successive halving: the rung values of the snapshot's trials compete; the rung is marked for the driver
+    rungs = [{**_finished(v), "marks": {"completed_rung_0": v}} for v in (0.8, 0.7, 0.9)]
+    halving = SnapshotPruner(make_pruner("halving"), rungs)
+    assert _run_judge(halving, 0.1) == 2 and halving.marks() == {"completed_rung_0": 0.1}
+    ahead = SnapshotPruner(make_pruner("halving"), rungs)
+    assert _run_judge(ahead, 0.95, epochs=3) is None and ahead.marks() == {"completed_rung_0": 0.95}
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_one_trial_in_flight_prunes_and_proposes_as_the_live_study_would(pruner):
+    space = [Param("alpha", "log_uniform", 0.05, 2.0), Param("lr", "log_uniform", 1e-4, 1e-1)]
+
+    def curve(params, report):  # per-epoch half-A values rising to a score that peaks at alpha 0.3, lr 0.01
+        top = 0.9 - abs(np.log(params["alpha"] / 0.3)) * 0.1 - abs(np.log(params["lr"] / 0.01)) * 0.05
+        for epoch in range(9):
+            if report(epoch, top * (1 - 0.5 ** (epoch + 1))):
+                raise Pruned("pruned")
+        return TrialOutcome(top)
+
+    def live(study, trials):  # one trial after another, each asking the study itself whether to stop
+        while sum(t.state != TrialState.RUNNING for t in study.get_trials()) < trials:
+            trial = study.ask({p.key: p.distribution() for p in space})
+            try:
+                score = curve(trial.params, lambda e, v, t=trial: t.report(v, e) or t.should_prune()).score
+            except Pruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, score)
+
+    runs = []
+    for search in (live, lambda study, n: run_trials(
+            study, Candidate("ogm_ge"), space, n, lambda c, p, report: curve(p, report))):
+        study = open_study(None, "s", space=space, protocol=PROTO, sampler_seed=3,  # in memory
+                           pruner=pruner)
+        ensure_default(study, {"alpha": 0.8, "lr": 0.01})
+        search(study, 14)
+        runs.append([(t.state, t.params, t.value, t.intermediate_values, t.system_attrs) for t in study.get_trials()])
+    assert runs[0] == runs[1]
+    assert 3 <= sum(t[0] == TrialState.PRUNED for t in runs[0]) <= 12  # the pruner did stop trials, not all
+
+
+class PairExecutor:
+    """Runs jobs two at a time in this process: both are submitted (their snapshots taken)
+    before either ends; the jobs ``on_finish`` returns join the queue."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[int] = []
+
+    def run(self, jobs, on_finish=None):
+        queue, out = list(jobs), {}
+        while queue:
+            batch, queue = queue[:2], queue[2:]
+            results = [(job, job.work(dict(job.config), job.resume)) for job in batch]
+            for job, value in results:
+                self.snapshots.append(len(job.config["snapshot"]))
+                out[job.key] = Outcome(job.key, "done", seconds=value["seconds"], value=value)
+                queue += list(on_finish(out[job.key]) or [])
+        return out
+
+
+def test_two_trials_in_flight_fill_the_budget_and_are_not_reproducible(tmp_path):
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", space=SPACE, protocol=PROTO, sampler_seed=7,
+                       pruner="median")
+    ensure_default(study, {"alpha": 0.8})
+    pairs = PairExecutor()
+    ran = run_trials(study, Candidate("ogm_ge"), SPACE, 6, fake_trials(lambda c, p: -abs(p["alpha"] - 0.3)),
+                     executor=pairs, slots=2)
+    assert ran["complete"] + ran["pruned"] == 6 and ran["failed"] == 0
+    # each trial's snapshot: the trials finished when it was submitted (never the one in flight beside it)
+    assert pairs.snapshots == [0, 0, 1, 2, 3, 4]
+    states = [t.state for t in study.get_trials()]
+    assert len(states) == 6 and TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert study.get_trials()[0].user_attrs["default"] and study.get_trials()[0].params == {"alpha": 0.8}
+    assert all(len(t.intermediate_values) == 3 for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    record_session(study, ran, finished=True, in_flight=2)
+    rep = study_report(study, {"alpha": 0.8})
+    assert not rep["reproducible"] and rep["in_flight"] == 2
+
+
+def test_trials_in_a_two_worker_pool_give_a_finished_study(tmp_path):
+    import optuna
+
+    import ogmge
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    report = ogmge.compare(tiny_config(data, epochs=2), out=out, methods=["ogm_ge"], seeds=[0], tune=3, cv=0,
+                           tune_shared="none", jobs=2, echo=None, progress=False)
+    e = report["candidates"]["ogm_ge"]  # the only candidate with a space under --tune-shared none
+    assert e["trials"]["complete"] + e["trials"]["pruned"] + e["trials"]["failed"] == 3
+    assert e["trials"]["interrupted"] == 0 and e["chosen_trial"] is not None
+    assert report["in_flight"] == 2 and e["in_flight"] == 2 and not report["reproducible"]
+    study = optuna.load_study(study_name="ogm_ge", storage=f"sqlite:///{out / 'tuning.db'}")
+    trials = study.get_trials()
+    assert len(trials) == 3 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all(t.user_attrs["threads"] == 1 and len(t.intermediate_values) >= 1 for t in trials)
+    assert report["verdict"]["selected"] in ("normal", "ogm_ge") and not report["failed"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tuned"] and summary["candidates"]["ogm_ge"]["trials"] == e["trials"]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_with_trials_in_a_pool_reruns_to_a_full_budget(tmp_path):
+    import os
+    import sqlite3
+    import time
+
+    import ogmge
+    from ogmge.interfaces.cli import main
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(data), "--methods", "ogm_ge", "--seeds", "0", "--epochs", "20",
+            "--batch-size", "8", "--device", "cpu", "--set", "model_options={hidden: 4, out_dim: 8}", "--no-progress",
+            "--out", str(out), "--tune", "3", "--tune-shared", "none", "--cv", "0", "--pruner", "none"]
+    tests = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tests), str(Path(ogmge.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "ogmge", *args, "--jobs", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def running() -> int:
+        try:
+            with sqlite3.connect(f"file:{out / 'tuning.db'}?mode=ro", uri=True, timeout=1) as db:  # never creates it
+                return db.execute("select count(*) from trials t join trial_user_attributes a on a.trial_id = "
+                                  "t.trial_id where t.state = 'RUNNING' and a.key = 'driver'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    end = time.monotonic() + 180
+    while running() < 2:  # two trials in flight (their driver recorded): kill -9 the driver now
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < end, "gave up waiting for two trials in flight"
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert main([*args, "--jobs", "1"]) == 0  # the rerun marks them failed and completes the budget
+    e = json.loads((out / "summary.json").read_text())["candidates"]["ogm_ge"]
+    assert e["trials"]["interrupted"] == 2 and e["trials"]["complete"] + e["trials"]["failed"] == 3
+    assert [h["failed"] for h in e["history"][:2]] == ["interrupted", "interrupted"]
+    assert e["history"][2]["default"] and not e["reproducible"]
 
 
 # ------------------------------------------------------------------ spaces and protocol

@@ -293,7 +293,7 @@ def compare(
         from ogmge.training.compare.runner import backend_executor
         from ogmge.training.compare.tuning import run_tuned
 
-        # under Ray the chosen settings' runs are Ray tasks; the trials stay here
+        # under Ray the trials and the chosen settings' runs are Ray tasks
         executor = backend_executor(executor, backend, address, cpus_per_run, gpus_per_run)
         return run_tuned(config, out=out, methods=methods, seeds=seeds, trials=tune, tune_shared=tune_shared, cv=cv,
                          storage=storage, pruner=pruner, tie_tolerance=tie_tolerance, jobs=jobs, executor=executor,

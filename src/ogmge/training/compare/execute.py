@@ -1,7 +1,8 @@
 """Executing a plan: run states, jobs with dependencies, and the executor interface.
 
-An :class:`Executor` runs :class:`Job` s (one training run each) and reports an
-:class:`Outcome` per job. Jobs may name other jobs they ``need``: an executor
+An :class:`Executor` runs :class:`Job` s (one training run each, or another piece of
+work a job names, e.g. a trial of a tuned comparison) and reports an :class:`Outcome`
+per job; the caller may add jobs as outcomes arrive (``on_finish`` returns them). Jobs may name other jobs they ``need``: an executor
 starts a job only after every job it needs is ``done``; when one of them fails
 (or is unavailable), the job is not started and its outcome is ``failed`` with
 the reason (:class:`Schedule` holds this rule, so every executor applies it the
@@ -49,24 +50,32 @@ def run_state(run_dir: Path) -> RunState:
 @dataclass(frozen=True)
 class Job:
     """One run to execute: ``config`` (``TrainConfig.to_dict()``, picklable), ``resume``
-    (continue from its checkpoint), and the keys of the jobs it ``needs``."""
+    (continue from its checkpoint), and the keys of the jobs it ``needs``.
+
+    ``work``: what runs this job instead of the executor's own work function (a picklable
+    callable ``work(config, resume)``, e.g. a module-level function or a ``functools.partial``
+    of one; a tuned comparison's trials); then ``config`` is that function's input and holds
+    no run directory (``out``), and what it returns is the outcome's ``value``."""
 
     key: str
     config: dict[str, Any]
     resume: bool = False
     needs: tuple[str, ...] = ()
     label: str = ""
+    work: Callable[[dict, bool], Any] | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What became of a job: ``status``, wall ``seconds`` inside training (done only),
-    ``error`` (``"Type: message"``; failed and unavailable)."""
+    ``error`` (``"Type: message"``; failed and unavailable), ``value``: what a job's own
+    ``work`` returned (done only; None for training runs)."""
 
     key: str
     status: Status
     seconds: float | None = None
     error: str | None = None
+    value: Any = None
 
 
 def outcome_of_error(key: str, exc: BaseException) -> Outcome:
@@ -75,16 +84,28 @@ def outcome_of_error(key: str, exc: BaseException) -> Outcome:
     return Outcome(key, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
+def outcome_of_result(key: str, result: Any, *, own_work: bool) -> Outcome:
+    """The ``done`` outcome of a job whose work returned ``result``: a training run's seconds,
+    or (a job with its own ``work``) a value, whose ``seconds`` entry, if any, is kept too."""
+    if not own_work:
+        return Outcome(key, "done", seconds=float(result))
+    seconds = result.get("seconds") if isinstance(result, dict) else None
+    return Outcome(key, "done", seconds=None if seconds is None else float(seconds), value=result)
+
+
 #: ``work(config_values, resume) -> seconds``: trains one run (a module-level function,
 #: so that worker processes can receive it).
 Work = Callable[[dict, bool], float]
+#: ``on_finish(outcome)``: called once per job as it ends; it may return jobs to add to the run.
+OnFinish = Callable[[Outcome], "Sequence[Job] | None"]
 
 
 class Executor(Protocol):
     """Runs jobs; ``on_finish`` is called once per job, in this process, as each ends
-    (dependants of a failed job get their ``failed`` outcome right after it)."""
+    (dependants of a failed job get their ``failed`` outcome right after it); the jobs it
+    returns, if any, join the run (how a tuned comparison keeps trials in flight)."""
 
-    def run(self, jobs: Sequence[Job], on_finish: Callable[[Outcome], None] | None = None) -> dict[str, Outcome]:
+    def run(self, jobs: Sequence[Job], on_finish: OnFinish | None = None) -> dict[str, Outcome]:
         ...
 
 
@@ -107,7 +128,33 @@ class Schedule:
                 raise ValueError(f"job {j.key} needs {missing}, which are not in the plan")
         self.waiting = {j.key: set(j.needs) for j in jobs}
         self.started: set[str] = set()
+        self.failed: set[str] = set()
         self._check_acyclic()
+
+    def add(self, jobs: Sequence[Job]) -> None:
+        """More jobs for the run (their needs: jobs known already or among them)."""
+        for j in jobs:
+            if j.key in self.jobs:
+                raise ValueError(f"jobs: two jobs share the key {j.key}")
+            self.jobs[j.key] = j
+        for j in jobs:
+            missing = [n for n in j.needs if n not in self.jobs]
+            if missing:
+                raise ValueError(f"job {j.key} needs {missing}, which are not in the plan")
+            if any(n in self.failed for n in j.needs):
+                raise ValueError(f"job {j.key} needs a job that did not finish")
+            self.waiting[j.key] = {n for n in j.needs if n in self.waiting}
+        self._check_acyclic()
+
+    def record(self, outcome: Outcome, outcomes: dict[str, Outcome], on_finish: OnFinish | None) -> None:
+        """Record ``outcome`` and those of the jobs it blocks in ``outcomes``, tell
+        ``on_finish`` of each and add the jobs it returns."""
+        for o in [outcome, *self.finish(outcome)]:
+            outcomes[o.key] = o
+            if on_finish is not None:
+                more = on_finish(o)
+                if more:
+                    self.add(more)
 
     def _check_acyclic(self) -> None:
         left = {k: set(v) for k, v in self.waiting.items()}
@@ -131,6 +178,7 @@ class Schedule:
             for v in self.waiting.values():
                 v.discard(outcome.key)
             return []
+        self.failed.add(outcome.key)
         blocked: list[Outcome] = []
         why = {outcome.key: outcome.error or outcome.status}
         changed = True
@@ -143,6 +191,7 @@ class Schedule:
                     reason = f"not run: it needs {n}, which did not finish ({why[n]})"
                     why[key] = reason
                     blocked.append(Outcome(key, "failed", error=reason))
+                    self.failed.add(key)
                     del self.waiting[key]
                     changed = True
         return blocked
@@ -164,6 +213,11 @@ def train_job(values: dict, resume: bool) -> float:
 
 
 _WORKER_DEVICE: str | None = None
+
+
+def worker_device() -> str | None:
+    """The device this pool worker was given (None outside a pool with devices)."""
+    return _WORKER_DEVICE
 #: How often (seconds) a worker checks that the compare that started it still runs.
 PARENT_POLL_SECONDS = 1.0
 
@@ -235,15 +289,16 @@ class LocalExecutor:
     def __repr__(self) -> str:
         return f"LocalExecutor(jobs={self.jobs}, threads={self.threads}, devices={self.devices})"
 
-    def run(self, jobs: Sequence[Job], on_finish: Callable[[Outcome], None] | None = None) -> dict[str, Outcome]:
+    def capacity(self) -> int:
+        """Jobs that run at once."""
+        return self.jobs
+
+    def run(self, jobs: Sequence[Job], on_finish: OnFinish | None = None) -> dict[str, Outcome]:
         schedule = Schedule(jobs)
         outcomes: dict[str, Outcome] = {}
 
         def record(outcome: Outcome) -> None:
-            for o in [outcome, *schedule.finish(outcome)]:
-                outcomes[o.key] = o
-                if on_finish is not None:
-                    on_finish(o)
+            schedule.record(outcome, outcomes, on_finish)
 
         if self.jobs <= 1:
             self._run_here(schedule, record)
@@ -262,11 +317,11 @@ class LocalExecutor:
                     values["device"] = self.devices[0]
                 try:
                     with _torch_threads(self.threads):
-                        seconds = self.work(values, job.resume)
+                        result = (job.work or self.work)(values, job.resume)
                 except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
                     record(outcome_of_error(job.key, exc))
                 else:
-                    record(Outcome(job.key, "done", seconds=seconds))
+                    record(outcome_of_result(job.key, result, own_work=job.work is not None))
 
     def _run_pool(self, schedule: Schedule, record: Callable[[Outcome], None]) -> None:
         ctx = get_context("spawn")
@@ -282,7 +337,7 @@ class LocalExecutor:
 
             def submit() -> None:
                 for job in schedule.ready():
-                    pending[pool.submit(self.work, dict(job.config), job.resume)] = job
+                    pending[pool.submit(job.work or self.work, dict(job.config), job.resume)] = job
 
             submit()
             while pending:
@@ -290,11 +345,11 @@ class LocalExecutor:
                 for fut in done:
                     job = pending.pop(fut)
                     try:
-                        seconds = fut.result()
+                        result = fut.result()
                     except Exception as exc:  # noqa: BLE001 - reported, the other jobs go on
                         record(outcome_of_error(job.key, exc))
                     else:
-                        record(Outcome(job.key, "done", seconds=seconds))
+                        record(outcome_of_result(job.key, result, own_work=job.work is not None))
                 submit()
         except BaseException:
             stop_pool(pool)
@@ -350,5 +405,6 @@ def default_jobs(config: TrainConfig) -> tuple[int, int | None, list[str] | None
     return max(1, cores), 1, None
 
 
-__all__ = ["Executor", "Job", "LocalExecutor", "Outcome", "RunState", "Schedule", "Status", "Work",
-           "default_jobs", "die_with_parent", "outcome_of_error", "run_state", "stop_pool", "train_job"]
+__all__ = ["Executor", "Job", "LocalExecutor", "OnFinish", "Outcome", "RunState", "Schedule", "Status", "Work",
+           "default_jobs", "die_with_parent", "outcome_of_error", "outcome_of_result", "run_state", "stop_pool",
+           "train_job", "worker_device"]

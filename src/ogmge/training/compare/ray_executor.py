@@ -21,6 +21,9 @@ cleared and started again; each attempt is counted in the run directory
 (:data:`ATTEMPTS` in the comparison directory) and a retry says so in the log. A driver that is killed and
 restarted continues from the comparison directory exactly as the local backend does.
 
+**Jobs with their own work** (``Job.work``: a tuned comparison's trials) have no run
+directory: the task sets the threads and runs the work; a re-executed one starts again.
+
 Ray is an optional extra: ``pip install "ogmge[ray]"``.
 """
 
@@ -28,11 +31,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .execute import Job, Outcome, Schedule, Work, outcome_of_error
+from .execute import Job, OnFinish, Outcome, Schedule, Work, outcome_of_error, outcome_of_result
 
 #: Folder of the comparison directory counting, per run, the Ray task attempts that started it
 #: (a run directory itself holds only what ``train`` writes).
@@ -105,6 +108,12 @@ def run_task(work: Work, values: dict, resume: bool, threads: int | None) -> dic
     from .. import checkpoint as ckpt_mod
 
     t_task = time.perf_counter()
+    if not values.get("out"):  # a job with its own work (a trial): no run directory to check or resume
+        if threads:
+            torch.set_num_threads(int(threads))
+        result = work(values, resume)
+        return {"value": result, "task_seconds": time.perf_counter() - t_task, "attempt": None,
+                "host": os.uname().nodename}
     run_dir = Path(values["out"])
     _check_shared_storage(run_dir)
     if threads:
@@ -182,7 +191,16 @@ class RayExecutor:
         ray.init(**kwargs)
         self.init_seconds = time.perf_counter() - t0
 
-    def run(self, jobs: Sequence[Job], on_finish: Callable[[Outcome], None] | None = None) -> dict[str, Outcome]:
+    def capacity(self) -> int:
+        """Tasks of this executor's size that the cluster runs at once now (starts Ray)."""
+        self._init()
+        res = self.ray.cluster_resources()
+        n = int(res.get("CPU", 1) // self.cpus_per_run)
+        if self.gpus_per_run:
+            n = min(n, int(res.get("GPU", 0) // self.gpus_per_run))
+        return max(1, n)
+
+    def run(self, jobs: Sequence[Job], on_finish: OnFinish | None = None) -> dict[str, Outcome]:
         ray = self.ray
         schedule = Schedule(jobs)
         outcomes: dict[str, Outcome] = {}
@@ -192,18 +210,16 @@ class RayExecutor:
             retry_exceptions=False)
 
         def record(outcome: Outcome) -> None:
-            for o in [outcome, *schedule.finish(outcome)]:
-                outcomes[o.key] = o
-                if on_finish is not None:
-                    on_finish(o)
+            schedule.record(outcome, outcomes, on_finish)
 
         pending: dict[Any, Job] = {}
         submitted: dict[str, float] = {}
 
         def submit() -> None:
             for job in schedule.ready():
-                attempts_file(Path(job.config["out"])).unlink(missing_ok=True)
-                ref = task.remote(self.work, dict(job.config), job.resume, self.cpus_per_run)
+                if job.config.get("out"):
+                    attempts_file(Path(job.config["out"])).unlink(missing_ok=True)
+                ref = task.remote(job.work or self.work, dict(job.config), job.resume, self.cpus_per_run)
                 pending[ref] = job
                 submitted[job.key] = time.perf_counter()
 
@@ -219,8 +235,12 @@ class RayExecutor:
                         record(outcome_of_error(job.key, _unwrap(ray, exc)))
                     else:
                         stats["driver_seconds"] = time.perf_counter() - submitted[job.key]
-                        self.task_stats[job.key] = stats
-                        record(Outcome(job.key, "done", seconds=stats["seconds"]))
+                        if job.work is None:
+                            self.task_stats[job.key] = stats
+                            record(Outcome(job.key, "done", seconds=stats["seconds"]))
+                        else:
+                            self.task_stats[job.key] = {k: v for k, v in stats.items() if k != "value"}
+                            record(outcome_of_result(job.key, stats["value"], own_work=True))
                 submit()
         except BaseException:
             self._cancel(list(pending))

@@ -30,12 +30,30 @@ This driver alone opens the storage (ask/tell): runs never do. Rerunning continu
 studies; a larger ``TRIALS`` adds trials; a changed space is refused, naming the options.
 A trial left RUNNING by a driver that died (kill -9) is marked FAIL on the next run and
 does not count against the budget; pruned and failed trials are recorded as such and never
-selected. A study reproduces from its seed only when it ran in one uninterrupted session
-(``summary.json``: ``reproducible``).
+selected.
+
+**Trials as jobs** (:func:`run_searches`). Every trial is one job of the comparison's
+executor (:class:`~.execute.LocalExecutor`: ``jobs`` worker processes; Ray: one task of
+``cpus_per_run`` CPUs each), up to ``jobs`` (Ray: what the cluster runs at once) in flight
+*across* the candidates' studies: a free slot goes to the study with the fewest trials in
+flight, then the least progress, so that each study keeps one trial in flight while there
+are at least as many open studies as slots. The driver asks the study for a setting and
+sends it with a pruning **snapshot** (:func:`study_snapshot`: every trial of that study
+finished at submission, with its per-epoch half-A values and the pruner's marks); the
+worker decides from it alone (:class:`SnapshotPruner`: the study's own pruner over a
+private in-memory copy), never opening the storage; the driver then reports the trial's
+per-epoch values, marks and state (COMPLETE, PRUNED, FAIL) to the study. With one trial of
+a study in flight at a time, its snapshot is every earlier trial: the same decisions, and
+the same TPE proposals, as one trial after another. A study reproduces from its seed only
+when it ran in one uninterrupted session with at most one trial in flight at any time
+(``summary.json``: ``reproducible``); with several in flight, TPE proposes without the
+results of the trials still running and a trial's snapshot lacks them.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -50,7 +68,7 @@ from ogmge.seeding import component_seed
 
 from ..config import TrainConfig
 from ..logs import CONFIG, RESULTS
-from .execute import Job, LocalExecutor, Outcome, default_jobs, run_state
+from .execute import Job, LocalExecutor, Outcome, default_jobs, run_state, worker_device
 from .lookups import tie_rank
 from .plan import PlannedRun, run_config
 
@@ -231,6 +249,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def make_pruner(name: str):
+    """The Optuna pruner ``--pruner NAME`` means: ``median`` (after 3 finished trials, below the
+    median of the others at the same epoch, from the third epoch on), ``halving`` (successive
+    halving from epoch 2, reduction factor 3) or ``none``."""
+    import optuna
+
+    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+               "none": optuna.pruners.NopPruner}
+    if name not in pruners:
+        raise ValueError(f"pruner must be one of {list(PRUNERS)}, got {name!r}")
+    return pruners[name]()
+
+
 def open_study(storage, name: str, *, space: Sequence[Param], protocol: Protocol, sampler_seed: int,
                pruner: str = "median"):
     """Create or load study ``name`` in ``storage`` (an Optuna storage or URL): TPE seeded with
@@ -240,14 +272,9 @@ def open_study(storage, name: str, *, space: Sequence[Param], protocol: Protocol
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
-               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
-               "none": optuna.pruners.NopPruner}
-    if pruner not in pruners:
-        raise ValueError(f"pruner must be one of {list(PRUNERS)}, got {pruner!r}")
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=sampler_seed % 2**32),
-                                pruner=pruners[pruner]())
+                                pruner=make_pruner(pruner))
     wanted = {"space": space_dict(space), "protocol": protocol.to_dict()}
     stored = {k: study.user_attrs.get(k) for k in wanted}
     if stored["space"] is None:
@@ -356,17 +383,31 @@ class TrialOutcome:
 
 
 class TrialRunner:
-    """Runs one trial in this process: one run per fold (``Protocol.selections``) of
-    ``params`` on the first seed, without a run directory and without the test split;
-    ``report(epoch, value) -> prune?`` after each epoch of the first fold."""
+    """Runs one trial: one run per fold (``Protocol.selections``) of ``params`` on the first
+    seed, without a run directory and without the test split; ``report(epoch, value) ->
+    prune?`` after each epoch of the first fold. Picklable (a trial job carries it to a
+    worker, which keeps one per comparison and its splits across trials: ``cache_key``)."""
 
     def __init__(self, base: TrainConfig, seed: int, protocol: Protocol) -> None:
         self.base, self.seed, self.protocol = base, seed, protocol
+        #: the device a worker runs on (a pool worker's own, or the executor's); None: the configuration's
+        self.device: str | None = None
+        self.cache_key = hashlib.sha256(json.dumps([base.to_dict(), seed, protocol.to_dict()], sort_keys=True,
+                                                   default=str).encode()).hexdigest()
         self._data: dict[str, Any] = {}
+        self._shipped = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": {}, "device": None}  # the splits stay where they were built
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._shipped = True
 
     def config(self, candidate: Candidate, params: Mapping[str, Any], selection: dict) -> TrainConfig:
         cfg = run_config(self.base, candidate.planned(self.seed), "unused")
-        return apply_params(cfg, params).replace(val_selection=selection, out=None, progress=False)
+        cfg = apply_params(cfg, params).replace(val_selection=selection, out=None, progress=False)
+        return cfg.replace(device=self.device) if self.device else cfg
 
     def data(self, candidate: Candidate, cfg: TrainConfig):
         """The candidate's splits without test (built once; trials never read the test split)."""
@@ -399,51 +440,229 @@ class TrialRunner:
         return TrialOutcome(sum(scores) / len(scores), {"fold_scores": scores, "epochs_run": epochs})
 
 
-def run_trials(study, candidate: Candidate, space: Sequence[Param], trials: int, runner,
-               say: Callable[[str], None] = lambda _m: None) -> dict:
-    """Ask/tell until ``trials`` count against the budget; ``runner(candidate, params,
-    report) -> TrialOutcome`` (raises :class:`Pruned` when ``report`` says so)."""
+# ------------------------------------------------------------------ pruning from a snapshot
+def study_snapshot(study) -> list[dict]:
+    """What a trial job carries of its study to decide pruning: every trial finished now
+    (complete, pruned, failed) with its state, score, per-epoch half-A values and the
+    pruner's marks (Optuna's system attributes, e.g. successive halving's rungs). Trials
+    still running (elsewhere) are not in it."""
     from optuna.trial import TrialState
 
-    distributions = {p.key: p.distribution() for p in space}
-    ran = {"complete": 0, "pruned": 0, "failed": 0}
-    while counted(study) < trials:
-        trial = study.ask(distributions)
-        trial.set_user_attr("driver", _driver_id())
-        params = dict(trial.params)
-
-        def report(epoch: int, value: float, trial=trial) -> bool:
-            trial.report(value, epoch)
-            return bool(trial.should_prune())
-
-        t0 = time.perf_counter()
-        try:
-            outcome = runner(candidate, params, report)
-        except Pruned as exc:
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            study.tell(trial, state=TrialState.PRUNED)
-            ran["pruned"] += 1
-            say(f"  {candidate.label} trial {trial.number}: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - a setting that fails (diverges) is recorded as failed
-            trial.set_user_attr("failed", f"{type(exc).__name__}: {exc}")
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            study.tell(trial, state=TrialState.FAIL)
-            ran["failed"] += 1
-            say(f"  {candidate.label} trial {trial.number}: FAILED ({type(exc).__name__}: {exc})")
-            continue
-        for k, v in outcome.details.items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
-        study.tell(trial, outcome.score)
-        ran["complete"] += 1
-        say(f"  {candidate.label} trial {trial.number}: half A {100 * outcome.score:.1f}")
-    return ran
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [{"state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE else None,
+             "intermediate": dict(t.intermediate_values), "marks": dict(t.system_attrs)}
+            for t in study.get_trials(deepcopy=False, states=done)]
 
 
-def record_session(study, ran: dict, *, finished: bool) -> None:
+class SnapshotPruner:
+    """Decides in a worker whether its trial stops, from ``snapshot`` (:func:`study_snapshot`)
+    alone: ``pruner`` (the study's, copied) judges over a private in-memory study that holds
+    the snapshot's trials and this one, so ``--pruner`` means exactly what it means in the
+    study; the study's storage is never opened. ``values`` and :meth:`marks` are what the
+    driver reports to the study afterwards."""
+
+    def __init__(self, pruner, snapshot: Sequence[Mapping[str, Any]]) -> None:
+        import copy
+
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(direction="maximize", pruner=copy.deepcopy(pruner),
+                                         sampler=optuna.samplers.RandomSampler(seed=0))
+        trials = [create_trial(state=TrialState[t["state"]], value=t["value"] if t["state"] == "COMPLETE" else None,
+                               intermediate_values={int(k): float(v) for k, v in t["intermediate"].items()},
+                               system_attrs=dict(t.get("marks") or {})) for t in snapshot]
+        if trials:
+            self.study.add_trials(trials)
+        self.trial = self.study.ask()
+        self._before = set(self._attrs())
+        self.values: dict[int, float] = {}
+
+    def _attrs(self) -> dict:
+        return self.study._storage.get_trial_system_attrs(self.trial._trial_id)
+
+    def report(self, epoch: int, value: float) -> bool:
+        """Record this epoch's half-A value; True: stop the trial."""
+        self.values[int(epoch)] = float(value)
+        self.trial.report(float(value), int(epoch))
+        return bool(self.trial.should_prune())
+
+    def marks(self) -> dict:
+        """What the pruner wrote on this trial (successive halving's completed rungs)."""
+        return {k: v for k, v in self._attrs().items() if k not in self._before}
+
+
+#: A worker's trial runner (and the splits it built), kept across the trials of one comparison.
+_WORKER_RUNNERS: dict[str, TrialRunner] = {}
+
+
+def _kept(runner):
+    """In a worker, the runner of this comparison received first (its splits already built)."""
+    if not isinstance(runner, TrialRunner) or not runner._shipped:
+        return runner
+    if runner.cache_key not in _WORKER_RUNNERS:
+        _WORKER_RUNNERS.clear()
+        _WORKER_RUNNERS[runner.cache_key] = runner
+    return _WORKER_RUNNERS[runner.cache_key]
+
+
+def trial_job(runner, values: dict, resume: bool = False) -> dict:
+    """One trial, as an executor job's work (``functools.partial(trial_job, runner)``): runs
+    ``runner(candidate, params, report)`` with pruning decided by a :class:`SnapshotPruner`
+    over ``values["snapshot"]``; returns the trial's state (``complete``, ``pruned``), score,
+    details, per-epoch values, the pruner's marks, its seconds and torch threads. A setting
+    that fails raises (the executor reports it)."""
+    import torch
+
+    t0 = time.perf_counter()
+    runner = _kept(runner)
+    device = values.get("device") or worker_device()
+    if device and isinstance(runner, TrialRunner):
+        runner.device = device
+    judge = SnapshotPruner(values["pruner"], values["snapshot"])
+    out: dict[str, Any] = {"state": "complete", "score": None, "details": {}, "message": ""}
+    try:
+        outcome = runner(values["candidate"], values["params"], judge.report)
+    except Pruned as exc:
+        out.update(state="pruned", message=str(exc))
+    else:
+        out.update(score=float(outcome.score), details=dict(outcome.details))
+    out.update(intermediate=dict(judge.values), marks=judge.marks(), seconds=time.perf_counter() - t0,
+               threads=torch.get_num_threads())
+    return out
+
+
+# ------------------------------------------------------------------ trials in flight
+@dataclass
+class Search:
+    """One candidate's study while its trials run: ``trials`` is its budget."""
+
+    study: Any
+    candidate: Candidate
+    space: Sequence[Param]
+    trials: int
+    #: job key -> (the asked trial, when it was submitted)
+    running: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    ran: dict[str, int] = field(default_factory=lambda: {"complete": 0, "pruned": 0, "failed": 0})
+    #: the most trials of this study in flight at once in this session
+    most: int = 0
+    #: the workers' seconds over this session's trials
+    seconds: float = 0.0
+
+    @functools.cached_property
+    def distributions(self) -> dict:
+        return {p.key: p.distribution() for p in self.space}
+
+
+def run_searches(searches: Sequence[Search], runner, executor, *, slots: int = 1,
+                 say: Callable[[str], None] = lambda _m: None) -> None:
+    """Ask/tell every study until its trials count against its budget (:func:`counted`),
+    each trial a job of ``executor`` (work ``functools.partial(trial_job, runner)``; for a
+    process pool or Ray, ``runner`` must be picklable), with up to ``slots`` trials in
+    flight across the studies: a free slot goes to the open study with the fewest in flight,
+    then the fewest trials counted or in flight, then the first given. Only this process
+    opens the studies. Interrupted (Ctrl-C, an error here), the trials in flight are marked
+    FAIL (``failed: interrupted``) and the exception goes on."""
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+    from optuna.trial import TrialState
+
+    work = functools.partial(trial_job, runner)
+    owner: dict[str, Search] = {}
+
+    def fill() -> list[Job]:
+        jobs: list[Job] = []
+        done = {id(s): counted(s.study) for s in searches}
+        while sum(len(s.running) for s in searches) < slots:
+            open_ = [s for s in searches if done[id(s)] + len(s.running) < s.trials]
+            if not open_:
+                break
+            s = min(open_, key=lambda s: (len(s.running), done[id(s)] + len(s.running)))
+            trial = s.study.ask(s.distributions)
+            trial.set_user_attr("driver", _driver_id())
+            key = f"{s.candidate.name}/trial-{trial.number}"
+            values = {"candidate": s.candidate, "params": dict(trial.params), "pruner": s.study.pruner,
+                      "snapshot": study_snapshot(s.study)}
+            s.running[key] = (trial, time.perf_counter())
+            s.most = max(s.most, len(s.running))
+            owner[key] = s
+            jobs.append(Job(key, values, label=f"{s.candidate.label} trial {trial.number}", work=work))
+        return jobs
+
+    def on_finish(outcome: Outcome) -> list[Job]:
+        s = owner.pop(outcome.key)
+        trial, t0 = s.running.pop(outcome.key)
+        _tell(s, trial, outcome, time.perf_counter() - t0, say)
+        return fill()
+
+    first = fill()
+    if not first:
+        return
+    try:
+        executor.run(first, on_finish)
+    except BaseException:
+        for s in searches:
+            for trial, _t0 in s.running.values():
+                try:
+                    s.study._storage.set_trial_user_attr(trial._trial_id, "failed", _INTERRUPTED)
+                    s.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                except Exception:  # noqa: BLE001 - left RUNNING: the next run's fail_orphans marks it
+                    pass
+        raise
+
+
+def _tell(s: Search, trial, outcome: Outcome, seconds: float, say: Callable[[str], None]) -> None:
+    """Report a finished trial job to its study: per-epoch values, the pruner's marks, state."""
+    from optuna.trial import TrialState
+
+    study, label = s.study, s.candidate.label
+    v = outcome.value if outcome.status == "done" and isinstance(outcome.value, dict) else None
+    if v is None:
+        why = outcome.error or outcome.status
+        trial.set_user_attr("failed", why)
+        trial.set_user_attr("seconds", seconds)
+        study.tell(trial, state=TrialState.FAIL)
+        s.ran["failed"] += 1
+        s.seconds += seconds
+        say(f"  {label} trial {trial.number}: FAILED ({why})")
+        return
+    for step, value in sorted(v["intermediate"].items()):
+        trial.report(value, step)
+    for k, mark in v["marks"].items():
+        study._storage.set_trial_system_attr(trial._trial_id, k, mark)
+    trial.set_user_attr("seconds", v["seconds"])
+    trial.set_user_attr("threads", v["threads"])
+    s.seconds += v["seconds"]
+    if v["state"] == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+        s.ran["pruned"] += 1
+        say(f"  {label} trial {trial.number}: {v['message']}")
+        return
+    for k, detail in v["details"].items():
+        trial.set_user_attr(k, detail)
+    study.tell(trial, v["score"])
+    s.ran["complete"] += 1
+    say(f"  {label} trial {trial.number}: half A {100 * v['score']:.1f}")
+
+
+def run_trials(study, candidate: Candidate, space: Sequence[Param], trials: int, runner,
+               say: Callable[[str], None] = lambda _m: None, *, executor=None, slots: int = 1) -> dict:
+    """One study's trials (:func:`run_searches`): until ``trials`` count against the budget;
+    ``runner(candidate, params, report) -> TrialOutcome`` (raises :class:`Pruned` when
+    ``report`` says so); ``executor`` default: this process, one trial at a time. Returns
+    this session's trials by state."""
+    search = Search(study, candidate, space, trials)
+    run_searches([search], runner, executor or LocalExecutor(1), slots=slots, say=say)
+    return search.ran
+
+
+def record_session(study, ran: dict, *, finished: bool, in_flight: int = 1) -> None:
+    """Append this session to the study's record: driver, trials run, finished, the most
+    trials in flight at once."""
     sessions = list(study.user_attrs.get("sessions") or [])
-    sessions.append({"driver": _driver_id(), "trials": sum(ran.values()), "finished": finished})
+    sessions.append({"driver": _driver_id(), "trials": sum(ran.values()), "finished": finished,
+                     "in_flight": in_flight})
     study.set_user_attr("sessions", sessions)
 
 
@@ -467,8 +686,10 @@ def study_report(study, point: dict) -> dict:
         "default_params": dict(point),
         "default_half_a": None if default is None else default.value,
         "sessions": len(sessions),
-        # same seed, same trials: only one sequential session that was never interrupted
-        "reproducible": len(sessions) == 1 and bool(sessions[0].get("finished")) and not interrupted,
+        # same seed, same trials: one session, never interrupted, one trial in flight at a time
+        "reproducible": (len(sessions) == 1 and bool(sessions[0].get("finished")) and not interrupted
+                         and int(sessions[0].get("in_flight", 1)) <= 1),
+        "in_flight": max((int(x.get("in_flight", 1)) for x in sessions), default=0),
         "history": [{"number": t.number, "state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE
                      else None, "params": dict(t.params), "default": bool(t.user_attrs.get("default")),
                      "epochs_run": t.user_attrs.get("epochs_run"),
@@ -551,6 +772,9 @@ def execute_runs(runs: Sequence[tuple[str, TrainConfig]], executor, say: Callabl
             continue
         if state == "restart":
             shutil.rmtree(run_dir)
+        # the folders above the run (default/<candidate>, <candidate>/seed-<k> of a fold) exist before any
+        # worker looks: a Ray task checks that it sees the directory two levels above its run
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         jobs.append(Job(key, cfg.to_dict(), resume=state == "resume", label=key))
     failed: dict[str, str] = {}
 
@@ -612,39 +836,56 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
     fixed = method_options or {}
     candidates = ([Candidate(m, options=tuple(sorted(fixed.get(m, {}).items()))) for m in methods]
                   + [Candidate("normal", m) for m in modalities])
-    runner = runner or TrialRunner(base, seeds[0], protocol)
     if executor is None:
         auto, threads, devices = default_jobs(base)
-        executor = LocalExecutor(min(jobs or auto, 64), threads=threads, devices=devices)
+        executor = LocalExecutor(min(jobs or auto, 64, len(devices) if devices else 64), threads=threads,
+                                 devices=devices)
+        slots = executor.jobs
+    else:
+        slots = jobs or (executor.capacity() if hasattr(executor, "capacity") else 1)
+    if runner is None:  # trials as jobs of the executor, up to ``slots`` in flight across the candidates
+        runner, trial_executor = TrialRunner(base, seeds[0], protocol), executor
+    else:  # a runner given here (fabricated trials): in this process, one trial at a time
+        trial_executor, slots = LocalExecutor(1), 1
     how = f"{protocol.folds}-fold cv of train + validation" if protocol.folds else "halves A/B of validation"
-    say(f"tuning: {trials} trials per candidate ({len(candidates)} candidates), protocol {how} "
-        f"(validation split: {val_n} samples), study store {url if storage else out / DEFAULT_DB}")
+    say(f"tuning: {trials} trials per candidate ({len(candidates)} candidates, up to {slots} trial(s) at once), "
+        f"protocol {how} (validation split: {val_n} samples), study store {url if storage else out / DEFAULT_DB}")
     report: dict[str, Any] = {"protocol": protocol.to_dict(), "trials": trials, "tune_shared": tune_shared,
                               "pruner": pruner, "storage": "default" if storage is None else "url",
-                              "val_samples": val_n, "candidates": {}}
+                              "val_samples": val_n, "in_flight": slots, "candidates": {}}
+    searches: dict[str, Search] = {}
+    points: dict[str, tuple[list[Param], dict]] = {}
     for cand in candidates:
         space = candidate_space(cand.method, base, builder=builder, tune_shared=tune_shared,
                                 fixed=[k for k, _ in cand.options])
         point = default_point(space, base, builder, cand.method)
-        t0 = time.perf_counter()
+        points[cand.name] = (space, point)
         if space:
             study = open_study(url, f"{cand.name}", space=space, protocol=protocol,
                                sampler_seed=component_seed(tune_seed, f"tpe/{cand.name}"), pruner=pruner)
             ensure_default(study, point)
-            ran = {"complete": 0, "pruned": 0, "failed": 0}
-            try:
-                ran = run_trials(study, cand, space, trials, runner, say)
-            except BaseException:
-                record_session(study, ran, finished=False)
-                raise
-            record_session(study, ran, finished=True)
-            entry = study_report(study, point)
+            searches[cand.name] = Search(study, cand, space, trials)
+    t0 = time.perf_counter()
+    try:
+        run_searches(list(searches.values()), runner, trial_executor, slots=slots, say=say)
+    except BaseException:
+        for search in searches.values():
+            record_session(search.study, search.ran, finished=False, in_flight=max(search.most, 1))
+        raise
+    tuning_seconds = time.perf_counter() - t0
+    for cand in candidates:
+        space, point = points[cand.name]
+        search_ = searches.get(cand.name)
+        if search_ is not None:
+            record_session(search_.study, search_.ran, finished=True, in_flight=max(search_.most, 1))
+            entry = study_report(search_.study, point)
         else:
             entry = {"study": None, "trials": {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0},
                      "chosen_params": {}, "default_params": {}, "chosen_half_a": None, "default_half_a": None,
-                     "reproducible": True, "sessions": 0, "history": [], "chosen_trial": None}
+                     "reproducible": True, "in_flight": 0, "sessions": 0, "history": [], "chosen_trial": None}
         entry["space"] = {p.key: {**p.to_dict(), "source": p.source} for p in space}
-        entry["tuning_seconds"] = time.perf_counter() - t0
+        # the workers' seconds over this session's trials (the wall time of tuning is seconds.tuning)
+        entry["tuning_seconds"] = 0.0 if search_ is None else search_.seconds
         report["candidates"][cand.name] = entry
 
     # the chosen setting and the default of every candidate, every seed, scored on half B
@@ -686,7 +927,7 @@ def tune_comparison(base: TrainConfig, out: Path, *, methods: Sequence[str], mod
     report["verdict"] = verdict.__dict__
     report["default_verdict"] = default_verdict.__dict__
     report["failed"] = failed
-    report["seconds"] = {"tuning": sum(e["tuning_seconds"] for e in by.values()), "final_runs": final_seconds}
+    report["seconds"] = {"tuning": tuning_seconds, "final_runs": final_seconds}
     report["reproducible"] = all(e["reproducible"] for e in by.values())
     report["seeds"] = list(seeds)
     (out / TUNING_JSON).write_text(json.dumps(_clean(report), indent=2) + "\n")
@@ -743,7 +984,8 @@ def tuned_markdown(report: dict, data: str) -> str:
         lines.append(f"| {name}{mark} | {_pct(d['mean_b'])} | {_pct(t['mean_b'])} | {_pct(d['mean_test'])} | "
                      f"{_pct(t['mean_test'])} | {_pct(e['chosen_half_a'])} | {_signed(e['optimism'])} | "
                      f"{tr['complete']}/{tr['pruned']}/{tr['failed']} | {chosen} |")
-    lines += ["", f"Reproducible from the seed (every study one uninterrupted sequential session): "
+    lines += ["", "Reproducible from the seed (every study one uninterrupted session, one trial in flight at a "
+              f"time; up to {report.get('in_flight', 1)} trial(s) ran at once): "
               f"{'yes' if report['reproducible'] else 'no'}. Wall time: tuning {report['seconds']['tuning']:.0f} s, "
               f"chosen and default runs {report['seconds']['final_runs']:.0f} s."]
     if report.get("failed"):
@@ -839,6 +1081,7 @@ def run_tuned(config, *, out: str | Path, methods: Sequence[str] | None = None, 
 
 
 __all__ = ["CV_BELOW", "DEFAULT_FOLDS", "PRUNERS", "SHARED_SPACE", "Candidate", "Param", "Protocol", "Pruned",
-           "SpaceChanged", "TrialRunner", "TunedVerdict", "best_trial", "candidate_space", "choose_folds",
-           "default_point", "ensure_default", "fail_orphans", "method_params", "open_study", "run_trials",
-           "run_tuned", "study_report", "tune_comparison", "tuned_markdown", "tuned_verdict"]
+           "Search", "SnapshotPruner", "SpaceChanged", "TrialRunner", "TunedVerdict", "best_trial", "candidate_space",
+           "choose_folds", "default_point", "ensure_default", "fail_orphans", "make_pruner", "method_params",
+           "open_study", "run_searches", "run_trials", "run_tuned", "study_report", "study_snapshot", "trial_job",
+           "tune_comparison", "tuned_markdown", "tuned_verdict"]
