@@ -470,3 +470,18 @@ def test_cli_tune_writes_default_vs_tuned_rows_and_refuses_an_untuned_rerun(tmp_
         import ogmge
 
         ogmge.compare(tiny_config(data), out=out, methods=["ogm_ge"], seeds=[0], jobs=1, echo=None, progress=False)
+
+
+def test_a_setting_whose_default_is_automatic_is_not_searched():
+    """MIDAS's warm-up (None: scaled to the budget) and OGM's window end on a preset with no end
+    (None) are no points of an int space: the default trial would not be enqueueable."""
+    from ogmge.training.compare.tuning import candidate_space, default_point
+    from ogmge.training.config import TrainConfig
+
+    base = TrainConfig.load("builtin_paper")
+    for method, key in (("midas", "method.warmup"), ("ogm_ge", "modulation_ends")):
+        space = candidate_space(method, base, builder="generic")
+        assert key not in {p.key for p in space}
+        assert None not in default_point(space, base, "generic", method).values()
+    assert "modulation_ends" in {p.key for p in candidate_space("ogm_ge", base.replace(modulation_ends=50),
+                                                                  builder="generic")}

@@ -185,10 +185,14 @@ def apply_params(cfg: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
 def candidate_space(method: str, base: TrainConfig, *, builder: str, tune_shared: str = "schedule",
                     fixed: Sequence[str] = ()) -> list[Param]:
     """The search space of one candidate (its method's options, less those in ``fixed``,
-    + the shared schedule), each widened to hold the configuration's value."""
+    + the shared schedule), each widened to hold the configuration's value. A setting whose
+    value is None (automatic: MIDAS's warm-up scaled to the budget, an OGM window without an
+    end) is no point of a numeric space, so it is not searched: it stays automatic, and the
+    default setting stays one of the evaluated points."""
     params = [p for p in method_params(method) if p.source.split(".", 1)[-1] not in set(fixed)]
     params += list(SHARED_SPACE) if tune_shared == "schedule" else []
-    return [p.widened(default_value(base, p.key, builder, method)) for p in params]
+    values = [(p, default_value(base, p.key, builder, method)) for p in params]
+    return [p.widened(v) for p, v in values if v is not None or p.kind == "categorical"]
 
 
 def default_point(space: Sequence[Param], base: TrainConfig, builder: str, method: str = "normal") -> dict[str, Any]:
