@@ -153,6 +153,8 @@ def test_killed_worker_is_retried_from_last_checkpoint(ray_runtime, tmp_path):
     assert (tmp_path / "killed").is_file()  # the first attempt really died
     attempts = {p.name: p.read_text().strip() for p in (out / ATTEMPTS).iterdir()}
     assert sorted(attempts.values()) == ["1", "1", "2"]  # one run was killed once, then retried
+    for stats in executor.task_stats.values():  # the task's wall time contains train()'s, which contains fit's
+        assert stats["task_seconds"] >= stats["work_seconds"] >= stats["seconds"] > 0
     retried = [key for key, stats in executor.task_stats.items() if stats["attempt"] == 2]
     assert len(retried) == 1
     assert attempts_file(out / retried[0]).read_text().strip() == "2"

@@ -98,8 +98,11 @@ def _count_attempt(run_dir: Path) -> int:
 def run_task(work: Work, values: dict, resume: bool, threads: int | None) -> dict:
     """The body of one Ray task: check the storage, set the threads, detect a retry, train.
 
-    Returns ``{"seconds": time inside work, "task_seconds": the task's own wall time,
-    "attempt": n, "host": hostname}``."""
+    Returns ``{"seconds": what work reports (the run's training, ``Trainer.fit``),
+    "work_seconds": the wall time of the whole work call (building data and model, training,
+    writing results: what ``train()`` takes), "task_seconds": the task's own wall time,
+    "attempt": n, "host": hostname}``; ``task_seconds - work_seconds`` is what running the
+    work as a Ray task adds inside the worker."""
     import logging
     import shutil
 
@@ -130,8 +133,10 @@ def run_task(work: Work, values: dict, resume: bool, threads: int | None) -> dic
             how = "starting again (it died before its first checkpoint)"
         logging.getLogger("ogmge").warning("Ray retry (attempt %d) of %s: %s", attempts_before + 1, run_dir, how)
     attempt = _count_attempt(run_dir)
+    t_work = time.perf_counter()
     seconds = work(values, resume)
-    return {"seconds": seconds, "task_seconds": time.perf_counter() - t_task, "attempt": attempt,
+    done = time.perf_counter()
+    return {"seconds": seconds, "work_seconds": done - t_work, "task_seconds": done - t_task, "attempt": attempt,
             "host": os.uname().nodename}
 
 
