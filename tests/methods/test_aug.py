@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ogmge.data.byo import save_byo
 from ogmge.interfaces.cli import main
 from ogmge.methods import AUG, AUGHead, BuildContext, get
 from ogmge.methods.aug import boosted_loss, merge_weights, modality_to_boost
 from ogmge.training import Trainer, load_checkpoint_file, load_run, train
 from ogmge.training.balancing import check_method
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
 from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
 
 
@@ -161,25 +161,11 @@ def test_resumed_after_a_layer_was_added_equals_the_uninterrupted_run(tmp_path):
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
 
 
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_aug_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "aug"
-    assert main(["train", "--data", str(path), "--method", "aug", "--method-opt", "check_every=1",
-                 "--epochs", "3", "--batch-size", "8", "--lr", "0.01",
-                 "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
-                 "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "aug" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "aug", run, "--method-opt", "check_every=1", epochs=3) == 0
+    assert results(run)["method"] == "aug" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     assert all({"aug_layers/a", "aug_layers/b", "aug_layers/c"} <= set(t) for t in trace)
     assert any(t["aug_layers/a"] + t["aug_layers/b"] + t["aug_layers/c"] >= 1 for t in trace)
@@ -187,8 +173,7 @@ def test_cli_trains_aug_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
     ckpt = load_checkpoint_file(run / "last.pt")
     assert ckpt["model"]["fusion.weights"].tolist() == pytest.approx([1 / 3] * 3)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "last.pt")]) == 0
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "last.pt") and evaluates(run / "best.pt")
 
 
 # ------------------------------------------------------------------------------ fitted predictions
@@ -281,31 +266,25 @@ def test_build_refuses_a_frozen_head_and_heads_that_are_not_its_views():
 
 
 def test_cli_prediction_rules_aug_takes_all_three_and_mla_names_the_ones_it_has(tmp_path, capsys):
-    path = _byo(tmp_path)
-    common = ["--data", str(path), "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress",
-              "--set", "model_options={hidden: 8, out_dim: 8}"]
-    assert main(["train", *common, "--method", "aug", "--prediction", "ensemble", "--out", str(tmp_path / "e")]) == 0
-    assert json.loads((tmp_path / "e" / "results.json").read_text())["prediction"] == "ensemble"
+    path = three_modality_npz(tmp_path)
+    assert train_cli(path, "aug", tmp_path / "e", "--prediction", "ensemble", epochs=1, lr=None) == 0
+    assert results(tmp_path / "e")["prediction"] == "ensemble"
     capsys.readouterr()
-    assert main(["train", *common, "--method", "mla", "--prediction", "ensemble", "--out", str(tmp_path / "m")]) == 2
+    assert train_cli(path, "mla", tmp_path / "m", "--prediction", "ensemble", epochs=1, lr=None) == 2
     err = capsys.readouterr().err
     assert "method mla supports the predictions ['fused', 'blend'], got prediction 'ensemble': give one of those" in err
     assert "Traceback" not in err
-    assert main(["train", *common, "--method", "aug+ogm_ge", "--prediction", "blend", "--out",
-                 str(tmp_path / "c")]) == 2
+    assert train_cli(path, "aug+ogm_ge", tmp_path / "c", "--prediction", "blend", epochs=1, lr=None) == 2
     assert "method aug+ogm_ge supports the predictions ['fused']" in capsys.readouterr().err
 
 
 def test_cli_trains_aug_with_the_stacked_rule_on_three_byo_modalities_and_resumes_exactly(tmp_path, capsys,
                                                                                          monkeypatch):
-    path = _byo(tmp_path)
-    args = ["--data", str(path), "--method", "aug", "--prediction", "blend", "--method-opt", "check_every=1",
-            "--method-opt", "tolerance=0", "--epochs", "3", "--batch-size", "8", "--lr", "0.01",
-            "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu", "--no-progress"]
+    path = three_modality_npz(tmp_path)
+    args = ("--prediction", "blend", "--method-opt", "check_every=1", "--method-opt", "tolerance=0")
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(["train", *args, "--out", str(full)]) == 0
-    results = json.loads((full / "results.json").read_text())
-    assert results["prediction"] == "blend" and results["val_protocol"] == "cross-fit"
+    assert train_cli(path, "aug", full, *args, epochs=3) == 0
+    assert results(full)["prediction"] == "blend" and results(full)["val_protocol"] == "cross-fit"
     row = load_run(full).metrics[-1]
     assert {"blend_w/fused", "blend_w/a", "blend_w/b", "blend_w/c"} <= set(row)
     assert sum(row[f"blend_w/{m}"] for m in ("fused", "a", "b", "c")) == pytest.approx(1.0)
@@ -320,7 +299,7 @@ def test_cli_trains_aug_with_the_stacked_rule_on_three_byo_modalities_and_resume
             return _real(self, *a, **k)
 
         monkeypatch.setattr(opt, "step", step)
-    assert main(["train", *args, "--out", str(cut)]) == 130
+    assert train_cli(path, "aug", cut, *args, epochs=3) == 130
     monkeypatch.undo()
     assert load_checkpoint_file(cut / "last.pt")["epoch"] == 0
     assert main(["train", "--resume", str(cut), "--no-progress"]) == 0
@@ -332,4 +311,4 @@ def test_cli_trains_aug_with_the_stacked_rule_on_three_byo_modalities_and_resume
     assert a["optimizer_groups"] == b["optimizer_groups"] and len(a["optimizer_groups"]) > 1
     assert metric_rows(full) == metric_rows(cut)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(cut / "best.pt")]) == 0
+    assert evaluates(cut / "best.pt")

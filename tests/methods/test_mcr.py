@@ -4,15 +4,11 @@ modalities through the CLI with evaluation and exact resume."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ogmge.data.byo import save_byo
-from ogmge.interfaces.cli import main
 from ogmge.methods import BuildContext, get
 from ogmge.methods.mcr import (
     MCR,
@@ -24,8 +20,13 @@ from ogmge.methods.mcr import (
     supervised_nt_xent,
 )
 from ogmge.training import load_checkpoint_file, load_run, train
-from ogmge.training.factory import build_model_from_config
-from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
+from support.training_standins import (
+    generic_model,
+    resumed_equals_uninterrupted,
+    tiny_bundle,
+    tiny_config,
+)
 
 
 def _linear_fusion(mods, d=3, c=4, seed=0):
@@ -184,33 +185,16 @@ def test_state_round_trip_continues_the_permutation_stream():
 
 
 # --------------------------------------------------------------- through the trainer and the CLI
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_mcr_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "mcr"
-    assert main(["train", "--data", str(path), "--method", "mcr", "--epochs", "2", "--batch-size", "8",
-                 "--lr", "0.01", "--set", "model_options={hidden: 8, out_dim: 8}", "--method-opt",
-                 "num_samples=4", "--device", "cpu", "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "mcr" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "mcr", run, "--method-opt", "num_samples=4", epochs=2) == 0
+    assert results(run)["method"] == "mcr" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     assert all({"mcr_jsd/a", "mcr_jsd/b", "mcr_jsd/c"} <= set(t) for t in trace)
     assert any(t["mcr_jsd/a"] > 0 for t in trace)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
-
-
-def _model_fn(bundle, config):
-    return build_model_from_config(config, bundle.modalities, bundle.num_classes, builder="generic")[0]
+    assert evaluates(run / "best.pt")
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
@@ -218,17 +202,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         return tiny_config(where, method={"name": "mcr", "num_samples": 3},
                            model_options={"hidden": 8, "out_dim": 8})
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle(), model=_model_fn)
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), model=_model_fn, callbacks=[stop_after(1)])
-    resumed = train(cut, resume=True, datasets=tiny_bundle(), model=_model_fn)
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k in a["model"]:
-        if torch.is_tensor(a["model"][k]):
-            assert torch.equal(a["model"][k], b["model"][k]), k
+    _, _, a, b = resumed_equals_uninterrupted(cfg, tmp_path, model=generic_model)
     assert torch.equal(torch.as_tensor(a["method"]["generator"]), torch.as_tensor(b["method"]["generator"]))
-    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
 
 
 def test_warm_start_through_the_trainer_loads_the_alone_runs_encoders(tmp_path):
@@ -238,18 +213,18 @@ def test_warm_start_through_the_trainer_loads_the_alone_runs_encoders(tmp_path):
     deps = {}
     for u in ("a", "b"):
         alone = train(tiny_config(tmp_path / f"only-{u}", method="normal", modulation="Normal", modalities=[u],
-                                  epochs=1, model_options=opts), datasets=tiny_bundle(), model=_model_fn)
+                                  epochs=1, model_options=opts), datasets=tiny_bundle(), model=generic_model)
         deps[f"alone/{u}"] = str(alone.run_dir)
     cfg = tiny_config(tmp_path / "mcr", method={"name": "mcr", "num_samples": 2, "warm_start": True},
                       model_options=opts)
-    trainer = Trainer(cfg, datasets=tiny_bundle(), model=_model_fn, dependencies=deps)
+    trainer = Trainer(cfg, datasets=tiny_bundle(), model=generic_model, dependencies=deps)
     for u in ("a", "b"):
         best = load_checkpoint_file(tmp_path / f"only-{u}" / "run" / "best.pt")["model"]
         for k, v in trainer.model.encoders[u].state_dict().items():
             assert torch.equal(v, best[f"encoders.{u}.{k}"]), (u, k)
     with pytest.raises(ValueError, match="modality-alone run"):
         Trainer(tiny_config(tmp_path / "mcr2", method={"name": "mcr", "warm_start": True}, model_options=opts),
-                datasets=tiny_bundle(), model=_model_fn)
+                datasets=tiny_bundle(), model=generic_model)
 
 
 @pytest.mark.parametrize("fusion", ["sum", "concat", "film", "gated", "attention"])
@@ -258,6 +233,6 @@ def test_any_fusion_head_trains(tmp_path, fusion):
     if fusion in ("film", "gated"):
         opts["fusion_options"] = {"condition" if fusion == "film" else "gate": "a"}
     cfg = tiny_config(tmp_path, method={"name": "mcr", "num_samples": 2}, fusion=fusion, epochs=1, model_options=opts)
-    result = train(cfg, datasets=tiny_bundle(), model=_model_fn)
+    result = train(cfg, datasets=tiny_bundle(), model=generic_model)
     trace = load_run(result.run_dir).trace()
     assert trace and all(np.isfinite(t["mcr_jsd/a"]) and np.isfinite(t["mcr_jsd/b"]) for t in trace)

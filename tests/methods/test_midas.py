@@ -4,21 +4,17 @@ three-modality bring-your-own data through the CLI with evaluation and exact res
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ogmge.data.byo import save_byo
-from ogmge.interfaces.cli import main
 from ogmge.methods import MIDAS, swap_weights, update_alpha
 from ogmge.methods.midas import default_warmup, hard_weights, swap_features
-from ogmge.training import load_checkpoint_file, load_run, train
-from ogmge.training.factory import build_model_from_config, method_model_options
+from ogmge.training import load_run
+from ogmge.training.factory import method_model_options
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
 from support.method_helpers import batch, tiny_model
-from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
+from support.training_standins import generic_model, resumed_equals_uninterrupted, tiny_config
 
 NAMES = ("audio", "visual", "text")
 
@@ -151,50 +147,24 @@ def test_one_modality_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------ through the trainer
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "midas"
-    assert main(["train", "--data", str(path), "--method", "midas", "--method-opt", "warmup=1", "--epochs", "3",
-                 "--batch-size", "8", "--lr", "0.01", "--set", "model_options={hidden: 8, out_dim: 8}",
-                 "--device", "cpu", "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "midas" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "midas", run, "--method-opt", "warmup=1", epochs=3) == 0
+    assert results(run)["method"] == "midas" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     assert all("midas_alpha" in t for t in trace)
     assert any("midas_uni_ratio" in t for t in trace) and any("midas_uni_ratio" not in t for t in trace)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
-
-
-def _model_fn(bundle, config):
-    return build_model_from_config(config, bundle.modalities, bundle.num_classes, builder="generic")[0]
+    assert evaluates(run / "best.pt")
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     def cfg(where):
         return tiny_config(where, method={"name": "midas", "warmup": 1}, model_options={"hidden": 8, "out_dim": 8})
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle(), model=_model_fn)
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), model=_model_fn, callbacks=[stop_after(1)])
-    resumed = train(cut, resume=True, datasets=tiny_bundle(), model=_model_fn)
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k in a["model"]:
-        if torch.is_tensor(a["model"][k]):
-            assert torch.equal(a["model"][k], b["model"][k]), k
+    _, _, a, b = resumed_equals_uninterrupted(cfg, tmp_path, model=generic_model)
     assert a["method"]["alpha"] == b["method"]["alpha"]
-    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
 
 
 def test_missing_samples_leave_the_mixed_mean():

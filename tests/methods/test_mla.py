@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ogmge.data.byo import save_byo
-from ogmge.interfaces.cli import main
 from ogmge.methods import MLA, SharedHead, get
 from ogmge.methods.mla import (
     entropy_fusion,
@@ -23,7 +20,8 @@ from ogmge.methods.mla import (
 from ogmge.models.classifier import ModelOutput
 from ogmge.training import load_checkpoint_file, load_run, train
 from ogmge.training.factory import build_model_from_config
-from support.training_standins import Stop, metric_rows, stop_after, tiny_config
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
+from support.training_standins import generic_model, resumed_equals_uninterrupted, tiny_config
 
 
 # ------------------------------------------------------------------------------- pieces
@@ -153,31 +151,18 @@ def test_one_optimizer_step_per_modality_and_projection_only_when_not_as_release
 
 
 # ------------------------------------------------------------------------------- through the trainer
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_mla_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "mla"
-    assert main(["train", "--data", str(path), "--method", "mla", "--epochs", "2", "--batch-size", "8",
-                 "--lr", "0.01", "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
-                 "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "mla" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "mla", run, epochs=2) == 0
+    assert results(run)["method"] == "mla" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     assert all({"mla_loss/a", "mla_loss/b", "mla_loss/c"} <= set(t) for t in trace)
     state = load_checkpoint_file(run / "last.pt")["method"]
     assert state["count"] % 3 == 0 and state["count"] >= 3 * 2  # three optimizer steps per batch
     assert state["P"] is not None and state["P"].shape == (8, 8)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "best.pt")
 
 
 def test_the_model_predicts_with_the_entropy_weighted_shared_head(tmp_path):
@@ -195,27 +180,13 @@ def test_the_model_predicts_with_the_entropy_weighted_shared_head(tmp_path):
     torch.testing.assert_close(out.logits, expected)
 
 
-def _model_fn(bundle, config):
-    return build_model_from_config(config, bundle.modalities, bundle.num_classes, builder="generic")[0]
-
-
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
-    from support.training_standins import tiny_bundle
 
     def cfg(where):
         return tiny_config(where, method="mla", model_options={"hidden": 8, "out_dim": 8})
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle(), model=_model_fn)
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), model=_model_fn, callbacks=[stop_after(1)])
-    resumed = train(cut, resume=True, datasets=tiny_bundle(), model=_model_fn)
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k in a["model"]:
-        if torch.is_tensor(a["model"][k]):
-            assert torch.equal(a["model"][k], b["model"][k]), k
+    _, _, a, b = resumed_equals_uninterrupted(cfg, tmp_path, model=generic_model)
     assert torch.equal(a["method"]["P"], b["method"]["P"]) and a["method"]["count"] == b["method"]["count"]
-    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
 
 
 def test_blend_prediction_pools_the_shared_heads_outputs_with_weights_fitted_on_validation(tmp_path):
@@ -224,14 +195,14 @@ def test_blend_prediction_pools_the_shared_heads_outputs_with_weights_fitted_on_
 
     cfg = tiny_config(tmp_path, method="mla", prediction="blend", epochs=2,
                       model_options={"hidden": 8, "out_dim": 8})
-    result = train(cfg, datasets=tiny_bundle(), model=_model_fn)
+    result = train(cfg, datasets=tiny_bundle(), model=generic_model)
     results = json.loads((result.run_dir / "results.json").read_text())
     assert results["val_protocol"] == "cross-fit"
     row = load_run(result.run_dir).metrics[-1]
     assert {"blend_w/fused", "blend_w/a", "blend_w/b"} <= set(row)
     ck = load_checkpoint_file(result.run_dir / "last.pt")
     assert not any(k.startswith("heads.") for k in ck["model"])  # the views hold no weights
-    model = _model_fn(tiny_bundle(), cfg)
+    model = generic_model(tiny_bundle(), cfg)
     assert all(isinstance(h, SharedHeadView) for h in model.heads.values())
     f = torch.randn(4, 8)
     torch.testing.assert_close(model.heads["b"](f), model.fusion.shared(f))
@@ -268,10 +239,10 @@ def test_wrap_heads_is_a_generic_hook_the_factory_applies(tmp_path):
 
     bundle = tiny_bundle()
     try:
-        model = _model_fn(bundle, tiny_config(tmp_path, method="wrap_heads_probe",
+        model = generic_model(bundle, tiny_config(tmp_path, method="wrap_heads_probe",
                                               model_options={"hidden": 8, "out_dim": 8}))
     finally:
         registry._REGISTRY.pop(WrapHeadsProbe.name, None)  # keep the registry as the other tests see it
     assert all(isinstance(h, _Doubled) for h in model.heads.values())
-    plain = _model_fn(bundle, tiny_config(tmp_path, method="multitask", model_options={"hidden": 8, "out_dim": 8}))
+    plain = generic_model(bundle, tiny_config(tmp_path, method="multitask", model_options={"hidden": 8, "out_dim": 8}))
     assert all(isinstance(h, nn.Linear) for h in plain.heads.values())

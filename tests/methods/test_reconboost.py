@@ -3,7 +3,6 @@ warm starts, and training by name on three bring-your-own modalities (CLI), exac
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,8 +10,6 @@ import pytest
 import torch
 
 from ogmge import methods
-from ogmge.data.byo import save_byo
-from ogmge.interfaces.cli import main
 from ogmge.methods.reconboost import (
     BOOST,
     RECTIFY,
@@ -24,7 +21,14 @@ from ogmge.methods.reconboost import (
 )
 from ogmge.training import Trainer, load_checkpoint, load_checkpoint_file, load_run, predict, train
 from ogmge.training.metrics import to_device
-from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
+from support.training_standins import (
+    Stop,
+    resumed_equals_uninterrupted,
+    stop_after,
+    tiny_bundle,
+    tiny_config,
+)
 
 
 # ---------------------------------------------------------------- the stage plan
@@ -258,31 +262,18 @@ def test_warm_start_loads_the_alone_runs_encoders_and_refuses_without_them(tmp_p
 
 
 # ---------------------------------------------------------------- by name, resume, eval
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_on_three_byo_modalities_and_evaluates_the_boosted_sum(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--method", "reconboost", "--epochs", "6", "--batch-size", "8",
-                 "--lr", "0.01", "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
-                 "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "reconboost" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "reconboost", run, epochs=6) == 0
+    assert results(run)["method"] == "reconboost" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     assert [int(t["reconboost/learner"]) for t in trace if t["reconboost/rectifying"] == 0][0] == 0
     assert {int(t["reconboost/learner"]) for t in trace} == {0, 1, 2}
     assert any(t["reconboost/consolidation"] > 0 for t in trace)
     assert any(abs(t["reconboost/boost_rate"] - 1.0) > 1e-6 for t in trace)  # beta is learnt
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "best.pt")
     # the prediction is the boosted sum of the members' learners
     model = load_checkpoint(run / "best.pt").model
     model.eval()
@@ -301,17 +292,9 @@ def test_interrupted_mid_phase_and_resumed_equals_uninterrupted(tmp_path):
         return tiny_config(where, method={"name": "reconboost", "alpha": 0.7}, epochs=6,
                            model_options={"builder": "generic", "hidden": 8, "out_dim": 8})
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle())
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):  # after epoch 0: inside stage 0's boosting phase
-        train(cut, datasets=tiny_bundle(), callbacks=[stop_after(0)])
-    resumed = train(cut, resume=True, datasets=tiny_bundle())
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k in a["model"]:
-        if torch.is_tensor(a["model"][k]):
-            assert torch.equal(a["model"][k], b["model"][k]), k
+    # interrupted after epoch 0: inside stage 0's boosting phase
+    full, resumed, a, b = resumed_equals_uninterrupted(cfg, tmp_path, stop=0)
     assert a["method"] == b["method"]
-    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
 
 

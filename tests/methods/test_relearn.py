@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from ogmge.data.byo import save_byo
-from ogmge.interfaces.cli import main
 from ogmge.methods import BalancingMethod, Relearn, purity, reinit_strength, soft_reinit_
 from ogmge.methods.relearn import blend, is_due, kmeans_assign, minmax_scale, scaled_period
 from ogmge.training import load_checkpoint_file, load_run, train
 from ogmge.training.balancing import halves
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
 from support.method_helpers import CLASSES, batch, tiny_model
 from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
 
@@ -255,31 +254,18 @@ def test_the_generic_hook_gets_the_whole_training_split_and_validation_half_a(tm
 
 
 # ----------------------------------------------------------------------------- by name, CLI, 3 modalities
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 def test_cli_trains_relearn_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "relearn"
-    assert main(["train", "--data", str(path), "--method", "relearn", "--epochs", "4", "--batch-size", "8",
-                 "--lr", "0.05", "--method-opt", "n_init=2", "--set", "model_options={hidden: 8, out_dim: 8}",
-                 "--device", "cpu", "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "relearn" and results["modalities"] == ["a", "b", "c"]
-    assert results["val_protocol"] == "cross-fit"
+    assert train_cli(path, "relearn", run, "--method-opt", "n_init=2", epochs=4, lr=0.05) == 0
+    assert results(run)["method"] == "relearn" and results(run)["modalities"] == ["a", "b", "c"]
+    assert results(run)["val_protocol"] == "cross-fit"
     rows = load_run(run).metrics
     assert rows[-1]["relearn_reinits"] == 2
     assert all({"relearn_w/a", "relearn_w/b", "relearn_w/c", "relearn_gap/c"} <= set(r) for r in rows)
     assert all(0.0 <= rows[-1][f"relearn_w/{u}"] < 1.0 for u in "abc")
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "best.pt")
 
 
 def test_a_chain_forwards_the_hook(tmp_path):

@@ -4,36 +4,24 @@ and ``ogmge compare --methods normal,umt`` taking its teachers from the modality
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ogmge.data.byo import save_byo
 from ogmge.interfaces.cli import main
 from ogmge.methods import UMT, distillation_terms, registry
 from ogmge.methods.registry import BuildContext
 from ogmge.training import load_checkpoint_file, load_run, train
 from ogmge.training.compare.plan import Plan, run_config
-from ogmge.training.factory import build_model_from_config
-from support.training_standins import Stop, metric_rows, stop_after, tiny_bundle, tiny_config
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
+from support.training_standins import (
+    generic_model,
+    resumed_equals_uninterrupted,
+    tiny_bundle,
+    tiny_config,
+)
 
 MODEL = {"hidden": 8, "out_dim": 8}
-
-
-def _byo(tmp_path, n=60):
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
-def model_fn(bundle, config):
-    return build_model_from_config(config, bundle.modalities, bundle.num_classes, builder="generic")[0]
 
 
 # ------------------------------------------------------------------ pieces
@@ -113,7 +101,7 @@ def _fake_alone_run(where, model, u, shift):
 def test_teachers_from_alone_runs_and_architecture_mismatch_is_refused(tmp_path):
     bundle = tiny_bundle()
     cfg = tiny_config(tmp_path / "x", method="umt", model_options=MODEL)
-    model = model_fn(bundle, cfg)
+    model = generic_model(bundle, cfg)
     deps = {f"alone/{u}": _fake_alone_run(tmp_path / f"only-{u}", model, u, i + 1.0)
             for i, u in enumerate(("a", "b"))}
     ctx = BuildContext(("a", "b"), encoders=dict(model.encoders.items()), dependencies=deps, epochs=2)
@@ -126,7 +114,7 @@ def test_teachers_from_alone_runs_and_architecture_mismatch_is_refused(tmp_path)
         assert not m.teachers[u].training
     with pytest.raises(ValueError, match="not for \\['b'\\]"):
         UMT.build(ctx.replace(dependencies={"alone/a": deps["alone/a"]}))
-    wide = model_fn(bundle, tiny_config(tmp_path / "y", method="umt", model_options={"hidden": 6, "out_dim": 8}))
+    wide = generic_model(bundle, tiny_config(tmp_path / "y", method="umt", model_options={"hidden": 6, "out_dim": 8}))
     with pytest.raises(ValueError, match="teacher for 'a'.*does not match the student's encoder.*shape"):
         UMT.build(ctx.replace(encoders=dict(wide.encoders.items())))
     with pytest.raises(FileNotFoundError, match="modality-alone run"):
@@ -135,13 +123,10 @@ def test_teachers_from_alone_runs_and_architecture_mismatch_is_refused(tmp_path)
 
 # ------------------------------------------------------------------ through the trainer
 def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / "umt"
-    assert main(["train", "--data", str(path), "--method", "umt", "--epochs", "3", "--batch-size", "8",
-                 "--lr", "0.01", "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
-                 "--no-progress", "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "umt" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "umt", run, epochs=3) == 0
+    assert results(run)["method"] == "umt" and results(run)["modalities"] == ["a", "b", "c"]
     trace = load_run(run).trace()
     teacher = [t for t in trace if t["epoch"] == 0]
     student = [t for t in trace if t["epoch"] >= 1]
@@ -151,7 +136,7 @@ def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, capsys):
     ck = load_checkpoint_file(run / "last.pt")
     assert set(ck["method"]["teachers"]) == {"a", "b", "c"} and ck["method"]["initial"] is None
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "best.pt")
 
 
 @pytest.mark.parametrize("stop", [0, 1, 2], ids=["in-teacher-phase", "at-the-switch", "in-student-phase"])
@@ -159,19 +144,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop):
     def cfg(where):
         return tiny_config(where, method={"name": "umt", "teacher_epochs": 2}, epochs=4, model_options=MODEL)
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle(), model=model_fn)
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), model=model_fn, callbacks=[stop_after(stop)])
-    resumed = train(cut, resume=True, datasets=tiny_bundle(), model=model_fn)
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k in a["model"]:
-        if torch.is_tensor(a["model"][k]):
-            assert torch.equal(a["model"][k], b["model"][k]), k
+    _, _, a, b = resumed_equals_uninterrupted(cfg, tmp_path, stop=stop, model=generic_model)
     for u, state in a["method"]["teachers"].items():
         for k, v in state.items():
             assert torch.equal(v, b["method"]["teachers"][u][k])
-    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
 
 
 def test_main_phase_loss_is_fused_ce_plus_lam_times_feature_mse(tmp_path):
@@ -184,7 +160,7 @@ def test_main_phase_loss_is_fused_ce_plus_lam_times_feature_mse(tmp_path):
         if event == "epoch_end" and info["epoch"] == 1:
             seen["trainer"] = info["trainer"]
 
-    train(cfg, datasets=tiny_bundle(), model=model_fn, callbacks=[grab])
+    train(cfg, datasets=tiny_bundle(), model=generic_model, callbacks=[grab])
     tr = seen["trainer"]
     m = tr.method
     batch = next(iter(tr.train_loader))
@@ -215,7 +191,7 @@ def test_compare_plans_umt_after_the_alone_runs_with_their_directories(tmp_path)
 
 
 def test_compare_normal_umt_takes_the_teachers_from_the_alone_runs(tmp_path, capsys):
-    path = _byo(tmp_path, n=45)
+    path = three_modality_npz(tmp_path, n=45)
     out = tmp_path / "cmp"
     assert main(["compare", "--data", str(path), "--methods", "normal,umt", "--seeds", "0", "--epochs", "2",
                  "--batch-size", "8", "--device", "cpu", "--set", "model_options={hidden: 4, out_dim: 8}",
@@ -238,7 +214,7 @@ def test_dependencies_config_is_checked_and_reaches_the_build_context(tmp_path):
     with pytest.raises(InvalidType, match="dependencies must map names to run directories"):
         TrainConfig(dependencies=["only-a"])
     cfg = tiny_config(tmp_path, method="umt", dependencies={"alone/a": "/x"}, model_options=MODEL)
-    model = model_fn(tiny_bundle(), cfg)
+    model = generic_model(tiny_bundle(), cfg)
     assert build_context(cfg, model).dependencies == {"alone/a": "/x"}
     assert build_context(cfg, model, dependencies={}).dependencies == {}
 
@@ -249,11 +225,9 @@ def test_ddp_is_refused_with_the_reason():
 
 @pytest.mark.parametrize("fusion", ["sum", "attention"])
 def test_trains_with_other_fusion_heads_on_three_modalities(tmp_path, fusion):
-    path = _byo(tmp_path, n=30)
+    path = three_modality_npz(tmp_path, n=30)
     run = tmp_path / fusion
-    assert main(["train", "--data", str(path), "--method", "umt", "--fusion", fusion, "--epochs", "2",
-                 "--batch-size", "8", "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu",
-                 "--no-progress", "--out", str(run)]) == 0
+    assert train_cli(path, "umt", run, "--fusion", fusion, epochs=2, lr=None) == 0
     trace = load_run(run).trace()
     assert any("umt_distill/c" in t for t in trace)
 
@@ -261,10 +235,10 @@ def test_trains_with_other_fusion_heads_on_three_modalities(tmp_path, fusion):
 def test_a_concat_alone_run_teaches_a_gated_student(tmp_path):
     """compare trains the alone runs of a two-modality fusion with a concat head: same encoders."""
     bundle = tiny_bundle()
-    alone = model_fn(bundle, tiny_config(tmp_path / "c", method="normal", model_options=MODEL))
+    alone = generic_model(bundle, tiny_config(tmp_path / "c", method="normal", model_options=MODEL))
     gated_cfg = tiny_config(tmp_path / "g", method="umt", fusion="gated",
                             model_options={**MODEL, "fusion_options": {"gate": "a"}})
-    student = model_fn(bundle, gated_cfg)
+    student = generic_model(bundle, gated_cfg)
     deps = {f"alone/{u}": _fake_alone_run(tmp_path / f"only-{u}", alone, u, 0.5) for u in ("a", "b")}
     m = UMT.build(BuildContext(("a", "b"), encoders=dict(student.encoders.items()), dependencies=deps, epochs=2))
     assert set(m.teachers) == {"a", "b"}

@@ -4,17 +4,12 @@ modalities through the CLI, evaluation, and exact resume across an epoch boundar
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 
 from ogmge import methods
-from ogmge.data.byo import save_byo
 from ogmge.data.collate import collate_samples
 from ogmge.data.views import TaggedRows
-from ogmge.interfaces.cli import main
 from ogmge.methods import BuildContext
 from ogmge.methods.valuate import (
     Valuate,
@@ -25,12 +20,12 @@ from ogmge.methods.valuate import (
     resample_plan,
     sample_copies,
 )
-from ogmge.training import Trainer, load_checkpoint_file, load_run, train
+from ogmge.training import Trainer, load_run
+from support.byo_three import evaluates, results, three_modality_npz, train_cli
 from support.training_standins import (
-    Stop,
     TinyDataset,
     metric_rows,
-    stop_after,
+    resumed_equals_uninterrupted,
     tiny_bundle,
     tiny_config,
 )
@@ -203,26 +198,13 @@ def test_a_chain_passes_tags_only_to_the_member_that_made_them():
 
 
 # ------------------------------------------------------------------------------- training by name
-def _byo(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 3
-    mods = {"a": rng.normal(size=(n, 5)).astype(np.float32) + labels[:, None],
-            "b": rng.normal(size=(n, 4)).astype(np.float32) + 0.3 * labels[:, None],
-            "c": rng.normal(size=(n, 3)).astype(np.float32)}
-    return save_byo(tmp_path / "three.npz", mods, labels, kinds={k: "vector" for k in mods})
-
-
 @pytest.mark.parametrize("level", ["sample", "modality"])
 def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, level, capsys):
-    path = _byo(tmp_path)
+    path = three_modality_npz(tmp_path)
     run = tmp_path / level
-    assert main(["train", "--data", str(path), "--method", "valuate", "--method-opt", "warmup=1",
-                 "--method-opt", f"level={level}", "--epochs", "3", "--batch-size", "8", "--lr", "0.01",
-                 "--set", "model_options={hidden: 8, out_dim: 8}", "--device", "cpu", "--no-progress",
-                 "--out", str(run)]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["method"] == "valuate" and results["modalities"] == ["a", "b", "c"]
+    assert train_cli(path, "valuate", run, "--method-opt", "warmup=1", "--method-opt", f"level={level}",
+                     epochs=3) == 0
+    assert results(run)["method"] == "valuate" and results(run)["modalities"] == ["a", "b", "c"]
     rows = load_run(run).metrics
     assert "valuate_epoch_size" not in rows[0]  # the warm-up epoch trains on the plain split
     originals = set()
@@ -232,7 +214,7 @@ def test_cli_trains_on_three_byo_modalities_and_evaluates(tmp_path, level, capsy
     assert len(originals) == 1  # every epoch: the training split once, plus the copies
     assert any(sum(r[f"valuate_copies/{u}"] for u in "abc") > 0 for r in rows[1:])
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt")]) == 0
+    assert evaluates(run / "best.pt")
 
 
 @pytest.mark.parametrize("level", ["sample", "modality"])
@@ -241,19 +223,10 @@ def test_interrupted_and_resumed_across_a_resampled_epoch_equals_uninterrupted(t
         return tiny_config(where, method={"name": "valuate", "warmup": 1, "level": level}, epochs=3,
                            model_options={"builder": "generic", "hidden": 8, "out_dim": 8})
 
-    full = train(cfg(tmp_path / "full"), datasets=tiny_bundle())
-    cut = cfg(tmp_path / "cut")
-    with pytest.raises(Stop):
-        train(cut, datasets=tiny_bundle(), callbacks=[stop_after(1)])  # epoch 1 was re-sampled
-    resumed = train(cut, resume=True, datasets=tiny_bundle())
+    full, resumed, a, b = resumed_equals_uninterrupted(cfg, tmp_path)  # interrupted after epoch 1, re-sampled
     assert resumed.start_epoch == 2
-    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
-    for k, v in a["model"].items():
-        if torch.is_tensor(v):
-            assert torch.equal(v, b["model"][k]), k
     assert a["method"] == b["method"]
     rows = metric_rows(full.run_dir)
-    assert rows == metric_rows(resumed.run_dir)
     assert rows[2]["valuate_epoch_size"] > 48 or level == "modality"
     assert load_run(full.run_dir).trace() == load_run(resumed.run_dir).trace()
 

@@ -4,12 +4,15 @@ dataset with two modalities and a two-encoder classifier with a concat head."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import pytest
 import torch
 from torch import nn
 
 from ogmge.contracts import ModalitySpec
-from ogmge.training import DataBundle, TrainConfig
+from ogmge.training import DataBundle, TrainConfig, load_checkpoint_file, train
+from ogmge.training.factory import build_model_from_config
 
 
 class TinyDataset(torch.utils.data.Dataset):
@@ -68,6 +71,11 @@ def tiny_model(bundle, config):
     return TinyModel(tuple(bundle.modalities))
 
 
+def generic_model(bundle, config):
+    """A ``train`` model function: the configured model from the generic builder."""
+    return build_model_from_config(config, bundle.modalities, bundle.num_classes, builder="generic")[0]
+
+
 def tiny_config(tmp_path, **changes) -> TrainConfig:
     values = dict(
         epochs=4, batch_size=16, lr=0.05, optimizer="sgd", modulation="OGM_GE", alpha=0.5,
@@ -99,3 +107,29 @@ def metric_rows(run_dir):
     from ogmge.training import load_run
 
     return [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
+
+
+class Resumed(NamedTuple):
+    """The runs of :func:`resumed_equals_uninterrupted` and their ``last.pt`` checkpoints (``a``: uninterrupted)."""
+
+    full: object
+    resumed: object
+    a: dict
+    b: dict
+
+
+def resumed_equals_uninterrupted(cfg, where, stop: int = 1, model=None) -> Resumed:
+    """Trains ``cfg(where / "full")`` on :func:`tiny_bundle`, then ``cfg(where / "cut")`` interrupted after epoch
+    ``stop`` and resumed; asserts that both end with the same model tensors and metric rows, and returns the
+    runs and checkpoints for a method's own checks."""
+    full = train(cfg(where / "full"), datasets=tiny_bundle(), model=model)
+    cut = cfg(where / "cut")
+    with pytest.raises(Stop):
+        train(cut, datasets=tiny_bundle(), model=model, callbacks=[stop_after(stop)])
+    resumed = train(cut, resume=True, datasets=tiny_bundle(), model=model)
+    a, b = load_checkpoint_file(full.run_dir / "last.pt"), load_checkpoint_file(resumed.run_dir / "last.pt")
+    for k, v in a["model"].items():
+        if torch.is_tensor(v):
+            assert torch.equal(v, b["model"][k]), k
+    assert metric_rows(full.run_dir) == metric_rows(resumed.run_dir)
+    return Resumed(full, resumed, a, b)
