@@ -275,3 +275,16 @@ def test_a_corrupt_results_json_names_the_file_and_the_fix(tmp_path):
     (out / "ogm_ge" / "seed-1" / "results.json").write_text('["not", "a", "run"]')
     with pytest.raises(ValueError, match="expected a JSON object of a run's results"):
         rerun(out)
+
+
+def test_a_worker_whose_parent_died_before_it_started_ends_at_once():
+    """A pool worker still starting when its compare was killed has been re-parented already:
+    it is told the pid its parent had, sees another parent, and exits instead of waiting forever
+    for jobs (holding the dead compare's output pipes open)."""
+    import subprocess
+    import sys
+
+    code = ("import time; from ogmge.training.compare.execute import die_with_parent; "
+            "die_with_parent(parent=1); time.sleep(30)")  # pid 1 is not this process's parent
+    proc = subprocess.run([sys.executable, "-c", code], timeout=20)
+    assert proc.returncode == 1

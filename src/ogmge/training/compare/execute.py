@@ -222,14 +222,16 @@ def worker_device() -> str | None:
 PARENT_POLL_SECONDS = 1.0
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Make this process end when its parent does: ``PR_SET_PDEATHSIG`` (SIGKILL) on Linux,
     and everywhere a daemon thread that polls the parent's pid (a re-parented worker
-    would otherwise finish its queue and then block forever)."""
+    would otherwise finish its queue and then block forever). ``parent``: the pid the
+    parent had when it started this process (default: the current parent's); a worker whose
+    parent died before it got here sees another parent and ends at once."""
     import signal
     import threading
 
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     try:
         import ctypes
 
@@ -249,13 +251,13 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="ogmge-parent-watch", daemon=True).start()
 
 
-def _worker_init(threads: int | None, devices) -> None:
+def _worker_init(threads: int | None, devices, parent: int | None = None) -> None:
     global _WORKER_DEVICE
     import signal
 
     import torch
 
-    die_with_parent()
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the compare's to handle: it stops the workers
     from .. import loop  # noqa: F401 - imported before any run is timed
 
@@ -331,7 +333,7 @@ class LocalExecutor:
             for d in self.devices[: self.jobs]:
                 queue.put(d)
         pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(self.threads, queue))
+                                   initargs=(self.threads, queue, os.getpid()))
         try:
             pending: dict[Future, Job] = {}
 
