@@ -704,14 +704,13 @@ class Trainer:
         """None when the loss and every gradient are finite, else why the step is skipped."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         ok = torch.isfinite(total.detach())
-        by_device: dict[torch.device, list[Tensor]] = {}
+        groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for g in grads:
-            by_device.setdefault(g.device, []).append(g)
-        for gs in by_device.values():  # max |g| is finite iff every entry is (no overflow, unlike a norm)
-            peak = torch.stack([n.float() for n in torch._foreach_norm(gs, float("inf"))])
-            limits = torch.tensor([overflow_limit(g.dtype) for g in gs], device=peak.device)
+            groups.setdefault((g.device, g.dtype), []).append(g)
+        for (_, dtype), gs in groups.items():  # max |g| is finite iff every entry is (no overflow, unlike a norm)
+            peak = torch.stack(torch._foreach_norm(gs, float("inf")))
             # finite, and small enough that g**2 (Adam's second moment) does not overflow either
-            ok = ok & (peak <= limits).all().to(ok.device)
+            ok = ok & (peak <= overflow_limit(dtype)).all().to(ok.device)
         if self.ctx.enabled:  # every rank takes the same decision
             flag = ok.to(torch.int32)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
